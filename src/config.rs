@@ -1,0 +1,2181 @@
+//! Configuration: typed settings, loading (defaults <- TOML file <- `FTPFRONT_<SECTION>__<KEY>` env), validation with file:line errors, and the effective-config rendering for `ftpfront check`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::error::Kind;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+// ---------------------------------------------------------------------------
+// Typed configuration
+// ---------------------------------------------------------------------------
+
+/// The whole configuration; `config/ftpfront.toml` is the commented example.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub passive: PassiveConfig,
+    pub tls: TlsConfig,
+    pub backends: Vec<BackendConfig>,
+    pub routing: RoutingConfig,
+    pub metrics: MetricsConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+/// `[listen]`: the client-facing control listeners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Plain FTP (and, later, explicit AUTH TLS).
+    pub control: SocketAddr,
+    /// Implicit FTPS listener; reserved for a later version.
+    pub implicit_tls: Option<SocketAddr>,
+    /// Expect a PROXY header; reserved for a later version.
+    pub proxy_protocol: bool,
+    /// Peers allowed to send a PROXY header; reserved for a later version.
+    pub proxy_protocol_from: Vec<IpNet>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            control: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 21)),
+            implicit_tls: None,
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
+        }
+    }
+}
+
+/// `[passive]`: the passive port range the NAT forwards, and what 227/229 replies announce.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    pub ports: PortRange,
+    /// Written into 227 replies; `None`: the local address of the control connection.
+    pub public_address: Option<IpAddr>,
+    pub bind: IpAddr,
+    /// Share one port between sessions from different client IPs.
+    pub multiplex: bool,
+    /// What 227/229 announce when the NAT translates ports; same length as `ports`.
+    pub advertised_ports: Option<PortRange>,
+    /// Split horizon: the first rule whose `clients` contains the client IP wins.
+    pub public_address_by_client: Vec<SplitHorizonRule>,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            ports: PortRange {
+                start: 30000,
+                end: 30099,
+            },
+            public_address: None,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            multiplex: true,
+            advertised_ports: None,
+            public_address_by_client: Vec::new(),
+        }
+    }
+}
+
+impl PassiveConfig {
+    /// The address to announce to `client`: a matching split-horizon rule, else
+    /// `public_address` (`None`: use the local address of the control connection).
+    pub fn public_address_for(&self, client: IpAddr) -> Option<IpAddr> {
+        // IPv4 clients on a dual-stack socket show up as ::ffff:a.b.c.d.
+        let client = client.to_canonical();
+        self.public_address_by_client
+            .iter()
+            .find(|rule| rule.clients.iter().any(|net| net.contains(&client)))
+            .map(|rule| rule.address)
+            .or(self.public_address)
+    }
+
+    /// The port to announce for local passive port `port`: its counterpart in
+    /// `advertised_ports`, or `port` itself. `None` when `port` is outside `ports`.
+    pub fn advertised_port(&self, port: u16) -> Option<u16> {
+        let offset = self.ports.offset_of(port)?;
+        match self.advertised_ports {
+            Some(advertised) => advertised.port_at(offset),
+            None => Some(port),
+        }
+    }
+}
+
+/// One `[[passive.public_address_by_client]]` rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitHorizonRule {
+    pub clients: Vec<IpNet>,
+    pub address: IpAddr,
+}
+
+impl Default for SplitHorizonRule {
+    fn default() -> Self {
+        // Unspecified on purpose: validation rejects a rule without an address.
+        Self {
+            clients: Vec::new(),
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// `[tls]`: TLS termination towards clients; reserved for a later version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    #[default]
+    Off,
+    Optional,
+    /// No USER before AUTH TLS.
+    Required,
+}
+
+/// One `[[backends]]` entry: an FTP server ftpfront proxies to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    pub name: String,
+    /// "host:port"; host may be a DNS name, resolved at connect time.
+    pub address: String,
+    pub tls: BackendTls,
+    pub data_mode: DataMode,
+    /// Connect data to the control peer address, ignoring the address in the backend's 227.
+    pub use_control_address: bool,
+    pub proxy_protocol: BackendProxyProtocol,
+    /// Address written into PORT/EPRT towards this backend when `data_mode = active`;
+    /// `None`: the local address of the backend control connection.
+    pub active_address: Option<IpAddr>,
+    /// Ports ftpfront listens on for active-mode backend data; `None`: ephemeral.
+    pub active_ports: Option<PortRange>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Maximum wait for a backend reply to a command.
+    #[serde(with = "humantime_serde")]
+    pub reply_timeout: Duration,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: String::new(),
+            tls: BackendTls::None,
+            data_mode: DataMode::Passive,
+            use_control_address: true,
+            proxy_protocol: BackendProxyProtocol::Off,
+            active_address: None,
+            active_ports: None,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTls {
+    #[default]
+    None,
+    Explicit,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataMode {
+    #[default]
+    Passive,
+    Active,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendProxyProtocol {
+    #[default]
+    Off,
+    V1,
+    V2,
+}
+
+/// `[routing]`: which backend a login goes to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default: Option<String>,
+    pub policy: RoutingPolicy,
+    /// User name -> backend name.
+    pub users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingPolicy {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    Random,
+    First,
+}
+
+/// `[metrics]`: the Prometheus / health endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9477))),
+        }
+    }
+}
+
+/// `[limits]`: resource limits and client access policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_accept_timeout: Duration,
+    pub max_line_length: usize,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub client_active_mode: ClientActiveMode,
+}
+
+const ALLOW_ALL_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+const ALLOW_ALL_V6: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 0);
+
+/// Bounds of `limits.max_line_length`: below 512 real clients break (RFC 959 paths),
+/// above 64 KiB a line buffer per session becomes a memory lever for attackers.
+const MAX_LINE_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10000,
+            max_sessions_per_ip: 64,
+            idle_timeout: Duration::from_secs(300),
+            data_accept_timeout: Duration::from_secs(30),
+            max_line_length: 4096,
+            allow: vec![IpNet::V4(ALLOW_ALL_V4), IpNet::V6(ALLOW_ALL_V6)],
+            deny: Vec::new(),
+            client_active_mode: ClientActiveMode::SameIp,
+        }
+    }
+}
+
+/// Policy for client PORT/EPRT.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientActiveMode {
+    Deny,
+    /// Only to the control peer's IP and ports >= 1024 (no FTP bounce).
+    #[default]
+    SameIp,
+    Any,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive string.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+// ---------------------------------------------------------------------------
+// PortRange
+// ---------------------------------------------------------------------------
+
+/// Inclusive port range, written "30000-30099" or "30000" in TOML/env (serde as that string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+/// Why a text or a pair of ports is not a valid [`PortRange`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    #[error("invalid port range {0:?}: expected \"PORT\" or \"START-END\" with ports from 1 to 65535, e.g. \"30000-30099\"")]
+    Syntax(String),
+    #[error("invalid port range {start}-{end}: port 0 cannot be used, ports start at 1")]
+    ZeroPort { start: u16, end: u16 },
+    #[error("invalid port range {start}-{end}: the start is greater than the end")]
+    Reversed { start: u16, end: u16 },
+}
+
+impl PortRange {
+    /// A checked range: `1 <= start <= end`.
+    pub fn new(start: u16, end: u16) -> Result<Self, PortRangeError> {
+        if start == 0 {
+            return Err(PortRangeError::ZeroPort { start, end });
+        }
+        if start > end {
+            return Err(PortRangeError::Reversed { start, end });
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Number of ports (0 for a reversed range built by hand).
+    pub fn len(&self) -> usize {
+        if self.is_empty() {
+            0
+        } else {
+            usize::from(self.end - self.start) + 1
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start > self.end
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> {
+        self.start..=self.end
+    }
+
+    /// Position of `port` in the range (0 for `start`).
+    pub fn offset_of(&self, port: u16) -> Option<usize> {
+        self.contains(port).then(|| usize::from(port - self.start))
+    }
+
+    /// The port at position `offset` (inverse of [`PortRange::offset_of`]).
+    pub fn port_at(&self, offset: usize) -> Option<u16> {
+        let port = usize::from(self.start).checked_add(offset)?;
+        u16::try_from(port).ok().filter(|port| self.contains(*port))
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let port = |part: &str| {
+            part.trim()
+                .parse::<u16>()
+                .map_err(|_| PortRangeError::Syntax(text.to_string()))
+        };
+        let (start, end) = match text.split_once('-') {
+            Some((start, end)) => (port(start)?, port(end)?),
+            None => (port(text)?, port(text)?),
+        };
+        Self::new(start, end)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PortRangeVisitor)
+    }
+}
+
+/// Accepts a string, and also a bare integer: `ports = 30000` in TOML and
+/// `FTPFRONT_PASSIVE__PORTS=30000` (which the env parser turns into a number).
+struct PortRangeVisitor;
+
+impl serde::de::Visitor<'_> for PortRangeVisitor {
+    type Value = PortRange;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port range such as \"30000-30099\" or a single port")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<PortRange, E> {
+        text.parse().map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, port: u64) -> Result<PortRange, E> {
+        let single = u16::try_from(port)
+            .map_err(|_| PortRangeError::Syntax(port.to_string()))
+            .and_then(|port| PortRange::new(port, port));
+        single.map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, port: i64) -> Result<PortRange, E> {
+        match u64::try_from(port) {
+            Ok(port) => self.visit_u64(port),
+            Err(_) => Err(E::custom(PortRangeError::Syntax(port.to_string()))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Where a problematic setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The TOML file (or inline text); `line` when the key could be found in it.
+    File { file: String, line: Option<usize> },
+    /// An `FTPFRONT_<SECTION>__<KEY>` environment variable.
+    Env { var: String },
+}
+
+/// One invalid setting: its key path, what is wrong, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path segments, e.g. `["backends", "0", "address"]`.
+    pub path: Vec<String>,
+    pub message: String,
+    /// `None` when validating a `Config` that was not loaded from text.
+    pub origin: Option<Origin>,
+}
+
+impl Problem {
+    fn new(path: &[&str], message: impl Into<String>) -> Self {
+        Self {
+            path: path.iter().map(|segment| segment.to_string()).collect(),
+            message: message.into(),
+            origin: None,
+        }
+    }
+
+    /// The key path as a user writes it: `backends[0].address`.
+    pub fn key(&self) -> String {
+        if self.path.is_empty() {
+            return "(top level)".to_string();
+        }
+        let mut key = String::new();
+        for segment in &self.path {
+            if segment.parse::<usize>().is_ok() {
+                key.push_str(&format!("[{segment}]"));
+            } else {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(segment);
+            }
+        }
+        key
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (key, message) = (self.key(), &self.message);
+        match &self.origin {
+            Some(Origin::File {
+                file,
+                line: Some(line),
+            }) => write!(f, "{file}:{line}: {key}: {message}"),
+            Some(Origin::File { file, line: None }) => write!(f, "{file}: {key}: {message}"),
+            Some(Origin::Env { var }) => {
+                write!(f, "environment variable {var} ({key}): {message}")
+            }
+            None => write!(f, "{key}: {message}"),
+        }
+    }
+}
+
+/// Everything that can be wrong with a configuration; `Display` is the message for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not TOML at all; `line`/`column` are 1-based.
+    #[error("{file}:{line}:{column}: invalid TOML: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Valid TOML with invalid settings: one line per problem.
+    #[error("{}", join_lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The invalid settings (empty for read and syntax errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(problems) => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn join_lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+const ENV_PREFIX: &str = "FTPFRONT_";
+/// Separates section and key in env names. Requiring it is what keeps the
+/// variables Kubernetes derives from a Service named `ftpfront` (`FTPFRONT_PORT`,
+/// `FTPFRONT_SERVICE_HOST`, `FTPFRONT_PORT_21_TCP_ADDR`, ...) out of the config.
+const ENV_SEPARATOR: &str = "__";
+/// The file name shown in errors for [`Config::from_toml_str`].
+const INLINE_SOURCE: &str = "<toml>";
+/// What [`Config::render_effective`] writes instead of a secret.
+const MASK: &str = "****";
+/// Key paths whose values are secrets (`*` matches every array element).
+/// None exist yet; e.g. a future `backends.*.password` belongs here.
+const SECRET_KEYS: &[&str] = &[];
+
+impl Config {
+    /// defaults <- TOML file <- FTPFRONT_<SECTION>__<KEY> env vars, then validate()
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_vars(path, process_env())
+    }
+
+    /// [`Config::load`] with the environment given explicitly (tests, embedding).
+    pub fn load_with_vars<I>(path: &Path, vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let source = Source {
+            name: path.display().to_string(),
+            text: &text,
+            env: env_overrides(vars),
+        };
+        source.parse()
+    }
+
+    /// defaults <- TOML text (no env), then validate(); used by tests
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let source = Source {
+            name: INLINE_SOURCE.to_string(),
+            text,
+            env: Vec::new(),
+        };
+        source.parse()
+    }
+
+    /// Checks every rule and reports all problems at once (key paths, no locations).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.reject_unbuilt_features(&mut problems);
+        // [listen] has no rule beyond its types: port 0 (ephemeral) is legitimate in
+        // tests, and its later-work keys are checked in reject_unbuilt_features.
+        check_passive(&self.passive, &mut problems);
+        check_backends(&self.backends, &mut problems);
+        self.check_routing(&mut problems);
+        check_limits(&self.limits, &mut problems);
+        check_log(&self.log, &mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The effective config as TOML, secrets masked, for `ftpfront check`.
+    pub fn render_effective(&self) -> String {
+        self.render_masked(SECRET_KEYS).unwrap_or_else(|error| {
+            format!("# cannot render the effective configuration: {error}\n")
+        })
+    }
+
+    fn render_masked(&self, secret_keys: &[&str]) -> Result<String, String> {
+        let mut value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        mask_secrets(&mut value, secret_keys);
+        // Back through the typed config so the output keeps the field order of the
+        // structs (toml::Value sorts keys); masks are strings, as secrets are.
+        let masked = Config::deserialize(value).map_err(|e| e.to_string())?;
+        toml::to_string_pretty(&masked).map_err(|e| e.to_string())
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|backend| backend.name == name)
+    }
+
+    /// routing.default, or the only backend's name when exactly one backend exists and no default is set.
+    pub fn default_backend(&self) -> Option<&str> {
+        match (&self.routing.default, self.backends.as_slice()) {
+            (Some(name), _) => Some(name),
+            (None, [only]) => Some(&only.name),
+            (None, _) => None,
+        }
+    }
+}
+
+fn process_env() -> Vec<(String, String)> {
+    // vars() would panic on a non-UTF-8 variable anywhere in the environment;
+    // a mangled FTPFRONT_ value instead fails to parse and names its variable.
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            let name = name.into_string().ok()?;
+            Some((name, value.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// One `FTPFRONT_<SECTION>__<KEY>` override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EnvVar {
+    name: String,
+    path: Vec<String>,
+    value: String,
+}
+
+fn env_overrides<I>(vars: I) -> Vec<EnvVar>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut overrides: Vec<EnvVar> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            if !rest.contains(ENV_SEPARATOR) {
+                return None;
+            }
+            let path = rest
+                .split(ENV_SEPARATOR)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            Some(EnvVar { name, path, value })
+        })
+        .collect();
+    // Deterministic precedence when two names map to the same key.
+    overrides.sort_by(|a, b| a.name.cmp(&b.name));
+    overrides
+}
+
+/// The env overrides as one nested dictionary, values parsed like figment's `Env`
+/// provider does ("10" is a number, "true" a bool, "[a, b]" an array, else a string).
+fn env_dict(overrides: &[EnvVar]) -> Dict {
+    let mut dict = Dict::new();
+    for var in overrides {
+        let value = match var.value.parse::<Value>() {
+            Ok(value) => value,
+            Err(never) => match never {},
+        };
+        insert_nested(&mut dict, &var.path, value);
+    }
+    dict
+}
+
+fn insert_nested(dict: &mut Dict, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dict.insert(first.clone(), value);
+        return;
+    }
+    let entry = dict
+        .entry(first.clone())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if entry.as_dict().is_none() {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert_nested(inner, rest, value);
+    }
+}
+
+/// One load: the TOML text, its name for messages, and the env overrides on top.
+struct Source<'a> {
+    name: String,
+    text: &'a str,
+    env: Vec<EnvVar>,
+}
+
+impl Source<'_> {
+    fn parse(&self) -> Result<Config, ConfigError> {
+        self.check_syntax()?;
+        let figment =
+            Figment::from(Toml::string(self.text)).merge(Serialized::defaults(env_dict(&self.env)));
+        let config: Config = figment.extract().map_err(|error| {
+            self.locate(ConfigError::Invalid(
+                error.into_iter().map(problem_from_figment).collect(),
+            ))
+        })?;
+        config.validate().map_err(|error| self.locate(error))?;
+        Ok(config)
+    }
+
+    /// Syntax first, with toml's own span: figment's error would lose the column.
+    fn check_syntax(&self) -> Result<(), ConfigError> {
+        let Err(error) = toml::from_str::<toml::Table>(self.text) else {
+            return Ok(());
+        };
+        let offset = error.span().map_or(0, |span| span.start);
+        let (line, column) = line_column(self.text, offset);
+        Err(ConfigError::Syntax {
+            file: self.name.clone(),
+            line,
+            column,
+            message: error.message().trim().replace('\n', "; "),
+        })
+    }
+
+    fn locate(&self, error: ConfigError) -> ConfigError {
+        match error {
+            ConfigError::Invalid(problems) => ConfigError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|problem| Problem {
+                        origin: Some(self.origin_of(&problem.path)),
+                        ..problem
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    /// Env overrides the file, so a key an env var sets (or lies under) came from it.
+    fn origin_of(&self, path: &[String]) -> Origin {
+        let from_env = self.env.iter().rev().find(|var| {
+            !path.is_empty() && (path.starts_with(&var.path) || var.path.starts_with(path))
+        });
+        match from_env {
+            Some(var) => Origin::Env {
+                var: var.name.clone(),
+            },
+            None => Origin::File {
+                file: self.name.clone(),
+                line: find_line(self.text, path),
+            },
+        }
+    }
+}
+
+fn problem_from_figment(error: figment::Error) -> Problem {
+    let message = match &error.kind {
+        Kind::UnknownField(found, expected) => unknown_message("key", found, expected),
+        Kind::UnknownVariant(found, expected) => unknown_message("value", found, expected),
+        kind => duration_hint(kind.to_string()),
+    };
+    Problem {
+        path: error.path,
+        message,
+        origin: None,
+    }
+}
+
+/// humantime_serde only says "expected a duration"; show what one looks like.
+fn duration_hint(message: String) -> String {
+    if message.ends_with("expected a duration") {
+        format!("{message} such as \"30s\", \"5m\" or \"1h 30m\"")
+    } else {
+        message
+    }
+}
+
+fn unknown_message(what: &str, found: &str, expected: &[&str]) -> String {
+    if expected.is_empty() {
+        format!("unknown {what} `{found}`")
+    } else {
+        format!(
+            "unknown {what} `{found}`; expected one of: {}",
+            expected.join(", ")
+        )
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// The line of the deepest key or table header in `text` that is `path` or an
+/// ancestor of it: the key itself, else its inline table/array, else its section.
+fn find_line(text: &str, path: &[String]) -> Option<usize> {
+    toml_key_lines(text)
+        .into_iter()
+        .filter(|(key, _)| !key.is_empty() && path.starts_with(key))
+        .max_by_key(|(key, line)| (key.len(), Reverse(*line)))
+        .map(|(_, line)| line)
+}
+
+/// (key path, 1-based line) of every table header and `key =` line of a TOML
+/// text that already parsed. A line scan, not a parser: enough to point a human
+/// at the right line; array-of-tables headers get their element index.
+fn toml_key_lines(text: &str) -> Vec<(Vec<String>, usize)> {
+    let mut entries = Vec::new();
+    let mut table: Vec<String> = Vec::new();
+    let mut array_lengths: HashMap<Vec<String>, usize> = HashMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix("[[") {
+            let name = split_key(header.split("]]").next().unwrap_or_default());
+            let length = array_lengths.entry(name.clone()).or_insert(0);
+            table = name;
+            table.push(length.to_string());
+            *length += 1;
+            entries.push((table.clone(), index + 1));
+        } else if let Some(header) = line.strip_prefix('[') {
+            table = split_key(header.split(']').next().unwrap_or_default());
+            entries.push((table.clone(), index + 1));
+        } else if let Some((key, _)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+            let mut path = table.clone();
+            path.extend(split_key(key));
+            entries.push((path, index + 1));
+        }
+    }
+    entries
+}
+
+/// Splits a TOML key (`a.b`, `"a.b".c`) into segments, unquoting them.
+fn split_key(key: &str) -> Vec<String> {
+    let mut segments = Vec::new();
+    let mut current = String::new();
+    let mut quote = None;
+    for c in key.chars() {
+        match (quote, c) {
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), c) => current.push(c),
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '.') => segments.push(std::mem::take(&mut current).trim().to_string()),
+            (None, c) => current.push(c),
+        }
+    }
+    segments.push(current.trim().to_string());
+    segments
+}
+
+/// Replaces the values at `patterns` (dotted key paths, `*` = every array element).
+fn mask_secrets(value: &mut toml::Value, patterns: &[&str]) {
+    for pattern in patterns {
+        let segments: Vec<&str> = pattern.split('.').collect();
+        mask_path(value, &segments);
+    }
+}
+
+fn mask_path(value: &mut toml::Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        *value = toml::Value::String(MASK.to_string());
+        return;
+    };
+    match value {
+        toml::Value::Table(table) => {
+            if let Some(inner) = table.get_mut(*first) {
+                mask_path(inner, rest);
+            }
+        }
+        toml::Value::Array(items) if *first == "*" => {
+            for item in items {
+                mask_path(item, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+const TLS_MISSING: &str = "TLS termination (FTPS) is not available in this version";
+const PROXY_MISSING: &str = "PROXY protocol is not available yet";
+const BACKEND_TLS_MISSING: &str = "backend TLS is not available yet";
+const POLICY_MISSING: &str = "routing policies among backend groups are not available yet";
+
+impl Config {
+    /// Keys named for later work are accepted only at their inert value, so no
+    /// setting silently does nothing. Remove each check when its feature lands.
+    fn reject_unbuilt_features(&self, problems: &mut Vec<Problem>) {
+        let inert = |path: &[&str], missing: &str, fix: &str| {
+            Problem::new(path, format!("{missing}; {fix}"))
+        };
+        if self.tls.mode != TlsMode::Off {
+            problems.push(inert(
+                &["tls", "mode"],
+                TLS_MISSING,
+                "set tls.mode = \"off\"",
+            ));
+        }
+        for (key, value) in [("cert", &self.tls.cert), ("key", &self.tls.key)] {
+            if value.is_some() {
+                let fix = format!("remove tls.{key} and set tls.mode = \"off\"");
+                problems.push(inert(&["tls", key], TLS_MISSING, &fix));
+            }
+        }
+        if self.listen.implicit_tls.is_some() {
+            let fix = "remove listen.implicit_tls";
+            problems.push(inert(&["listen", "implicit_tls"], TLS_MISSING, fix));
+        }
+        if self.listen.proxy_protocol {
+            let fix = "set listen.proxy_protocol = false";
+            problems.push(inert(&["listen", "proxy_protocol"], PROXY_MISSING, fix));
+        }
+        if !self.listen.proxy_protocol_from.is_empty() {
+            let fix = "remove listen.proxy_protocol_from";
+            problems.push(inert(
+                &["listen", "proxy_protocol_from"],
+                PROXY_MISSING,
+                fix,
+            ));
+        }
+        for (index, backend) in self.backends.iter().enumerate() {
+            let i = index.to_string();
+            if backend.tls != BackendTls::None {
+                let fix = format!("set backends[{i}].tls = \"none\"");
+                problems.push(inert(&["backends", &i, "tls"], BACKEND_TLS_MISSING, &fix));
+            }
+            if backend.proxy_protocol != BackendProxyProtocol::Off {
+                let fix = format!("set backends[{i}].proxy_protocol = \"off\"");
+                let path = ["backends", &i, "proxy_protocol"];
+                problems.push(inert(&path, PROXY_MISSING, &fix));
+            }
+        }
+        if self.routing.policy != RoutingPolicy::RoundRobin {
+            let fix = "remove routing.policy or set it to \"round_robin\"";
+            problems.push(inert(&["routing", "policy"], POLICY_MISSING, fix));
+        }
+    }
+
+    fn check_routing(&self, problems: &mut Vec<Problem>) {
+        let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let known = names.join(", ");
+        let unknown = |name: &str| {
+            format!("names backend \"{name}\", which does not exist; configured backends: {known}")
+        };
+        if let Some(name) = &self.routing.default {
+            if self.backend(name).is_none() {
+                problems.push(Problem::new(&["routing", "default"], unknown(name)));
+            }
+        } else if self.backends.len() > 1 {
+            let message = format!(
+                "{} backends are configured and none is the default; set routing.default to one of: {known}",
+                self.backends.len()
+            );
+            problems.push(Problem::new(&["routing", "default"], message));
+        }
+        for (user, name) in &self.routing.users {
+            if self.backend(name).is_none() {
+                problems.push(Problem::new(&["routing", "users", user], unknown(name)));
+            }
+        }
+    }
+}
+
+fn check_passive(passive: &PassiveConfig, problems: &mut Vec<Problem>) {
+    check_port_range(&["passive", "ports"], passive.ports, problems);
+    if let Some(advertised) = passive.advertised_ports {
+        check_port_range(&["passive", "advertised_ports"], advertised, problems);
+        if advertised.len() != passive.ports.len() {
+            let message = format!(
+                "has {} ports but passive.ports has {}; both ranges must have the same length (the n-th local port is announced as the n-th advertised port)",
+                advertised.len(),
+                passive.ports.len()
+            );
+            problems.push(Problem::new(&["passive", "advertised_ports"], message));
+        }
+    }
+    if let Some(address) = passive.public_address {
+        check_public_address(&["passive", "public_address"], address, problems);
+    }
+    for (index, rule) in passive.public_address_by_client.iter().enumerate() {
+        let i = index.to_string();
+        let path = |key| ["passive", "public_address_by_client", &i, key];
+        if rule.clients.is_empty() {
+            let message = "must list at least one client network, e.g. [\"192.168.0.0/16\"]";
+            problems.push(Problem::new(&path("clients"), message));
+        }
+        check_public_address(&path("address"), rule.address, problems);
+    }
+}
+
+fn check_public_address(path: &[&str], address: IpAddr, problems: &mut Vec<Problem>) {
+    // Clients connect to this address: 0.0.0.0, :: or a multicast group can never work.
+    if address.is_unspecified() || address.is_multicast() {
+        let message = format!(
+            "{address} cannot be announced to clients; set the specific (public) address clients connect to, e.g. \"203.0.113.10\""
+        );
+        problems.push(Problem::new(path, message));
+    }
+}
+
+fn check_port_range(path: &[&str], range: PortRange, problems: &mut Vec<Problem>) {
+    if let Err(error) = PortRange::new(range.start, range.end) {
+        problems.push(Problem::new(path, error.to_string()));
+    }
+}
+
+fn check_backends(backends: &[BackendConfig], problems: &mut Vec<Problem>) {
+    if backends.is_empty() {
+        let message = "at least one [[backends]] entry is required, e.g. [[backends]] name = \"main\" address = \"10.0.0.5:21\"";
+        problems.push(Problem::new(&["backends"], message));
+    }
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (index, backend) in backends.iter().enumerate() {
+        let i = index.to_string();
+        if backend.name.trim().is_empty() {
+            let message = "must not be empty: every backend needs a name (routing refers to it)";
+            problems.push(Problem::new(&["backends", &i, "name"], message));
+        } else if let Some(first) = first_index.get(backend.name.as_str()) {
+            let message = format!(
+                "duplicate backend name \"{}\" (also used by backends[{first}]); names must be unique",
+                backend.name
+            );
+            problems.push(Problem::new(&["backends", &i, "name"], message));
+        } else {
+            first_index.insert(&backend.name, index);
+        }
+        check_backend(&i, backend, problems);
+    }
+}
+
+fn check_backend(i: &str, backend: &BackendConfig, problems: &mut Vec<Problem>) {
+    let path = |key| ["backends", i, key];
+    if let Err(reason) = split_host_port(&backend.address) {
+        let message = format!(
+            "invalid backend address \"{}\": {reason}; expected HOST:PORT, e.g. \"10.0.0.5:21\", \"ftp.internal:21\" or \"[2001:db8::5]:21\"",
+            backend.address
+        );
+        problems.push(Problem::new(&path("address"), message));
+    }
+    for (key, duration) in [
+        ("connect_timeout", backend.connect_timeout),
+        ("reply_timeout", backend.reply_timeout),
+    ] {
+        check_duration(&path(key), duration, problems);
+    }
+    if let Some(ports) = backend.active_ports {
+        check_port_range(&path("active_ports"), ports, problems);
+    }
+    if backend.data_mode == DataMode::Passive {
+        // These only shape PORT/EPRT, which passive mode never sends.
+        let unused = [
+            ("active_address", backend.active_address.is_some()),
+            ("active_ports", backend.active_ports.is_some()),
+        ];
+        for (key, _) in unused.iter().filter(|(_, set)| *set) {
+            let message = format!(
+                "is only used with data_mode = \"active\"; remove it or set backends[{i}].data_mode = \"active\""
+            );
+            problems.push(Problem::new(&path(key), message));
+        }
+    }
+}
+
+/// Splits "host:port" ("[v6]:port" for IPv6) and checks both halves.
+fn split_host_port(address: &str) -> Result<(&str, u16), String> {
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once("]:")
+            .ok_or("an IPv6 address must be followed by :PORT, as in [ADDRESS]:PORT")?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| format!("\"{host}\" is not an IPv6 address"))?;
+        (host, port)
+    } else {
+        let (host, port) = address.rsplit_once(':').ok_or("the :PORT is missing")?;
+        if host.contains(':') {
+            return Err("an IPv6 address must be in brackets, as in [ADDRESS]:PORT".to_string());
+        }
+        check_host_name(host)?;
+        (host, port)
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("\"{port}\" is not a port number (1-65535)")),
+        Ok(port) => Ok((host, port)),
+    }
+}
+
+fn check_host_name(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("the host is missing".to_string());
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if host.chars().all(valid) {
+        Ok(())
+    } else {
+        Err(format!("\"{host}\" is not a host name or IPv4 address"))
+    }
+}
+
+fn check_duration(path: &[&str], duration: Duration, problems: &mut Vec<Problem>) {
+    if duration.is_zero() {
+        let message = "must be greater than 0, e.g. \"30s\" or \"5m\"";
+        problems.push(Problem::new(path, message));
+    }
+}
+
+fn check_limits(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
+    for (key, value) in [
+        ("max_sessions", limits.max_sessions),
+        ("max_sessions_per_ip", limits.max_sessions_per_ip),
+    ] {
+        if value == 0 {
+            let message = "must be at least 1 (0 would refuse every client)";
+            problems.push(Problem::new(&["limits", key], message));
+        }
+    }
+    check_duration(&["limits", "idle_timeout"], limits.idle_timeout, problems);
+    let accept = limits.data_accept_timeout;
+    check_duration(&["limits", "data_accept_timeout"], accept, problems);
+    if !MAX_LINE_LENGTH_RANGE.contains(&limits.max_line_length) {
+        let message = format!(
+            "must be between {} and {} (got {})",
+            MAX_LINE_LENGTH_RANGE.start(),
+            MAX_LINE_LENGTH_RANGE.end(),
+            limits.max_line_length
+        );
+        problems.push(Problem::new(&["limits", "max_line_length"], message));
+    }
+    if limits.allow.is_empty() {
+        let message = "must not be empty (no client could connect); use [\"0.0.0.0/0\", \"::/0\"] to allow every client and limits.deny to exclude some";
+        problems.push(Problem::new(&["limits", "allow"], message));
+    }
+}
+
+fn check_log(log: &LogConfig, problems: &mut Vec<Problem>) {
+    if log.filter.trim().is_empty() {
+        let message = "must not be empty, e.g. \"info\" or \"info,ftpfront=debug\"";
+        problems.push(Problem::new(&["log", "filter"], message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    /// Serialises the tests that touch the process environment.
+    static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    const ONE_BACKEND: &str = "[[backends]]\nname = \"main\"\naddress = \"10.0.0.5:21\"\n";
+
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// The rendered messages of an invalid config text (with one backend added
+    /// unless the text has its own).
+    fn errors(text: &str) -> Vec<String> {
+        let text = if text.contains("[[backends]]") {
+            text.to_string()
+        } else {
+            format!("{ONE_BACKEND}{text}")
+        };
+        match Config::from_toml_str(&text) {
+            Ok(config) => panic!("expected an error for\n{text}\ngot {config:#?}"),
+            Err(error) => error.problems().iter().map(Problem::to_string).collect(),
+        }
+    }
+
+    /// Asserts exactly one problem, whose message names `key` and contains `fragment`.
+    fn assert_error(text: &str, key: &str, fragment: &str) {
+        let errors = errors(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let error = &errors[0];
+        assert!(
+            error.contains(&format!(" {key}: ")),
+            "{error:?} should name {key}"
+        );
+        assert!(
+            error.contains(fragment),
+            "{error:?} should contain {fragment:?}"
+        );
+    }
+
+    fn design_example() -> String {
+        // DESIGN.md's example with the later-work keys at their inert values.
+        r#"
+[listen]
+control = "0.0.0.0:21"            # plain FTP + explicit AUTH TLS
+proxy_protocol = false            # expect a PROXY v1/v2 header (from a load balancer)
+proxy_protocol_from = []          # only these peers may send one
+
+[passive]
+ports = "30000-30099"             # the range the NAT forwards; inclusive
+public_address = "203.0.113.10"   # written into 227 replies; omit to use the local address
+bind = "0.0.0.0"
+multiplex = true                  # share a port between different client IPs (see above)
+# advertised_ports = "50000-50099"  # what 227/229 announce when the NAT/LB translates ports
+# [[passive.public_address_by_client]]  # split horizon: LAN clients get the private address
+# clients = ["192.168.0.0/16"]
+# address = "192.168.1.10"
+
+[tls]
+mode = "off"                      # off | optional | required (required: no USER before AUTH TLS)
+
+[[backends]]
+name = "legacy"
+address = "10.0.0.5:21"
+tls = "none"                      # none | explicit | implicit
+data_mode = "passive"             # passive | active
+use_control_address = true        # ignore the address in the backend's 227 reply
+proxy_protocol = "off"            # off | v1 | v2: PROXY header on the backend control connection
+
+[routing]
+default = "legacy"
+policy = "round_robin"            # among backends of a group: round_robin | least_conn | random | first
+users = { alice = "legacy" }      # user -> backend name; USER name@backend also accepted if allowed
+
+[metrics]
+listen = "127.0.0.1:9477"
+
+[limits]
+max_sessions = 10000
+max_sessions_per_ip = 64
+idle_timeout = "300s"
+data_accept_timeout = "30s"
+max_line_length = 4096
+allow = ["0.0.0.0/0", "::/0"]
+deny = []
+client_active_mode = "same_ip"   # deny | same_ip (no bounce) | any
+"#
+        .to_string()
+    }
+
+    // --- defaults and parsing ---------------------------------------------
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::default();
+        assert_eq!(config.listen.control, "0.0.0.0:21".parse().unwrap());
+        assert_eq!(config.listen.implicit_tls, None);
+        assert!(!config.listen.proxy_protocol);
+        assert!(config.listen.proxy_protocol_from.is_empty());
+        assert_eq!(config.passive.ports, PortRange::new(30000, 30099).unwrap());
+        assert_eq!(config.passive.public_address, None);
+        assert_eq!(config.passive.bind, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert!(config.passive.multiplex);
+        assert_eq!(config.passive.advertised_ports, None);
+        assert!(config.passive.public_address_by_client.is_empty());
+        assert_eq!(config.tls, TlsConfig::default());
+        assert_eq!(config.tls.mode, TlsMode::Off);
+        assert!(config.backends.is_empty());
+        assert_eq!(config.routing.default, None);
+        assert_eq!(config.routing.policy, RoutingPolicy::RoundRobin);
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9477".parse().unwrap())
+        );
+        let limits = &config.limits;
+        assert_eq!(
+            (limits.max_sessions, limits.max_sessions_per_ip),
+            (10000, 64)
+        );
+        assert_eq!(limits.idle_timeout, Duration::from_secs(300));
+        assert_eq!(limits.data_accept_timeout, Duration::from_secs(30));
+        assert_eq!(limits.max_line_length, 4096);
+        let allow_all: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        assert_eq!(limits.allow, allow_all);
+        assert!(limits.deny.is_empty());
+        assert_eq!(limits.client_active_mode, ClientActiveMode::SameIp);
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.log.filter, "info");
+
+        let backend = BackendConfig::default();
+        assert_eq!(backend.tls, BackendTls::None);
+        assert_eq!(backend.data_mode, DataMode::Passive);
+        assert!(backend.use_control_address);
+        assert_eq!(backend.proxy_protocol, BackendProxyProtocol::Off);
+        assert_eq!((backend.active_address, backend.active_ports), (None, None));
+        assert_eq!(backend.connect_timeout, Duration::from_secs(10));
+        assert_eq!(backend.reply_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn minimal_file_is_defaults_plus_backend() {
+        let config = Config::from_toml_str(ONE_BACKEND).unwrap();
+        let expected = Config {
+            backends: vec![BackendConfig {
+                name: "main".into(),
+                address: "10.0.0.5:21".into(),
+                ..BackendConfig::default()
+            }],
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
+        assert_eq!(config.default_backend(), Some("main"));
+    }
+
+    #[test]
+    fn partial_section_keeps_other_defaults() {
+        let text = format!("{ONE_BACKEND}[passive]\npublic_address = \"203.0.113.10\"\n");
+        let config = Config::from_toml_str(&text).unwrap();
+        assert_eq!(
+            config.passive.public_address,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        assert_eq!(config.passive.ports, PassiveConfig::default().ports);
+        assert!(config.passive.multiplex);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let config = Config::from_toml_str(&design_example()).unwrap();
+        assert_eq!(
+            config.passive.public_address,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        assert_eq!(config.backends.len(), 1);
+        assert_eq!(config.backend("legacy").unwrap().address, "10.0.0.5:21");
+        assert_eq!(
+            config.routing.users.get("alice").map(String::as_str),
+            Some("legacy")
+        );
+        assert_eq!(config.default_backend(), Some("legacy"));
+    }
+
+    #[test]
+    fn example_file_loads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ftpfront.toml"));
+        let config = Config::load_with_vars(path, Vec::new()).unwrap();
+        assert_eq!(
+            config.passive.public_address,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        assert_eq!(config.default_backend(), Some("legacy"));
+        // Apart from the documented example values, the file shows the defaults.
+        let expected = Config {
+            passive: PassiveConfig {
+                public_address: config.passive.public_address,
+                ..PassiveConfig::default()
+            },
+            backends: config.backends.clone(),
+            routing: config.routing.clone(),
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
+        let backend = &config.backends[0];
+        let expected_backend = BackendConfig {
+            name: "legacy".into(),
+            address: "10.0.0.5:21".into(),
+            ..BackendConfig::default()
+        };
+        assert_eq!(backend, &expected_backend);
+    }
+
+    #[test]
+    fn all_values_parse() {
+        let text = r#"
+[listen]
+control = "[::]:2121"
+[passive]
+ports = 30000
+advertised_ports = "50000"
+public_address = "2001:db8::10"
+multiplex = false
+[[passive.public_address_by_client]]
+clients = ["192.168.0.0/16", "10.0.0.0/8"]
+address = "192.168.1.10"
+[[backends]]
+name = "a"
+address = "ftp.internal:2121"
+data_mode = "active"
+active_address = "10.0.0.2"
+active_ports = "40000-40009"
+connect_timeout = "1m 30s"
+reply_timeout = "2m"
+[[backends]]
+name = "b"
+address = "[2001:db8::5]:21"
+use_control_address = false
+[routing]
+default = "b"
+users = { alice = "a", "bob.smith" = "b" }
+[limits]
+deny = ["192.0.2.0/24"]
+client_active_mode = "any"
+[log]
+format = "json"
+filter = "info,ftpfront=debug"
+"#;
+        let config = Config::from_toml_str(text).unwrap();
+        assert_eq!(config.listen.control, "[::]:2121".parse().unwrap());
+        assert_eq!(config.passive.ports, PortRange::new(30000, 30000).unwrap());
+        assert_eq!(config.passive.public_address_by_client[0].clients.len(), 2);
+        let a = config.backend("a").unwrap();
+        assert_eq!(a.data_mode, DataMode::Active);
+        assert_eq!(a.active_ports, Some(PortRange::new(40000, 40009).unwrap()));
+        assert_eq!(a.connect_timeout, Duration::from_secs(90));
+        assert!(!config.backend("b").unwrap().use_control_address);
+        assert_eq!(config.routing.users["bob.smith"], "b");
+        assert_eq!(config.default_backend(), Some("b"));
+        assert_eq!(config.limits.client_active_mode, ClientActiveMode::Any);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert!(config.backend("c").is_none());
+    }
+
+    #[test]
+    fn default_backend_rules() {
+        let mut config = Config::default();
+        assert_eq!(config.default_backend(), None);
+        let backend = |name: &str| BackendConfig {
+            name: name.into(),
+            address: "10.0.0.5:21".into(),
+            ..BackendConfig::default()
+        };
+        config.backends = vec![backend("a"), backend("b")];
+        assert_eq!(config.default_backend(), None);
+        config.routing.default = Some("b".into());
+        assert_eq!(config.default_backend(), Some("b"));
+    }
+
+    #[test]
+    fn passive_helpers() {
+        let text = r#"
+[passive]
+ports = "30000-30009"
+advertised_ports = "50000-50009"
+public_address = "203.0.113.10"
+[[passive.public_address_by_client]]
+clients = ["192.168.0.0/16"]
+address = "192.168.1.10"
+"#;
+        let passive = errors_free(text).passive;
+        assert_eq!(passive.advertised_port(30000), Some(50000));
+        assert_eq!(passive.advertised_port(30009), Some(50009));
+        assert_eq!(passive.advertised_port(30010), None);
+        let public: IpAddr = "203.0.113.10".parse().unwrap();
+        let lan: IpAddr = "192.168.1.10".parse().unwrap();
+        assert_eq!(
+            passive.public_address_for("198.51.100.7".parse().unwrap()),
+            Some(public)
+        );
+        assert_eq!(
+            passive.public_address_for("192.168.5.5".parse().unwrap()),
+            Some(lan)
+        );
+        let mapped: IpAddr = "::ffff:192.168.5.5".parse().unwrap();
+        assert_eq!(passive.public_address_for(mapped), Some(lan));
+        let plain = PassiveConfig::default();
+        assert_eq!(plain.advertised_port(30050), Some(30050));
+        assert_eq!(plain.public_address_for(lan), None);
+    }
+
+    fn errors_free(text: &str) -> Config {
+        Config::from_toml_str(&format!("{ONE_BACKEND}{text}")).unwrap()
+    }
+
+    // --- rendering ------------------------------------------------------------
+
+    #[test]
+    fn effective_config_round_trips() {
+        let mut config = Config::from_toml_str(&design_example()).unwrap();
+        config.passive.advertised_ports = Some(PortRange::new(50000, 50099).unwrap());
+        config.passive.public_address_by_client = vec![SplitHorizonRule {
+            clients: vec!["192.168.0.0/16".parse().unwrap()],
+            address: "192.168.1.10".parse().unwrap(),
+        }];
+        let rendered = config.render_effective();
+        assert!(rendered.contains("ports = \"30000-30099\""), "{rendered}");
+        assert!(rendered.contains("idle_timeout = \"5m\""), "{rendered}");
+        assert_eq!(
+            Config::from_toml_str(&rendered).unwrap(),
+            config,
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let config = Config::from_toml_str(ONE_BACKEND).unwrap();
+        let secrets = ["backends.*.address", "log.filter", "no.such", "limits.*"];
+        let rendered = config.render_masked(&secrets).unwrap();
+        assert!(rendered.contains("address = \"****\""), "{rendered}");
+        assert!(rendered.contains("filter = \"****\""), "{rendered}");
+        assert!(!rendered.contains("10.0.0.5"), "{rendered}");
+        assert!(
+            rendered.find("[listen]") < rendered.find("[passive]"),
+            "{rendered}"
+        );
+    }
+
+    // --- PortRange --------------------------------------------------------------
+
+    #[test]
+    fn port_range_parses_and_formats() {
+        let range: PortRange = "30000-30099".parse().unwrap();
+        assert_eq!(
+            range,
+            PortRange {
+                start: 30000,
+                end: 30099
+            }
+        );
+        assert_eq!(range.to_string(), "30000-30099");
+        assert_eq!(range.len(), 100);
+        assert!(!range.is_empty());
+        assert!(range.contains(30000) && range.contains(30099));
+        assert!(!range.contains(29999) && !range.contains(30100));
+        assert_eq!(range.iter().count(), 100);
+        assert_eq!(range.iter().last(), Some(30099));
+        assert_eq!(range.offset_of(30001), Some(1));
+        assert_eq!(range.port_at(99), Some(30099));
+        assert_eq!(range.port_at(100), None);
+
+        let single: PortRange = "65535".parse().unwrap();
+        assert_eq!(
+            single,
+            PortRange {
+                start: 65535,
+                end: 65535
+            }
+        );
+        assert_eq!(single.len(), 1);
+        assert_eq!(single.iter().collect::<Vec<_>>(), vec![65535]);
+        assert_eq!(single.to_string(), "65535-65535");
+        assert_eq!(single.port_at(1), None);
+
+        assert_eq!(
+            " 1-2".parse::<PortRange>().unwrap(),
+            PortRange { start: 1, end: 2 }
+        );
+        assert_eq!(
+            "1 - 2".parse::<PortRange>().unwrap(),
+            PortRange { start: 1, end: 2 }
+        );
+        assert_eq!("1-65535".parse::<PortRange>().unwrap().len(), 65535);
+    }
+
+    #[test]
+    fn port_range_rejects_bad_input() {
+        assert_eq!(
+            "0-5".parse::<PortRange>(),
+            Err(PortRangeError::ZeroPort { start: 0, end: 5 })
+        );
+        assert_eq!(
+            "0".parse::<PortRange>(),
+            Err(PortRangeError::ZeroPort { start: 0, end: 0 })
+        );
+        assert_eq!(
+            "10-5".parse::<PortRange>(),
+            Err(PortRangeError::Reversed { start: 10, end: 5 })
+        );
+        for bad in [
+            "a-b", "", "-", "-5", "5-", "1-2-3", "65536", "1-65536", "x", "1,2",
+        ] {
+            let error = bad.parse::<PortRange>().unwrap_err();
+            assert_eq!(error, PortRangeError::Syntax(bad.to_string()), "{bad:?}");
+        }
+        let message = "10-5".parse::<PortRange>().unwrap_err().to_string();
+        assert!(
+            message.contains("10-5") && message.contains("greater"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn port_range_hand_built_reversed_is_empty() {
+        let reversed = PortRange { start: 10, end: 5 };
+        assert_eq!(reversed.len(), 0);
+        assert!(reversed.is_empty());
+        assert_eq!(reversed.iter().count(), 0);
+        assert!(!reversed.contains(7));
+    }
+
+    #[test]
+    fn port_range_bad_value_in_file_names_key() {
+        assert_error(
+            "[passive]\nports = \"10-5\"\n",
+            "passive.ports",
+            "greater than the end",
+        );
+        assert_error("[passive]\nports = \"a-b\"\n", "passive.ports", "START-END");
+        assert_error("[passive]\nports = 0\n", "passive.ports", "port 0");
+        assert_error("[passive]\nports = 70000\n", "passive.ports", "START-END");
+        assert_error("[passive]\nports = -1\n", "passive.ports", "START-END");
+        assert_error("[passive]\nports = true\n", "passive.ports", "port range");
+    }
+
+    // --- syntax, unknown keys, type errors ------------------------------------------
+
+    #[test]
+    fn syntax_error_has_file_line_column() {
+        let file = config_file("[listen]\ncontrol = \"0.0.0.0:21\"\nbroken = = 3\n");
+        let error = Config::load_with_vars(file.path(), Vec::new()).unwrap_err();
+        let message = error.to_string();
+        let prefix = format!("{}:3:10: invalid TOML: ", file.path().display());
+        assert!(message.starts_with(&prefix), "{message}");
+        assert!(matches!(
+            error,
+            ConfigError::Syntax {
+                line: 3,
+                column: 10,
+                ..
+            }
+        ));
+        assert!(!message.contains('\n'), "{message}");
+
+        let inline = Config::from_toml_str("[passive\n").unwrap_err().to_string();
+        assert!(inline.starts_with("<toml>:1:"), "{inline}");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = format!("{ONE_BACKEND}\n[passive]\nports = \"30000-30009\"\nportz = \"1-2\"\n");
+        let file = config_file(&text);
+        let message = Config::load_with_vars(file.path(), Vec::new())
+            .unwrap_err()
+            .to_string();
+        let expected = format!(
+            "{}:7: passive.portz: unknown key `portz`",
+            file.path().display()
+        );
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(
+            message.contains("public_address"),
+            "lists valid keys: {message}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_everywhere_are_errors() {
+        assert_error(
+            "[pasive]\nports = \"1-2\"\n",
+            "pasive",
+            "unknown key `pasive`",
+        );
+        assert_error(
+            "[[backends]]\nname = \"a\"\naddress = \"h:21\"\ntimeout = \"1s\"\n",
+            "backends[0].timeout",
+            "unknown key",
+        );
+        assert_error(
+            "[routing]\nfallback = \"x\"\n",
+            "routing.fallback",
+            "unknown key",
+        );
+        assert_error(
+            "[passive]\npublic_address_by_client = [{ clients = [], adress = \"192.0.2.1\" }]\n",
+            "passive.public_address_by_client[0].adress",
+            "unknown key",
+        );
+        assert_error(
+            "[tls]\nmode = \"on\"\n",
+            "tls.mode",
+            "unknown value `on`; expected one of: off, optional, required",
+        );
+    }
+
+    #[test]
+    fn type_errors_name_key_and_line() {
+        let text = format!("{ONE_BACKEND}[limits]\nmax_sessions = \"many\"\n");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("<toml>:5: limits.max_sessions: invalid type"),
+            "{errors:?}"
+        );
+
+        assert_error(
+            "[limits]\nidle_timeout = \"soon\"\n",
+            "limits.idle_timeout",
+            "such as \"30s\"",
+        );
+        assert_error(
+            "[limits]\nidle_timeout = 300\n",
+            "limits.idle_timeout",
+            "such as \"30s\"",
+        );
+        assert_error(
+            "[limits]\nallow = [\"10.0.0.0/33\"]\n",
+            "limits.allow[0]",
+            "invalid",
+        );
+        assert_error(
+            "[passive]\npublic_address = \"ftp.example.com\"\n",
+            "passive.public_address",
+            "invalid",
+        );
+        assert_error(
+            "[listen]\ncontrol = \"0.0.0.0\"\n",
+            "listen.control",
+            "invalid",
+        );
+    }
+
+    #[test]
+    fn error_line_points_into_the_right_array_element() {
+        let text = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n\n[[backends]]\nname = \"a\"\naddress = \"h:21\"\n[routing]\ndefault = \"a\"\n";
+        let errors = errors(text);
+        assert_eq!(errors, vec!["<toml>:6: backends[1].name: duplicate backend name \"a\" (also used by backends[0]); names must be unique".to_string()]);
+    }
+
+    // --- environment ------------------------------------------------------------------
+
+    #[test]
+    fn env_overrides_file() {
+        let file = config_file(&format!(
+            "{ONE_BACKEND}[passive]\nports = \"30000-30099\"\n"
+        ));
+        let env = vars(&[
+            ("FTPFRONT_PASSIVE__PUBLIC_ADDRESS", "203.0.113.10"),
+            ("FTPFRONT_LIMITS__IDLE_TIMEOUT", "10s"),
+            ("FTPFRONT_PASSIVE__PORTS", "30000-30010"),
+            ("FTPFRONT_LIMITS__MAX_SESSIONS", "5"),
+            ("FTPFRONT_PASSIVE__MULTIPLEX", "false"),
+            ("FTPFRONT_LOG__FILTER", "info,ftpfront=debug"),
+            ("FTPFRONT_LIMITS__ALLOW", "[10.0.0.0/8, \"192.168.0.0/16\"]"),
+            ("FTPFRONT_ROUTING__USERS__ALICE", "main"),
+            ("OTHER__VARIABLE", "ignored"),
+        ]);
+        let config = Config::load_with_vars(file.path(), env).unwrap();
+        assert_eq!(
+            config.passive.public_address,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(10));
+        assert_eq!(config.passive.ports, PortRange::new(30000, 30010).unwrap());
+        assert_eq!(config.limits.max_sessions, 5);
+        assert!(!config.passive.multiplex);
+        assert_eq!(config.log.filter, "info,ftpfront=debug");
+        assert_eq!(config.limits.allow.len(), 2);
+        assert_eq!(config.routing.users["alice"], "main");
+        // Untouched keys keep file values and defaults.
+        assert_eq!(config.backends[0].name, "main");
+        assert_eq!(config.limits.max_line_length, 4096);
+    }
+
+    #[test]
+    fn env_single_port_number_is_a_range() {
+        let file = config_file(ONE_BACKEND);
+        let env = vars(&[("FTPFRONT_PASSIVE__PORTS", "30000")]);
+        let config = Config::load_with_vars(file.path(), env).unwrap();
+        assert_eq!(config.passive.ports, PortRange::new(30000, 30000).unwrap());
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_ignored() {
+        let file = config_file(ONE_BACKEND);
+        let env = vars(&[
+            ("FTPFRONT_PORT", "tcp://10.96.0.12:21"),
+            ("FTPFRONT_SERVICE_HOST", "10.96.0.12"),
+            ("FTPFRONT_SERVICE_PORT", "21"),
+            ("FTPFRONT_SERVICE_PORT_FTP", "21"),
+            ("FTPFRONT_PORT_21_TCP", "tcp://10.96.0.12:21"),
+            ("FTPFRONT_PORT_21_TCP_ADDR", "10.96.0.12"),
+            ("FTPFRONT_PORT_21_TCP_PORT", "21"),
+            ("FTPFRONT_PORT_21_TCP_PROTO", "tcp"),
+        ]);
+        let config = Config::load_with_vars(file.path(), env).unwrap();
+        assert_eq!(config, Config::from_toml_str(ONE_BACKEND).unwrap());
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let file = config_file(ONE_BACKEND);
+        let cases = [
+            (
+                "FTPFRONT_PASSIVE__PUBLIC_ADDRESS",
+                "not-an-ip",
+                "passive.public_address",
+            ),
+            ("FTPFRONT_PASSIVE__PORTS", "10-5", "passive.ports"),
+            (
+                "FTPFRONT_LIMITS__IDLE_TIMEOUT",
+                "soon",
+                "limits.idle_timeout",
+            ),
+            (
+                "FTPFRONT_LIMITS__MAX_LINE_LENGTH",
+                "100",
+                "limits.max_line_length",
+            ),
+            ("FTPFRONT_PASSIVE__PORTZ", "1-2", "passive.portz"),
+            ("FTPFRONT_NOSUCH__KEY", "1", "nosuch"),
+        ];
+        for (name, value, key) in cases {
+            let error = Config::load_with_vars(file.path(), vars(&[(name, value)])).unwrap_err();
+            let message = error.to_string();
+            let expected = format!("environment variable {name} ({key}): ");
+            assert!(message.starts_with(&expected), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn process_environment_is_read() {
+        let _guard = ENV_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let file = config_file(ONE_BACKEND);
+        // A value harmless to any other test that loads a config meanwhile.
+        std::env::set_var("FTPFRONT_LOG__FILTER", "info,ftpfront=info");
+        std::env::set_var("FTPFRONT_SERVICE_HOST", "10.96.0.12");
+        std::env::set_var("FTPFRONT_PORT_21_TCP_ADDR", "10.96.0.12");
+        let result = Config::load(file.path());
+        std::env::remove_var("FTPFRONT_LOG__FILTER");
+        std::env::remove_var("FTPFRONT_SERVICE_HOST");
+        std::env::remove_var("FTPFRONT_PORT_21_TCP_ADDR");
+        assert_eq!(result.unwrap().log.filter, "info,ftpfront=info");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let error = Config::load_with_vars(Path::new("/nonexistent/ftpfront.toml"), Vec::new())
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cannot read configuration file /nonexistent/ftpfront.toml: "),
+            "{message}"
+        );
+    }
+
+    // --- validation --------------------------------------------------------------------
+
+    #[test]
+    fn backends_are_required() {
+        let errors = errors("[[backends]]\n");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("backends[0].name: must not be empty")),
+            "{errors:?}"
+        );
+        let message = Config::from_toml_str("").unwrap_err().to_string();
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(
+            message.starts_with("<toml>: backends: at least one [[backends]]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn backend_names_must_be_nonempty_and_unique() {
+        assert_error(
+            "[[backends]]\nname = \" \"\naddress = \"h:21\"\n",
+            "backends[0].name",
+            "must not be empty",
+        );
+        let text = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n[[backends]]\nname = \"a\"\naddress = \"h:21\"\n[routing]\ndefault = \"a\"\n";
+        assert_error(text, "backends[1].name", "duplicate backend name \"a\"");
+    }
+
+    #[test]
+    fn backend_addresses_are_checked() {
+        for good in [
+            "10.0.0.5:21",
+            "ftp.internal:2121",
+            "ftp-1.example.com:21",
+            "[2001:db8::5]:21",
+            "backend_a:21",
+        ] {
+            assert!(split_host_port(good).is_ok(), "{good}");
+        }
+        let bad = [
+            ("10.0.0.5", "the :PORT is missing"),
+            ("10.0.0.5:", "is not a port number"),
+            ("10.0.0.5:0", "is not a port number"),
+            ("10.0.0.5:70000", "is not a port number"),
+            (":21", "the host is missing"),
+            ("2001:db8::5:21", "must be in brackets"),
+            ("[2001:db8::5]", "followed by :PORT"),
+            ("[nope]:21", "is not an IPv6 address"),
+            ("ftp host:21", "is not a host name"),
+            ("", "the :PORT is missing"),
+        ];
+        for (address, fragment) in bad {
+            let text = format!("[[backends]]\nname = \"a\"\naddress = \"{address}\"\n");
+            assert_error(&text, "backends[0].address", fragment);
+        }
+        assert_error(
+            "[[backends]]\nname = \"a\"\n",
+            "backends[0].address",
+            "HOST:PORT",
+        );
+    }
+
+    #[test]
+    fn routing_must_name_existing_backends() {
+        assert_error(
+            "[routing]\ndefault = \"nope\"\n",
+            "routing.default",
+            "names backend \"nope\", which does not exist; configured backends: main",
+        );
+        assert_error(
+            "[routing]\nusers = { alice = \"nope\" }\n",
+            "routing.users.alice",
+            "does not exist",
+        );
+        let two = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n[[backends]]\nname = \"b\"\naddress = \"h:21\"\n";
+        assert_error(
+            two,
+            "routing.default",
+            "set routing.default to one of: a, b",
+        );
+    }
+
+    #[test]
+    fn port_ranges_are_checked() {
+        let mut config = errors_free("");
+        config.passive.ports = PortRange { start: 0, end: 5 };
+        assert_single(&config, "passive.ports: invalid port range 0-5: port 0");
+        config.passive.ports = PortRange { start: 10, end: 5 };
+        assert_single(
+            &config,
+            "passive.ports: invalid port range 10-5: the start is greater",
+        );
+        assert_error(
+            "[passive]\nports = \"30000-30009\"\nadvertised_ports = \"50000-50099\"\n",
+            "passive.advertised_ports",
+            "has 100 ports but passive.ports has 10",
+        );
+    }
+
+    fn assert_single(config: &Config, expected: &str) {
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.problems().len(), 1, "{error}");
+        assert!(error.to_string().starts_with(expected), "{error}");
+    }
+
+    #[test]
+    fn public_addresses_must_be_specific() {
+        for address in ["0.0.0.0", "::", "224.0.0.1", "ff02::1"] {
+            let text = format!("[passive]\npublic_address = \"{address}\"\n");
+            assert_error(&text, "passive.public_address", "cannot be announced");
+        }
+        assert_error(
+            "[[passive.public_address_by_client]]\nclients = [\"192.168.0.0/16\"]\n",
+            "passive.public_address_by_client[0].address",
+            "cannot be announced",
+        );
+        assert_error(
+            "[[passive.public_address_by_client]]\naddress = \"192.168.1.10\"\n",
+            "passive.public_address_by_client[0].clients",
+            "at least one client network",
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert_error(
+            "[limits]\nmax_line_length = 511\n",
+            "limits.max_line_length",
+            "between 512 and 65536 (got 511)",
+        );
+        assert_error(
+            "[limits]\nmax_line_length = 65537\n",
+            "limits.max_line_length",
+            "between 512 and 65536",
+        );
+        assert!(
+            Config::from_toml_str(&format!("{ONE_BACKEND}[limits]\nmax_line_length = 512\n"))
+                .is_ok()
+        );
+        assert!(Config::from_toml_str(&format!(
+            "{ONE_BACKEND}[limits]\nmax_line_length = 65536\n"
+        ))
+        .is_ok());
+        assert_error(
+            "[limits]\nmax_sessions = 0\n",
+            "limits.max_sessions",
+            "at least 1",
+        );
+        assert_error(
+            "[limits]\nmax_sessions_per_ip = 0\n",
+            "limits.max_sessions_per_ip",
+            "at least 1",
+        );
+        assert_error(
+            "[limits]\nidle_timeout = \"0s\"\n",
+            "limits.idle_timeout",
+            "greater than 0",
+        );
+        assert_error(
+            "[limits]\ndata_accept_timeout = \"0s\"\n",
+            "limits.data_accept_timeout",
+            "greater than 0",
+        );
+        assert_error(
+            "[limits]\nallow = []\n",
+            "limits.allow",
+            "must not be empty",
+        );
+        assert_error("[log]\nfilter = \"\"\n", "log.filter", "must not be empty");
+    }
+
+    #[test]
+    fn backend_settings_are_checked() {
+        let backend = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n";
+        assert_error(
+            &format!("{backend}connect_timeout = \"0s\"\n"),
+            "backends[0].connect_timeout",
+            "greater than 0",
+        );
+        assert_error(
+            &format!("{backend}reply_timeout = \"0s\"\n"),
+            "backends[0].reply_timeout",
+            "greater than 0",
+        );
+        assert_error(
+            &format!("{backend}active_address = \"10.0.0.2\"\n"),
+            "backends[0].active_address",
+            "only used with data_mode = \"active\"",
+        );
+        assert_error(
+            &format!("{backend}active_ports = \"40000-40009\"\n"),
+            "backends[0].active_ports",
+            "only used with data_mode",
+        );
+        let active = format!("{backend}data_mode = \"active\"\nactive_address = \"10.0.0.2\"\nactive_ports = \"40000-40009\"\n");
+        assert!(Config::from_toml_str(&active).is_ok());
+    }
+
+    #[test]
+    fn unbuilt_features_are_accepted_only_when_inert() {
+        let tls = "TLS termination (FTPS) is not available in this version; ";
+        assert_error(
+            "[tls]\nmode = \"optional\"\n",
+            "tls.mode",
+            &format!("{tls}set tls.mode = \"off\""),
+        );
+        assert_error("[tls]\nmode = \"required\"\n", "tls.mode", tls);
+        assert_error(
+            "[tls]\ncert = \"/etc/ftpfront/tls/cert.pem\"\n",
+            "tls.cert",
+            tls,
+        );
+        assert_error(
+            "[tls]\nkey = \"/etc/ftpfront/tls/key.pem\"\n",
+            "tls.key",
+            tls,
+        );
+        assert_error(
+            "[listen]\nimplicit_tls = \"0.0.0.0:990\"\n",
+            "listen.implicit_tls",
+            tls,
+        );
+        let proxy = "PROXY protocol is not available yet";
+        assert_error(
+            "[listen]\nproxy_protocol = true\n",
+            "listen.proxy_protocol",
+            proxy,
+        );
+        assert_error(
+            "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
+            "listen.proxy_protocol_from",
+            proxy,
+        );
+        let backend = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n";
+        for value in ["v1", "v2"] {
+            let text = format!("{backend}proxy_protocol = \"{value}\"\n");
+            assert_error(&text, "backends[0].proxy_protocol", proxy);
+        }
+        for value in ["explicit", "implicit"] {
+            let text = format!("{backend}tls = \"{value}\"\n");
+            assert_error(
+                &text,
+                "backends[0].tls",
+                "backend TLS is not available yet; set backends[0].tls = \"none\"",
+            );
+        }
+        for value in ["least_conn", "random", "first"] {
+            let text = format!("[routing]\npolicy = \"{value}\"\n");
+            assert_error(
+                &text,
+                "routing.policy",
+                "routing policies among backend groups are not available yet",
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_with_lines() {
+        let text = "[tls]\nmode = \"required\"\n[limits]\nmax_sessions = 0\nmax_line_length = 10\n";
+        let errors = errors(text);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("<toml>:5: tls.mode: "), "{errors:#?}");
+        assert!(
+            errors[1].starts_with("<toml>:7: limits.max_sessions: "),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("<toml>:8: limits.max_line_length: "),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn validate_without_source_names_keys_only() {
+        let mut config = errors_free("");
+        config.limits.max_sessions = 0;
+        assert_single(&config, "limits.max_sessions: must be at least 1");
+    }
+
+    #[test]
+    fn key_lines_are_found() {
+        let text = "# c = 1\n[a]\nb = 1\n\"c.d\".e = 2\n[[x.y]]\nz = 3\n[[x.y]]\nz = 4\n";
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(find_line(text, &path(&["a", "b"])), Some(3));
+        assert_eq!(find_line(text, &path(&["a", "c.d", "e"])), Some(4));
+        assert_eq!(find_line(text, &path(&["a", "missing"])), Some(2));
+        assert_eq!(find_line(text, &path(&["x", "y", "1", "z"])), Some(8));
+        assert_eq!(find_line(text, &path(&["x", "y", "0", "w"])), Some(5));
+        assert_eq!(find_line(text, &path(&["c"])), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! Line-framed control connections: the client leg (commands in, replies out) and the
+//! backend leg (commands out, replies in), over any byte stream (plain TCP now, TLS later).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::ftp::{Command, LineEvent, LineSplitter, Reply, ReplyError, ReplyParser};
+
+/// A byte stream a control connection can run over; boxed so that a TLS upgrade can swap
+/// the stream type without changing the session's type.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+pub type BoxStream = Box<dyn ByteStream>;
+
+const READ_CHUNK: usize = 4096;
+
+/// Reads lines from a stream with a bounded buffer. `next_event` is cancel-safe: bytes
+/// already read stay in the splitter when a `select!` drops the future.
+pub struct LineConn {
+    stream: BoxStream,
+    splitter: LineSplitter,
+    peer: SocketAddr,
+}
+
+impl LineConn {
+    pub fn new(stream: BoxStream, peer: SocketAddr, max_line_length: usize) -> Self {
+        LineConn {
+            stream,
+            splitter: LineSplitter::new(max_line_length),
+            peer,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Next line or overlong-line event; `None` at end of stream.
+    pub async fn next_event(&mut self) -> io::Result<Option<LineEvent>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            if let Some(event) = self.splitter.next_event() {
+                return Ok(Some(event));
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.splitter.push(&chunk[..n]);
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    pub async fn shutdown(&mut self) {
+        // Best effort: the peer may already be gone, and there is nobody left to tell.
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// What went wrong on the backend control leg, with the phase it happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendLegError {
+    #[error("backend {peer}: I/O error while {phase}: {source}")]
+    Io {
+        peer: SocketAddr,
+        phase: &'static str,
+        source: io::Error,
+    },
+    #[error("backend {peer} closed the control connection while {phase}")]
+    Closed {
+        peer: SocketAddr,
+        phase: &'static str,
+    },
+    #[error("backend {peer} did not reply within {timeout:?} while {phase}")]
+    Timeout {
+        peer: SocketAddr,
+        phase: &'static str,
+        timeout: Duration,
+    },
+    #[error("backend {peer} sent a malformed reply while {phase}: {source}")]
+    Malformed {
+        peer: SocketAddr,
+        phase: &'static str,
+        source: ReplyError,
+    },
+    #[error("backend {peer} sent a reply line longer than allowed while {phase}")]
+    LineTooLong {
+        peer: SocketAddr,
+        phase: &'static str,
+    },
+}
+
+impl BackendLegError {
+    /// A short fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendLegError::Io { .. } => "io",
+            BackendLegError::Closed { .. } => "closed",
+            BackendLegError::Timeout { .. } => "timeout",
+            BackendLegError::Malformed { .. } => "malformed_reply",
+            BackendLegError::LineTooLong { .. } => "line_too_long",
+        }
+    }
+}
+
+/// Most lines a backend may put in one multi-line reply (a FEAT or STAT listing).
+const MAX_REPLY_LINES: usize = 100_000;
+/// Backend replies (STAT of a directory) can carry long lines.
+const MAX_BACKEND_LINE: usize = 64 * 1024;
+
+/// The backend control leg: sends commands, assembles replies.
+pub struct BackendControl {
+    conn: LineConn,
+    local: SocketAddr,
+    parser: ReplyParser,
+    reply_timeout: Duration,
+}
+
+impl BackendControl {
+    pub fn new(
+        stream: BoxStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply_timeout: Duration,
+    ) -> Self {
+        BackendControl {
+            conn: LineConn::new(stream, peer, MAX_BACKEND_LINE),
+            local,
+            parser: ReplyParser::new(MAX_REPLY_LINES),
+            reply_timeout,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.peer()
+    }
+
+    /// Our end of the backend control connection (the default address for PORT/EPRT).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Next complete reply, without a timeout (cancel-safe; used while idle or transferring).
+    pub async fn next_reply(&mut self, phase: &'static str) -> Result<Reply, BackendLegError> {
+        let peer = self.conn.peer();
+        loop {
+            let event = self
+                .conn
+                .next_event()
+                .await
+                .map_err(|source| BackendLegError::Io {
+                    peer,
+                    phase,
+                    source,
+                })?;
+            match event {
+                None => return Err(BackendLegError::Closed { peer, phase }),
+                Some(LineEvent::TooLong) => {
+                    return Err(BackendLegError::LineTooLong { peer, phase })
+                }
+                Some(LineEvent::Line(line)) => {
+                    let parsed = self.parser.push_line(&line).map_err(|source| {
+                        BackendLegError::Malformed {
+                            peer,
+                            phase,
+                            source,
+                        }
+                    })?;
+                    if let Some(reply) = parsed {
+                        return Ok(reply);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Next reply, failing after the configured reply timeout.
+    pub async fn read_reply(&mut self, phase: &'static str) -> Result<Reply, BackendLegError> {
+        let timeout = self.reply_timeout;
+        let peer = self.conn.peer();
+        tokio::time::timeout(timeout, self.next_reply(phase))
+            .await
+            .map_err(|_| BackendLegError::Timeout {
+                peer,
+                phase,
+                timeout,
+            })?
+    }
+
+    pub async fn send(
+        &mut self,
+        command: &Command,
+        phase: &'static str,
+    ) -> Result<(), BackendLegError> {
+        let peer = self.conn.peer();
+        self.conn
+            .write_all(&command.to_wire())
+            .await
+            .map_err(|source| BackendLegError::Io {
+                peer,
+                phase,
+                source,
+            })
+    }
+
+    /// Sends a command and returns its first reply.
+    pub async fn command(
+        &mut self,
+        command: &Command,
+        phase: &'static str,
+    ) -> Result<Reply, BackendLegError> {
+        self.send(command, phase).await?;
+        self.read_reply(phase).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        self.conn.shutdown().await;
+    }
+}

@@ -1,0 +1,18 @@
+//! ftpfront: an FTP reverse proxy that makes FTP servers usable across two NATs.
+//!
+//! The modules follow DESIGN.md's map: a pure protocol codec (`ftp`), configuration,
+//! control connections (`conn`), sessions, backends, data channels, the passive port pool,
+//! admission limits, metrics, the server wiring and the embedded demo.
+
+pub mod backend;
+pub mod config;
+pub mod conn;
+pub mod data;
+pub mod demo;
+pub mod ftp;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod ports;
+pub mod server;
+pub mod session;

@@ -1,0 +1,153 @@
+//! Admission of client control connections: allow/deny networks, the total session limit
+//! and the per-IP session limit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnet::IpNet;
+
+use crate::config::LimitsConfig;
+use crate::ports::canonical_ip;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("address not allowed")]
+    Denied,
+    #[error("too many sessions")]
+    TooManySessions,
+    #[error("too many sessions from this address")]
+    TooManyFromAddress,
+}
+
+impl Rejection {
+    /// The reply a rejected client gets before the connection is closed.
+    pub fn reply_text(self) -> &'static str {
+        match self {
+            Rejection::Denied => "Service not available for your address.",
+            Rejection::TooManySessions => "Too many sessions; try again later.",
+            Rejection::TooManyFromAddress => {
+                "Too many sessions from your address; try again later."
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+pub struct Limiter {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    max_sessions: usize,
+    max_per_ip: usize,
+    counts: Mutex<Counts>,
+}
+
+/// One admitted session; dropping it frees its slots.
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    ip: IpAddr,
+}
+
+impl Limiter {
+    pub fn new(limits: &LimitsConfig) -> Arc<Limiter> {
+        Arc::new(Limiter {
+            allow: limits.allow.clone(),
+            deny: limits.deny.clone(),
+            max_sessions: limits.max_sessions,
+            max_per_ip: limits.max_sessions_per_ip,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Deny wins over allow, so an operator can punch holes into a broad allow list.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Rejection> {
+        let ip = canonical_ip(ip);
+        let listed = |nets: &[IpNet]| nets.iter().any(|net| net.contains(&ip));
+        if listed(&self.deny) || !listed(&self.allow) {
+            return Err(Rejection::Denied);
+        }
+        let mut counts = self.lock();
+        if counts.total >= self.max_sessions {
+            return Err(Rejection::TooManySessions);
+        }
+        let from_ip = counts.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err(Rejection::TooManyFromAddress);
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        Ok(Permit {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut counts = self.limiter.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, per_ip: usize, deny: &[&str]) -> LimitsConfig {
+        LimitsConfig {
+            max_sessions: max,
+            max_sessions_per_ip: per_ip,
+            deny: deny.iter().map(|d| d.parse().expect("net")).collect(),
+            ..LimitsConfig::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn per_ip_and_total_limits_free_on_drop() {
+        let limiter = Limiter::new(&limits(2, 1, &[]));
+        let a = limiter.admit(ip("10.0.0.1")).expect("first");
+        assert_eq!(
+            limiter.admit(ip("10.0.0.1")).err(),
+            Some(Rejection::TooManyFromAddress)
+        );
+        let _b = limiter.admit(ip("10.0.0.2")).expect("other ip");
+        assert_eq!(
+            limiter.admit(ip("10.0.0.3")).err(),
+            Some(Rejection::TooManySessions)
+        );
+        drop(a);
+        assert!(limiter.admit(ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn deny_wins_and_mapped_addresses_match() {
+        let limiter = Limiter::new(&limits(10, 10, &["192.0.2.0/24"]));
+        assert_eq!(
+            limiter.admit(ip("::ffff:192.0.2.7")).err(),
+            Some(Rejection::Denied)
+        );
+        assert!(limiter.admit(ip("198.51.100.1")).is_ok());
+    }
+}

@@ -1,0 +1,138 @@
+//! The `ftpfront` command line: `run` (default), `check` and `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ftpfront::config::{Config, LogConfig};
+use ftpfront::{demo, logging, server};
+
+const DEFAULT_CONFIG: &str = "/etc/ftpfront/ftpfront.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "ftpfront",
+    version,
+    about = "FTP reverse proxy for servers behind NAT"
+)]
+struct Cli {
+    /// Configuration file (TOML); FTPFRONT_<SECTION>__<KEY> variables override it.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Commands>,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and print the effective settings.
+    Check,
+    /// Start an embedded FTP server and the proxy on loopback, and print commands to try.
+    Demo {
+        /// Control port of the demo proxy.
+        #[arg(long, default_value_t = 2121)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Commands::Run) {
+        Commands::Check => check(&cli.config),
+        Commands::Run => run(&cli.config),
+        Commands::Demo { port } => demo(port),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!("# {}: configuration is valid\n", path.display());
+            print!("{}", config.render_effective());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("ftpfront: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(&config.log);
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let proxy = match server::start(config).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_termination().await;
+        tracing::info!("shutting down");
+        proxy.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn demo(port: u16) -> ExitCode {
+    logging::init(&LogConfig::default());
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(demo::run(port)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftpfront demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown.
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

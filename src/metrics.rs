@@ -1,0 +1,297 @@
+//! The Prometheus registry of every ftpfront metric, and the HTTP endpoint serving
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// Every metric of the contract in DESIGN.md, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    ready: AtomicBool,
+    pub sessions_active: IntGauge,
+    pub sessions_total: IntCounterVec,
+    pub logins_total: IntCounterVec,
+    pub commands_total: IntCounterVec,
+    pub transfers_total: IntCounterVec,
+    pub transfer_bytes_total: IntCounterVec,
+    pub transfer_duration_seconds: HistogramVec,
+    pub passive_ports_in_use: IntGauge,
+    pub passive_ports_configured: IntGauge,
+    pub passive_reservations_active: IntGauge,
+    pub passive_port_exhausted_total: IntCounter,
+    pub backend_connect_errors_total: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+    pub tls_handshakes_total: IntCounterVec,
+    pub data_connections_rejected_total: IntCounterVec,
+    pub protocol_errors_total: IntCounterVec,
+    pub backend_login_duration_seconds: Histogram,
+}
+
+/// Session results, transfer results and rejection reasons are fixed label sets, so client
+/// input can never grow the number of series.
+pub mod labels {
+    pub const OK: &str = "ok";
+    pub const REJECTED: &str = "rejected";
+    pub const ERROR: &str = "error";
+    pub const FAILED: &str = "failed";
+    pub const ABORTED: &str = "aborted";
+    pub const FOREIGN_IP: &str = "foreign_ip";
+    pub const TIMEOUT: &str = "timeout";
+    pub const CONNECT_FAILED: &str = "connect_failed";
+    pub const REFUSED: &str = "refused";
+    pub const BAD_GREETING: &str = "bad_greeting";
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help).namespace("ftpfront"), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
+/// Metric definitions are compile-time constants: a failure here is a programming error
+/// caught by every test, never something input can trigger.
+fn register<C: prometheus::core::Collector + 'static>(registry: &Registry, metric: C) {
+    registry
+        .register(Box::new(metric))
+        .unwrap_or_else(|e| panic!("metric registered twice: {e}"));
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let transfer_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "transfer_duration_seconds",
+                "Duration of data transfers, from data connection to final reply.",
+            )
+            .namespace("ftpfront")
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ]),
+            &["direction"],
+        )
+        .unwrap_or_else(|e| panic!("histogram malformed: {e}"));
+        register(&r, transfer_duration_seconds.clone());
+        let backend_login_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "backend_login_duration_seconds",
+                "Time from USER to the backend's final reply to PASS.",
+            )
+            .namespace("ftpfront")
+            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .unwrap_or_else(|e| panic!("histogram malformed: {e}"));
+        register(&r, backend_login_duration_seconds.clone());
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "backend_up",
+                "1 when the last connection to the backend succeeded.",
+            )
+            .namespace("ftpfront"),
+            &["backend"],
+        )
+        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
+        register(&r, backend_up.clone());
+        Arc::new(Metrics {
+            sessions_active: gauge(&r, "sessions_active", "Client control sessions open now."),
+            sessions_total: counter_vec(
+                &r,
+                "sessions_total",
+                "Client control sessions ended, by result.",
+                &["result"],
+            ),
+            logins_total: counter_vec(
+                &r,
+                "logins_total",
+                "Logins relayed to a backend, by result.",
+                &["backend", "result"],
+            ),
+            commands_total: counter_vec(
+                &r,
+                "commands_total",
+                "Client commands received, by verb (unknown verbs are `other`).",
+                &["command"],
+            ),
+            transfers_total: counter_vec(
+                &r,
+                "transfers_total",
+                "Data transfers, by backend, direction and result.",
+                &["backend", "direction", "result"],
+            ),
+            transfer_bytes_total: counter_vec(
+                &r,
+                "transfer_bytes_total",
+                "Data bytes relayed, by backend and direction.",
+                &["backend", "direction"],
+            ),
+            transfer_duration_seconds,
+            passive_ports_in_use: gauge(
+                &r,
+                "passive_ports_in_use",
+                "Passive ports with at least one pending reservation.",
+            ),
+            passive_ports_configured: gauge(
+                &r,
+                "passive_ports_configured",
+                "Ports in passive.ports.",
+            ),
+            passive_reservations_active: gauge(
+                &r,
+                "passive_reservations_active",
+                "Pending passive reservations (port, client IP) waiting for a data connection.",
+            ),
+            passive_port_exhausted_total: {
+                let c = IntCounter::with_opts(
+                    Opts::new(
+                        "passive_port_exhausted_total",
+                        "PASV/EPSV requests refused because no port was free for the client IP.",
+                    )
+                    .namespace("ftpfront"),
+                )
+                .unwrap_or_else(|e| panic!("counter malformed: {e}"));
+                register(&r, c.clone());
+                c
+            },
+            backend_connect_errors_total: counter_vec(
+                &r,
+                "backend_connect_errors_total",
+                "Failed connections to a backend, by reason.",
+                &["backend", "reason"],
+            ),
+            backend_up,
+            tls_handshakes_total: counter_vec(
+                &r,
+                "tls_handshakes_total",
+                "TLS handshakes, by side (client, backend) and result.",
+                &["side", "result"],
+            ),
+            data_connections_rejected_total: counter_vec(
+                &r,
+                "data_connections_rejected_total",
+                "Data connections refused, by reason (foreign_ip, timeout, ...).",
+                &["reason"],
+            ),
+            protocol_errors_total: counter_vec(
+                &r,
+                "protocol_errors_total",
+                "Malformed input, by side (client, backend) and kind.",
+                &["side", "kind"],
+            ),
+            backend_login_duration_seconds,
+            registry: r,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The registry rendered in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Marks the proxy ready (its listeners are bound) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn count_protocol_error(&self, side: &str, kind: &str) {
+        self.protocol_errors_total
+            .with_label_values(&[side, kind])
+            .inc();
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert("content-type", value);
+    }
+    response
+}
+
+fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if metrics.is_ready() => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Serves the metrics endpoint on `listener` until `shutdown` changes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(error = %e, "metrics endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = route(&metrics, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "metrics endpoint: connection error");
+            }
+        });
+    }
+}
+
+/// Binds the metrics endpoint; returns the bound address (useful with port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,500 @@
+//! The passive port pool over the fixed forwarded range: one long-lived listener per port,
+//! pending reservations keyed by (port, client IP), dispatch of accepted data connections.
+//!
+//! A port is not owned by a session. Sessions from different client IPs may hold the same
+//! port at once, because an accepted connection is handed to the reservation whose client IP
+//! equals its source IP: the anti-theft check *is* the dispatch. Two pending reservations of
+//! the same IP get different ports, since nothing on the wire could tell them apart.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::config::PortRange;
+use crate::metrics::{labels, Metrics};
+
+/// Client addresses are compared after unmapping IPv4-mapped IPv6 addresses, because a
+/// dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("no passive port is free for {0}; all {1} ports of the range hold a pending reservation for this address")]
+    Exhausted(IpAddr, usize),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AcceptError {
+    #[error("no data connection arrived within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a port whose bind failed is skipped before it is tried again.
+const BIND_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How often expired reservations are swept so the gauges stay true.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Pending {
+    id: u64,
+    client_ip: IpAddr,
+    deadline: Instant,
+    deliver: oneshot::Sender<(TcpStream, SocketAddr)>,
+}
+
+enum ListenerState {
+    Bound,
+    Failed { retry_at: Instant },
+}
+
+#[derive(Default)]
+struct State {
+    listeners: HashMap<u16, ListenerState>,
+    /// Only ports with at least one pending reservation have an entry.
+    pending: HashMap<u16, Vec<Pending>>,
+    reservation_count: usize,
+    cursor: usize,
+}
+
+struct Inner {
+    range: PortRange,
+    bind: IpAddr,
+    multiplex: bool,
+    accept_timeout: Duration,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+/// Shared handle on the pool; cheap to clone.
+#[derive(Clone)]
+pub struct PortPool {
+    inner: Arc<Inner>,
+}
+
+/// Settings of the pool, taken from `[passive]` and `[limits]`.
+pub struct PoolSettings {
+    pub range: PortRange,
+    pub bind: IpAddr,
+    pub multiplex: bool,
+    pub accept_timeout: Duration,
+}
+
+impl PortPool {
+    /// Creates the pool and its sweeper task (must run inside a tokio runtime).
+    pub fn new(settings: PoolSettings, metrics: Arc<Metrics>) -> PortPool {
+        metrics
+            .passive_ports_configured
+            .set(i64::try_from(settings.range.len()).unwrap_or(i64::MAX));
+        let inner = Arc::new(Inner {
+            range: settings.range,
+            bind: settings.bind,
+            multiplex: settings.multiplex,
+            accept_timeout: settings.accept_timeout,
+            metrics,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+        });
+        tokio::spawn(sweep_expired(Arc::downgrade(&inner)));
+        PortPool { inner }
+    }
+
+    /// Reserves a port for a data connection from `client_ip`.
+    pub fn reserve(&self, client_ip: IpAddr) -> Result<Reservation, PoolError> {
+        let client_ip = canonical_ip(client_ip);
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let now = Instant::now();
+        inner.purge_expired(&mut state, now);
+        let len = inner.range.len();
+        for offset in 0..len {
+            let index = (state.cursor + offset) % len;
+            let Some(port) = port_at(inner.range, index) else {
+                continue;
+            };
+            if !inner.port_is_free_for(&state, port, client_ip)
+                || !inner.ensure_listener(&mut state, port, now)
+            {
+                continue;
+            }
+            state.cursor = (index + 1) % len;
+            let (deliver, receiver) = oneshot::channel();
+            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let deadline = now + inner.accept_timeout;
+            state.pending.entry(port).or_default().push(Pending {
+                id,
+                client_ip,
+                deadline,
+                deliver,
+            });
+            state.reservation_count += 1;
+            inner.update_gauges(&state);
+            return Ok(Reservation {
+                pool: self.inner.clone(),
+                port,
+                id,
+                deadline,
+                receiver,
+                accept_timeout: inner.accept_timeout,
+            });
+        }
+        inner.metrics.passive_port_exhausted_total.inc();
+        Err(PoolError::Exhausted(client_ip, len))
+    }
+}
+
+fn port_at(range: PortRange, index: usize) -> Option<u16> {
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| range.start.checked_add(i))
+        .filter(|port| *port <= range.end)
+}
+
+impl Inner {
+    /// The lock only guards short table updates; a poisoned lock (a panic elsewhere) still
+    /// holds consistent data, so the pool keeps serving instead of failing every session.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn port_is_free_for(&self, state: &State, port: u16, client_ip: IpAddr) -> bool {
+        match state.pending.get(&port) {
+            None => true,
+            Some(pending) if self.multiplex => pending.iter().all(|p| p.client_ip != client_ip),
+            Some(pending) => pending.is_empty(),
+        }
+    }
+
+    /// Binds the port's shared listener on first use; false when it cannot be bound now.
+    fn ensure_listener(self: &Arc<Self>, state: &mut State, port: u16, now: Instant) -> bool {
+        match state.listeners.get(&port) {
+            Some(ListenerState::Bound) => return true,
+            Some(ListenerState::Failed { retry_at }) if *retry_at > now => return false,
+            _ => {}
+        }
+        match bind_listener(self.bind, port) {
+            Ok(listener) => {
+                debug!(port, "passive listener bound");
+                state.listeners.insert(port, ListenerState::Bound);
+                tokio::spawn(accept_loop(Arc::downgrade(self), listener, port));
+                true
+            }
+            Err(e) => {
+                warn!(port, bind = %self.bind, error = %e, "cannot bind passive port; skipping it for now");
+                state.listeners.insert(
+                    port,
+                    ListenerState::Failed {
+                        retry_at: now + BIND_RETRY_AFTER,
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    fn purge_expired(&self, state: &mut State, now: Instant) {
+        let mut removed = 0;
+        state.pending.retain(|_, pending| {
+            let before = pending.len();
+            pending.retain(|p| p.deadline > now && !p.deliver.is_closed());
+            removed += before - pending.len();
+            !pending.is_empty()
+        });
+        if removed > 0 {
+            state.reservation_count -= removed;
+            self.update_gauges(state);
+        }
+    }
+
+    fn remove(
+        &self,
+        state: &mut State,
+        port: u16,
+        matches: impl Fn(&Pending) -> bool,
+    ) -> Option<Pending> {
+        let pending = state.pending.get_mut(&port)?;
+        let position = pending.iter().position(matches)?;
+        let taken = pending.swap_remove(position);
+        if pending.is_empty() {
+            state.pending.remove(&port);
+        }
+        state.reservation_count -= 1;
+        self.update_gauges(state);
+        Some(taken)
+    }
+
+    fn release(&self, port: u16, id: u64) {
+        let mut state = self.lock();
+        self.remove(&mut state, port, |p| p.id == id);
+    }
+
+    /// Hands an accepted connection to the reservation of its source IP, or drops it.
+    fn dispatch(&self, port: u16, stream: TcpStream, peer: SocketAddr) {
+        let client_ip = canonical_ip(peer.ip());
+        let now = Instant::now();
+        let taken = {
+            let mut state = self.lock();
+            self.remove(&mut state, port, |p| {
+                p.client_ip == client_ip && p.deadline > now
+            })
+        };
+        match taken {
+            Some(pending) => {
+                if pending.deliver.send((stream, peer)).is_err() {
+                    debug!(port, %peer, "data connection arrived for a session that just ended");
+                }
+            }
+            None => {
+                warn!(port, %peer, "data connection from an address without a reservation on this port: dropped");
+                self.metrics
+                    .data_connections_rejected_total
+                    .with_label_values(&[labels::FOREIGN_IP])
+                    .inc();
+            }
+        }
+    }
+
+    fn update_gauges(&self, state: &State) {
+        self.metrics
+            .passive_reservations_active
+            .set(i64::try_from(state.reservation_count).unwrap_or(i64::MAX));
+        self.metrics
+            .passive_ports_in_use
+            .set(i64::try_from(state.pending.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// `0.0.0.0` and `::` both mean "every address": bind a dual-stack socket so IPv6 clients
+/// can use the passive ports too, falling back to IPv4 where IPv6 is disabled.
+pub fn bind_listener(bind: IpAddr, port: u16) -> io::Result<TcpListener> {
+    if bind.is_unspecified() {
+        let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        match bind_socket(any6, Some(false)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if bind.is_ipv6() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    bind_socket(SocketAddr::new(bind, port), None)
+}
+
+fn bind_socket(addr: SocketAddr, only_v6: Option<bool>) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if let Some(only) = only_v6 {
+        socket.set_only_v6(only)?;
+    }
+    // A restarted proxy must rebind its ports while old data connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(pool: Weak<Inner>, listener: TcpListener, port: u16) {
+    loop {
+        let accepted = listener.accept().await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        match accepted {
+            Ok((stream, peer)) => inner.dispatch(port, stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the port stays bound.
+                warn!(port, error = %e, "passive accept failed");
+                drop(inner);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn sweep_expired(pool: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let mut state = inner.lock();
+        inner.purge_expired(&mut state, Instant::now());
+    }
+}
+
+/// A pending reservation. Dropping it releases the (port, client IP) slot.
+pub struct Reservation {
+    pool: Arc<Inner>,
+    port: u16,
+    id: u64,
+    deadline: Instant,
+    receiver: oneshot::Receiver<(TcpStream, SocketAddr)>,
+    accept_timeout: Duration,
+}
+
+impl Reservation {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits for the client's data connection until the reservation's deadline.
+    pub async fn accept(mut self) -> Result<(TcpStream, SocketAddr), AcceptError> {
+        match tokio::time::timeout_at(self.deadline, &mut self.receiver).await {
+            Ok(Ok(connection)) => Ok(connection),
+            // The sender is gone only when the sweeper expired the reservation.
+            Ok(Err(_)) | Err(_) => {
+                self.pool
+                    .metrics
+                    .data_connections_rejected_total
+                    .with_label_values(&[labels::TIMEOUT])
+                    .inc();
+                Err(AcceptError::Timeout(self.accept_timeout))
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pool.release(self.port, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn free_port_pair() -> u16 {
+        // Two consecutive free ports below the ephemeral range, derived from the pid to keep
+        // parallel test binaries apart; retried until both bind.
+        let base = 20000 + (std::process::id() % 5000) as u16 * 2;
+        (0..500)
+            .map(|i| base.wrapping_add(i * 2) % 12000 + 20000)
+            .find(|p| {
+                std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", *p + 1)).is_ok()
+            })
+            .unwrap_or(29990)
+    }
+
+    fn pool(len: u16, multiplex: bool) -> (PortPool, Arc<Metrics>) {
+        let start = free_port_pair();
+        let metrics = Metrics::new();
+        let settings = PoolSettings {
+            range: PortRange {
+                start,
+                end: start + len - 1,
+            },
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            multiplex,
+            accept_timeout: Duration::from_secs(5),
+        };
+        (PortPool::new(settings, metrics.clone()), metrics)
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    #[tokio::test]
+    async fn different_ips_share_one_port_same_ip_does_not() {
+        let (pool, metrics) = pool(1, true);
+        let a = pool.reserve(ip(1)).expect("first reservation");
+        let b = pool.reserve(ip(2)).expect("other ip shares the port");
+        assert_eq!(a.port(), b.port());
+        assert!(matches!(pool.reserve(ip(1)), Err(PoolError::Exhausted(..))));
+        assert_eq!(metrics.passive_port_exhausted_total.get(), 1);
+        assert_eq!(metrics.passive_reservations_active.get(), 2);
+        assert_eq!(metrics.passive_ports_in_use.get(), 1);
+        drop(a);
+        assert_eq!(metrics.passive_reservations_active.get(), 1);
+        let again = pool.reserve(ip(1)).expect("released slot is reusable");
+        assert_eq!(again.port(), b.port());
+    }
+
+    #[tokio::test]
+    async fn without_multiplex_a_port_holds_one_reservation() {
+        let (pool, _) = pool(1, false);
+        let _a = pool.reserve(ip(1)).expect("first");
+        assert!(pool.reserve(ip(2)).is_err());
+    }
+
+    #[tokio::test]
+    async fn mapped_ipv6_is_the_same_client() {
+        let (pool, _) = pool(1, true);
+        let _a = pool.reserve(ip(1)).expect("first");
+        let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
+        assert!(pool.reserve(mapped).is_err());
+    }
+
+    #[tokio::test]
+    async fn connection_goes_to_the_reservation_of_its_source_ip() {
+        let (pool, metrics) = pool(1, true);
+        let reservation = pool.reserve(ip(1)).expect("reserve");
+        let port = reservation.port();
+        let _other = pool.reserve(ip(2)).expect("reserve other");
+        let client = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (_server_side, peer) = reservation.accept().await.expect("accepted");
+        assert_eq!(peer.ip(), client.local_addr().expect("local").ip());
+        assert_eq!(metrics.passive_reservations_active.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_without_reservation_is_dropped_and_counted() {
+        let (pool, metrics) = pool(1, true);
+        let reservation = pool.reserve(ip(9)).expect("reserve");
+        let mut stray = TcpStream::connect(("127.0.0.1", reservation.port()))
+            .await
+            .expect("connect");
+        let mut buf = [0u8; 1];
+        let n = tokio::io::AsyncReadExt::read(&mut stray, &mut buf)
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a foreign connection is closed without data");
+        let rejected = metrics
+            .data_connections_rejected_total
+            .with_label_values(&[labels::FOREIGN_IP])
+            .get();
+        assert_eq!(rejected, 1);
+        assert_eq!(
+            metrics.passive_reservations_active.get(),
+            1,
+            "the real reservation survives"
+        );
+    }
+
+    #[tokio::test]
+    async fn accept_times_out_and_releases() {
+        let start = free_port_pair();
+        let metrics = Metrics::new();
+        let pool = PortPool::new(
+            PoolSettings {
+                range: PortRange { start, end: start },
+                bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                multiplex: true,
+                accept_timeout: Duration::from_millis(50),
+            },
+            metrics.clone(),
+        );
+        let reservation = pool.reserve(ip(1)).expect("reserve");
+        assert!(matches!(
+            reservation.accept().await,
+            Err(AcceptError::Timeout(_))
+        ));
+        assert_eq!(metrics.passive_reservations_active.get(), 0);
+        assert!(pool.reserve(ip(1)).is_ok());
+    }
+}

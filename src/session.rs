@@ -1,0 +1,1191 @@
+//! One client control session: greeting, pre-login commands, login at the chosen backend,
+//! the command/reply relay, and the proxy's own handling of data-connection commands.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backend::{self, Router};
+use crate::config::{BackendConfig, ClientActiveMode, Config, DataMode};
+use crate::conn::{BackendControl, BackendLegError, LineConn};
+use crate::data::{self, ActiveListener, DataError};
+use crate::ftp::addr::{self, EpsvArg};
+use crate::ftp::command::TransferDirection;
+use crate::ftp::{Command, LineEvent, Reply, Verb};
+use crate::metrics::{labels, Metrics};
+use crate::ports::{canonical_ip, PortPool, Reservation};
+
+/// What every session shares: configuration, metrics, the port pool and the router.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub pool: PortPool,
+    pub router: Router,
+}
+
+/// How a session ended, for `ftpfront_sessions_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => labels::OK,
+            Outcome::Error => labels::ERROR,
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Close(Outcome),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("client {peer}: write failed: {source}")]
+    ClientWrite {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("client {peer}: read failed: {source}")]
+    ClientRead {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendLegError),
+}
+
+/// Where the client's next data connection comes from.
+enum ClientData {
+    /// PASV/EPSV: the client connects to a reserved port of the pool.
+    Passive(Reservation),
+    /// PORT/EPRT: ftpfront connects to the client.
+    Active(SocketAddr),
+}
+
+/// The backend side of a transfer, before its data connection exists.
+enum BackendData {
+    Connected(tokio::net::TcpStream),
+    Listening(ActiveListener),
+}
+
+enum Login {
+    None,
+    UserSent { user: String, started: Instant },
+    LoggedIn { user: String },
+}
+
+struct BackendLeg {
+    control: BackendControl,
+    config: BackendConfig,
+}
+
+/// Commands a client may pipeline during a transfer; more is abuse.
+const MAX_QUEUED_COMMANDS: usize = 32;
+/// Features ftpfront relays from a backend's FEAT when the backend has them.
+const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
+/// Features ftpfront itself implements, whatever the backend.
+const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV", "UTF8"];
+
+pub struct Session {
+    shared: Arc<Shared>,
+    client: LineConn,
+    client_ip: IpAddr,
+    local: SocketAddr,
+    login: Login,
+    host: Option<String>,
+    backend: Option<BackendLeg>,
+    data: Option<ClientData>,
+    epsv_all: bool,
+    utf8_requested: bool,
+    queued: VecDeque<Command>,
+    span: tracing::Span,
+}
+
+impl Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        client: LineConn,
+        local: SocketAddr,
+        span: tracing::Span,
+    ) -> Session {
+        let client_ip = canonical_ip(client.peer().ip());
+        Session {
+            shared,
+            client,
+            client_ip,
+            local,
+            login: Login::None,
+            host: None,
+            backend: None,
+            data: None,
+            epsv_all: false,
+            utf8_requested: false,
+            queued: VecDeque::new(),
+            span,
+        }
+    }
+
+    /// Runs the session to its end; never panics on peer input.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Outcome {
+        let outcome = match self.serve(&mut shutdown).await {
+            Ok(outcome) => outcome,
+            Err(SessionError::Backend(e)) => {
+                warn!(error = %e, "backend control connection failed");
+                self.shared
+                    .metrics
+                    .count_protocol_error("backend", e.kind());
+                let _ = self
+                    .send(&Reply::new(
+                        421,
+                        "Backend connection failed; closing control connection.",
+                    ))
+                    .await;
+                Outcome::Error
+            }
+            Err(e) => {
+                debug!(error = %e, "client connection ended");
+                Outcome::Ok
+            }
+        };
+        self.close_backend().await;
+        self.client.shutdown().await;
+        outcome
+    }
+
+    async fn serve(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, SessionError> {
+        self.send(&Reply::new(220, "ftpfront FTP proxy ready."))
+            .await?;
+        loop {
+            let flow = match self.queued.pop_front() {
+                Some(command) => self.handle(command).await?,
+                None => self.idle_step(shutdown).await?,
+            };
+            if let Flow::Close(outcome) = flow {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// Waits for the next client command while watching the backend, the idle timer and
+    /// shutdown.
+    async fn idle_step(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Flow, SessionError> {
+        let idle = self.shared.config.limits.idle_timeout;
+        let backend = self.backend.as_mut().map(|leg| &mut leg.control);
+        tokio::select! {
+            event = self.client.next_event() => {
+                let peer = self.client.peer();
+                let event = event.map_err(|source| SessionError::ClientRead { peer, source })?;
+                self.on_client_event(event).await
+            }
+            reply = next_backend_reply(backend) => self.on_unsolicited_reply(reply).await,
+            _ = tokio::time::sleep(idle) => {
+                info!(timeout = ?idle, "idle timeout");
+                self.reply(421, &format!("Idle timeout ({}s): closing control connection.", idle.as_secs())).await?;
+                Ok(Flow::Close(Outcome::Ok))
+            }
+            _ = shutdown.changed() => {
+                self.reply(421, "Service shutting down; closing control connection.").await?;
+                Ok(Flow::Close(Outcome::Ok))
+            }
+        }
+    }
+
+    async fn on_client_event(&mut self, event: Option<LineEvent>) -> Result<Flow, SessionError> {
+        match self.parse_client_event(event).await? {
+            ClientInput::Command(command) => self.handle(command).await,
+            ClientInput::Answered => Ok(Flow::Continue),
+            ClientInput::Gone => Ok(Flow::Close(Outcome::Ok)),
+        }
+    }
+
+    /// Turns a client line into a command, answering malformed lines itself.
+    async fn parse_client_event(
+        &mut self,
+        event: Option<LineEvent>,
+    ) -> Result<ClientInput, SessionError> {
+        let limit = self.shared.config.limits.max_line_length;
+        match event {
+            None => Ok(ClientInput::Gone),
+            Some(LineEvent::TooLong) => {
+                self.shared
+                    .metrics
+                    .count_protocol_error("client", "line_too_long");
+                self.reply(
+                    500,
+                    &format!("Command line too long (limit {limit} bytes)."),
+                )
+                .await?;
+                Ok(ClientInput::Answered)
+            }
+            Some(LineEvent::Line(line)) => match Command::parse(&line) {
+                Ok(command) => {
+                    self.shared
+                        .metrics
+                        .commands_total
+                        .with_label_values(&[command.verb.metric_label()])
+                        .inc();
+                    debug!(command = %command.log_line(), "client command");
+                    Ok(ClientInput::Command(command))
+                }
+                Err(e) => {
+                    self.shared
+                        .metrics
+                        .count_protocol_error("client", "malformed_command");
+                    self.reply(500, &format!("Syntax error: {e}.")).await?;
+                    Ok(ClientInput::Answered)
+                }
+            },
+        }
+    }
+
+    async fn on_unsolicited_reply(
+        &mut self,
+        reply: Result<Reply, BackendLegError>,
+    ) -> Result<Flow, SessionError> {
+        match reply {
+            Ok(reply) if reply.code == 421 => {
+                info!(reply = %reply.text(), "backend closed the session");
+                self.send(&reply).await?;
+                Ok(Flow::Close(Outcome::Error))
+            }
+            Ok(reply) => {
+                // Relaying it would shift every later reply by one: drop it, but say so.
+                warn!(code = reply.code, text = %reply.text(), "unsolicited backend reply ignored");
+                self.shared
+                    .metrics
+                    .count_protocol_error("backend", "unsolicited_reply");
+                Ok(Flow::Continue)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn handle(&mut self, command: Command) -> Result<Flow, SessionError> {
+        match command.verb {
+            Verb::Quit => self.quit().await,
+            Verb::User => self.user(command).await,
+            Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
+            Verb::Rein => self.reinitialize().await,
+            Verb::Feat => self.feat().await,
+            Verb::Help => self
+                .reply(214, "ftpfront relays standard FTP commands to the backend.")
+                .await
+                .map(|_| Flow::Continue),
+            Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| Flow::Continue),
+            Verb::Host => self.host(command).await,
+            Verb::Opts if command.arg_str().to_ascii_uppercase().starts_with("UTF8") => {
+                self.utf8_requested = true;
+                self.reply(200, "UTF8 mode on.")
+                    .await
+                    .map(|_| Flow::Continue)
+            }
+            Verb::Auth => self
+                .reply(
+                    502,
+                    "AUTH is not available: TLS is not enabled on this proxy.",
+                )
+                .await
+                .map(|_| Flow::Continue),
+            Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Adat => self
+                .reply(
+                    503,
+                    "Security commands need AUTH TLS first, and TLS is not enabled.",
+                )
+                .await
+                .map(|_| Flow::Continue),
+            Verb::Pret => self
+                .reply(200, "PRET accepted.")
+                .await
+                .map(|_| Flow::Continue),
+            _ if !self.logged_in() => self.before_login(command).await,
+            Verb::Pasv | Verb::Epsv => self.passive(command).await,
+            Verb::Port | Verb::Eprt => self.active(command).await,
+            Verb::Lprt | Verb::Lpsv => self
+                .reply(502, "LPRT/LPSV are not supported: use EPRT/EPSV.")
+                .await
+                .map(|_| Flow::Continue),
+            verb if verb.is_transfer() => self.transfer(command).await,
+            _ => self.relay(&command).await,
+        }
+    }
+
+    fn logged_in(&self) -> bool {
+        matches!(self.login, Login::LoggedIn { .. })
+    }
+
+    async fn before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
+        match command.verb {
+            Verb::Syst => self.reply(215, "UNIX Type: L8").await?,
+            Verb::Opts => {
+                self.reply(501, "Option not understood before login.")
+                    .await?
+            }
+            _ => self.reply(530, "Please login with USER and PASS.").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn quit(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reply(221, "Goodbye.").await?;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    async fn host(&mut self, command: Command) -> Result<Flow, SessionError> {
+        if self.backend.is_some() {
+            self.reply(503, "HOST must come before USER.").await?;
+        } else if command.arg_str().is_empty() {
+            self.reply(501, "HOST needs a host name.").await?;
+        } else {
+            self.host = Some(command.arg_str().to_string());
+            self.reply(220, "Host accepted.").await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// USER routes to a backend and opens a fresh connection there; a second USER (another
+    /// account, maybe on another backend) starts over rather than reusing the old leg.
+    async fn user(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let user = command.arg_str().to_string();
+        if user.is_empty() {
+            self.reply(501, "USER needs a user name.").await?;
+            return Ok(Flow::Continue);
+        }
+        self.close_backend().await;
+        self.reset_login_state();
+        let Some(config) = self.shared.router.route(&user).cloned() else {
+            self.reply(530, "No backend serves this user.").await?;
+            return Ok(Flow::Continue);
+        };
+        self.span.record("user", user.as_str());
+        self.span.record("backend", config.name.as_str());
+        let started = Instant::now();
+        let control = match backend::connect(&config, &self.shared.metrics).await {
+            Ok(control) => control,
+            Err(e) => {
+                warn!(error = %e, "backend unavailable");
+                self.reply(421, &format!("Service not available: backend `{}` is unreachable; closing control connection.", config.name)).await?;
+                return Ok(Flow::Close(Outcome::Error));
+            }
+        };
+        let leg = self.backend.insert(BackendLeg { control, config });
+        let reply = leg.control.command(&command, "sending USER").await?;
+        self.send(&reply).await?;
+        self.after_login_reply(&reply, user, started).await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn pass_or_acct(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let (user, started) = match &self.login {
+            Login::UserSent { user, started } => (user.clone(), *started),
+            Login::LoggedIn { .. } => {
+                self.reply(503, "Already logged in.").await?;
+                return Ok(Flow::Continue);
+            }
+            Login::None => {
+                self.reply(503, "Login with USER first.").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(leg) = self.backend.as_mut() else {
+            self.reply(503, "Login with USER first.").await?;
+            return Ok(Flow::Continue);
+        };
+        let reply = leg
+            .control
+            .command(&command, "sending the password")
+            .await?;
+        self.send(&reply).await?;
+        self.after_login_reply(&reply, user, started).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Tracks the login from the backend's reply to USER/PASS/ACCT.
+    async fn after_login_reply(
+        &mut self,
+        reply: &Reply,
+        user: String,
+        started: Instant,
+    ) -> Result<(), SessionError> {
+        let backend_name = self
+            .backend
+            .as_ref()
+            .map(|leg| leg.config.name.clone())
+            .unwrap_or_default();
+        let metrics = &self.shared.metrics;
+        match reply.code {
+            230 => {
+                metrics
+                    .logins_total
+                    .with_label_values(&[&backend_name, labels::OK])
+                    .inc();
+                metrics
+                    .backend_login_duration_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                info!(%user, backend = %backend_name, "login ok");
+                self.login = Login::LoggedIn { user };
+                self.replay_utf8().await?;
+            }
+            331 | 332 => self.login = Login::UserSent { user, started },
+            _ => {
+                metrics
+                    .logins_total
+                    .with_label_values(&[&backend_name, labels::FAILED])
+                    .inc();
+                info!(%user, backend = %backend_name, code = reply.code, "login failed");
+                self.login = Login::None;
+            }
+        }
+        Ok(())
+    }
+
+    /// OPTS UTF8 sent before login was answered by ftpfront; the backend hears it now.
+    async fn replay_utf8(&mut self) -> Result<(), SessionError> {
+        if !self.utf8_requested {
+            return Ok(());
+        }
+        if let Some(leg) = self.backend.as_mut() {
+            let reply = leg
+                .control
+                .command(
+                    &Command::new("OPTS", Some("UTF8 ON")),
+                    "replaying OPTS UTF8",
+                )
+                .await?;
+            debug!(code = reply.code, "backend answered OPTS UTF8 ON");
+        }
+        Ok(())
+    }
+
+    fn reset_login_state(&mut self) {
+        self.login = Login::None;
+        self.data = None;
+        self.epsv_all = false;
+    }
+
+    async fn reinitialize(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reset_login_state();
+        self.host = None;
+        self.reply(220, "Service ready for new user.").await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Says goodbye to the backend (best effort: it may be the one that failed).
+    async fn close_backend(&mut self) {
+        if let Some(mut leg) = self.backend.take() {
+            let goodbye = async {
+                leg.control
+                    .send(&Command::new("QUIT", None), "sending QUIT")
+                    .await?;
+                leg.control.read_reply("waiting for QUIT's reply").await
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), goodbye).await;
+            leg.control.shutdown().await;
+        }
+    }
+
+    /// FEAT is built by ftpfront: its own features plus those it relays from the backend,
+    /// so nothing about the backend's software leaks and nothing unsupported is promised.
+    async fn feat(&mut self) -> Result<Flow, SessionError> {
+        let mut features: Vec<String> = OWN_FEATURES.iter().map(|f| f.to_string()).collect();
+        if let (true, Some(leg)) = (self.logged_in(), self.backend.as_mut()) {
+            let reply = leg
+                .control
+                .command(&Command::new("FEAT", None), "asking FEAT")
+                .await?;
+            if reply.code == 211 {
+                features.extend(relayable_features(&reply));
+            }
+        }
+        features.sort();
+        features.dedup();
+        let mut lines = vec!["Features:".to_string()];
+        lines.extend(features.into_iter().map(|f| format!(" {f}")));
+        lines.push("End".to_string());
+        self.send(&Reply::multiline(211, lines)).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Sends a command to the backend and relays every reply up to the final one.
+    async fn relay(&mut self, command: &Command) -> Result<Flow, SessionError> {
+        let Some(leg) = self.backend.as_mut() else {
+            self.reply(530, "Please login with USER and PASS.").await?;
+            return Ok(Flow::Continue);
+        };
+        if command.verb == Verb::Abor {
+            self.data = None;
+        }
+        let mut reply = leg.control.command(command, "relaying a command").await?;
+        loop {
+            self.send(&reply).await?;
+            if reply.code == 421 {
+                return Ok(Flow::Close(Outcome::Error));
+            }
+            if !reply.is_preliminary() {
+                return Ok(Flow::Continue);
+            }
+            let Some(leg) = self.backend.as_mut() else {
+                return Ok(Flow::Continue);
+            };
+            reply = leg.control.read_reply("relaying a command").await?;
+        }
+    }
+
+    /// PASV/EPSV are always answered by ftpfront, with a port of the pool.
+    async fn passive(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let reply = self.passive_reply(&command);
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    fn passive_reply(&mut self, command: &Command) -> Reply {
+        let extended = command.verb == Verb::Epsv;
+        if extended {
+            match addr::parse_epsv_arg(command.arg.as_deref()) {
+                Ok(EpsvArg::All) => {
+                    self.epsv_all = true;
+                    return Reply::new(200, "EPSV ALL ok: only EPSV from now on.");
+                }
+                Ok(EpsvArg::Protocol(p)) if p != self.client_protocol() => {
+                    return Reply::new(
+                        522,
+                        format!(
+                            "Network protocol not supported, use ({})",
+                            self.client_protocol()
+                        ),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return Reply::new(501, format!("Bad EPSV argument: {e}.")),
+            }
+        } else if self.epsv_all {
+            return Reply::new(503, "PASV refused after EPSV ALL.");
+        }
+        let public = self.public_address();
+        let IpAddr::V4(public_v4) = public else {
+            if !extended {
+                return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+            }
+            return self.reserve_passive(None);
+        };
+        if !extended && self.client_ip.is_ipv6() {
+            return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+        }
+        self.reserve_passive(if extended { None } else { Some(public_v4) })
+    }
+
+    /// Reserves a port (replacing this session's previous reservation) and formats the
+    /// 227 (with `pasv_ip`) or 229 reply.
+    fn reserve_passive(&mut self, pasv_ip: Option<std::net::Ipv4Addr>) -> Reply {
+        // Dropping the old reservation first lets a one-port range serve a repeated PASV.
+        self.data = None;
+        match self.shared.pool.reserve(self.client_ip) {
+            Ok(reservation) => {
+                let port = self.advertised_port(reservation.port());
+                self.data = Some(ClientData::Passive(reservation));
+                match pasv_ip {
+                    Some(ip) => addr::format_pasv_reply(ip, port),
+                    None => addr::format_epsv_reply(port),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "passive port pool exhausted for this client address");
+                Reply::new(
+                    425,
+                    format!("Can't open data connection: {e}. Try again when a transfer ends."),
+                )
+            }
+        }
+    }
+
+    fn client_protocol(&self) -> u8 {
+        if self.client_ip.is_ipv4() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The address clients are told to connect to: split-horizon rules, then the configured
+    /// public address, then the address the client reached us on.
+    fn public_address(&self) -> IpAddr {
+        let passive = &self.shared.config.passive;
+        passive
+            .public_address_by_client
+            .iter()
+            .find(|rule| rule.clients.iter().any(|net| net.contains(&self.client_ip)))
+            .map(|rule| rule.address)
+            .or(passive.public_address)
+            .unwrap_or_else(|| canonical_ip(self.local.ip()))
+    }
+
+    /// The NAT may translate ports too: announce the matching port of `advertised_ports`.
+    fn advertised_port(&self, port: u16) -> u16 {
+        let passive = &self.shared.config.passive;
+        match passive.advertised_ports {
+            Some(advertised) => advertised.start + (port - passive.ports.start),
+            None => port,
+        }
+    }
+
+    /// Client PORT/EPRT under `limits.client_active_mode`: no bounce to other hosts or to
+    /// privileged ports unless the policy is `any`.
+    async fn active(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let reply = match self.check_active(&command) {
+            Ok(target) => {
+                self.data = Some(ClientData::Active(target));
+                Reply::new(200, format!("{} command successful.", command.verb_text))
+            }
+            Err(reply) => reply,
+        };
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    fn check_active(&self, command: &Command) -> Result<SocketAddr, Reply> {
+        let policy = self.shared.config.limits.client_active_mode;
+        if policy == ClientActiveMode::Deny {
+            return Err(Reply::new(
+                502,
+                "Active mode (PORT/EPRT) is disabled on this proxy: use PASV or EPSV.",
+            ));
+        }
+        if self.epsv_all {
+            return Err(Reply::new(503, "PORT/EPRT refused after EPSV ALL."));
+        }
+        let target = match command.verb {
+            Verb::Port => addr::parse_port_arg(command.arg_str()).map(SocketAddr::V4),
+            _ => addr::parse_eprt_arg(command.arg_str()),
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(addr::AddrError::UnsupportedProtocol(..)) => {
+                return Err(Reply::new(522, "Network protocol not supported, use (1,2)"))
+            }
+            Err(e) => {
+                return Err(Reply::new(
+                    501,
+                    format!("Bad {} argument: {e}.", command.verb_text),
+                ))
+            }
+        };
+        if policy == ClientActiveMode::SameIp {
+            if canonical_ip(target.ip()) != self.client_ip {
+                return Err(Reply::new(
+                    501,
+                    format!(
+                        "{} refused: the data address must be your own ({}).",
+                        command.verb_text, self.client_ip
+                    ),
+                ));
+            }
+            if target.port() < 1024 {
+                return Err(Reply::new(
+                    501,
+                    format!(
+                        "{} refused: ports below 1024 are not allowed.",
+                        command.verb_text
+                    ),
+                ));
+            }
+        }
+        Ok(target)
+    }
+
+    /// A transfer command: connect both data legs, relay the command, pump the bytes while
+    /// still answering the control connection, and hold the backend's final reply until the
+    /// last byte has been relayed.
+    async fn transfer(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let direction = command
+            .verb
+            .transfer_direction()
+            .unwrap_or(TransferDirection::Listing);
+        let Some(setup) = self.data.take() else {
+            self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
+            return Ok(Flow::Continue);
+        };
+        let client_stream = match self.client_data_stream(setup).await {
+            Ok(stream) => stream,
+            Err(reply) => {
+                self.send(&reply).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(leg) = self.backend.as_mut() else {
+            self.reply(530, "Please login with USER and PASS.").await?;
+            return Ok(Flow::Continue);
+        };
+        let backend_data = match open_backend_data(leg).await {
+            Ok(data) => data,
+            Err(BackendDataError::Leg(e)) => return Err(e.into()),
+            Err(BackendDataError::Setup(reason)) => {
+                warn!(%reason, "cannot open the backend data connection");
+                self.reply(
+                    425,
+                    &format!("Can't open data connection to the backend: {reason}."),
+                )
+                .await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let first = leg.control.command(&command, "starting a transfer").await?;
+        if first.is_error() || first.is_intermediate() {
+            self.send(&first).await?;
+            self.count_transfer(direction, labels::FAILED, 0, None);
+            return Ok(Flow::Continue);
+        }
+        let mut held_final = None;
+        if first.is_preliminary() {
+            self.send(&first).await?;
+        } else {
+            held_final = Some(first);
+        }
+        let backend_stream = match self.backend_data_stream(backend_data).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "backend data connection failed");
+                self.finish_failed_start(held_final.is_none()).await?;
+                self.reply(
+                    425,
+                    &format!("Can't open data connection to the backend: {e}."),
+                )
+                .await?;
+                self.count_transfer(direction, labels::FAILED, 0, None);
+                return Ok(Flow::Continue);
+            }
+        };
+        let progress = Arc::new(AtomicU64::new(0));
+        let pump = match direction {
+            TransferDirection::Upload => {
+                tokio::spawn(data::pump(client_stream, backend_stream, progress.clone()))
+            }
+            _ => tokio::spawn(data::pump(backend_stream, client_stream, progress.clone())),
+        };
+        let run = RunningTransfer {
+            direction,
+            path: command.arg_str().to_string(),
+            started: Instant::now(),
+            progress,
+            pump,
+            pump_result: None,
+            final_reply: held_final,
+        };
+        self.supervise(run).await
+    }
+
+    /// After a failed backend data connection, the backend still owes the transfer's reply.
+    async fn finish_failed_start(&mut self, reply_pending: bool) -> Result<(), SessionError> {
+        if let (true, Some(leg)) = (reply_pending, self.backend.as_mut()) {
+            let reply = leg
+                .control
+                .read_reply("waiting for a failed transfer's reply")
+                .await?;
+            debug!(
+                code = reply.code,
+                "backend reply to the failed transfer dropped"
+            );
+        }
+        Ok(())
+    }
+
+    async fn client_data_stream(
+        &mut self,
+        setup: ClientData,
+    ) -> Result<tokio::net::TcpStream, Reply> {
+        let timeout = self.shared.config.limits.data_accept_timeout;
+        match setup {
+            ClientData::Passive(reservation) => match reservation.accept().await {
+                Ok((stream, peer)) => {
+                    debug!(%peer, "client data connection accepted");
+                    let _ = stream.set_nodelay(true);
+                    Ok(stream)
+                }
+                Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
+            },
+            ClientData::Active(target) => data::connect(
+                target,
+                Some(self.local.ip()),
+                timeout,
+                "client data (active mode)",
+            )
+            .await
+            .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}."))),
+        }
+    }
+
+    async fn backend_data_stream(
+        &mut self,
+        data: BackendData,
+    ) -> Result<tokio::net::TcpStream, DataError> {
+        match data {
+            BackendData::Connected(stream) => Ok(stream),
+            BackendData::Listening(listener) => {
+                let backend_ip = self.backend.as_ref().map(|leg| leg.control.peer().ip());
+                let Some(backend_ip) = backend_ip else {
+                    return Err(DataError::AcceptTimeout(std::time::Duration::ZERO));
+                };
+                listener
+                    .accept_from(backend_ip, self.shared.config.limits.data_accept_timeout)
+                    .await
+            }
+        }
+    }
+
+    /// The control loop while bytes flow: ABOR, STAT and NOOP are answered at once, other
+    /// commands wait their turn.
+    async fn supervise(&mut self, mut run: RunningTransfer) -> Result<Flow, SessionError> {
+        loop {
+            if let (Some(result), Some(_)) = (&run.pump_result, &run.final_reply) {
+                let pumped = result.clone();
+                return self.complete(run, pumped).await;
+            }
+            let backend = self.backend.as_mut().map(|leg| &mut leg.control);
+            let wants_reply = run.final_reply.is_none();
+            tokio::select! {
+                joined = &mut run.pump, if run.pump_result.is_none() => {
+                    run.pump_result = Some(match joined {
+                        Ok(Ok(bytes)) => Ok(bytes),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(format!("data pump failed: {e}")),
+                    });
+                }
+                reply = next_backend_reply(backend), if wants_reply => {
+                    let reply = reply?;
+                    if reply.is_preliminary() {
+                        self.send(&reply).await?;
+                    } else {
+                        run.final_reply = Some(reply);
+                    }
+                }
+                event = self.client.next_event() => {
+                    let peer = self.client.peer();
+                    let event = event.map_err(|source| SessionError::ClientRead { peer, source });
+                    let input = match event {
+                        Ok(event) => self.parse_client_event(event).await?,
+                        Err(_) => ClientInput::Gone,
+                    };
+                    match input {
+                        ClientInput::Answered => {}
+                        ClientInput::Gone => {
+                            run.pump.abort();
+                            self.count_transfer(run.direction, labels::ABORTED, run.progress.load(Ordering::Relaxed), Some(run.started));
+                            return Ok(Flow::Close(Outcome::Ok));
+                        }
+                        ClientInput::Command(command) => {
+                            if let Some(flow) = self.during_transfer(command, &mut run).await? {
+                                return Ok(flow);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a command received mid-transfer; `Some(flow)` when the transfer is over.
+    async fn during_transfer(
+        &mut self,
+        command: Command,
+        run: &mut RunningTransfer,
+    ) -> Result<Option<Flow>, SessionError> {
+        match command.verb {
+            Verb::Abor => self.abort(run).await.map(Some),
+            Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| None),
+            Verb::Stat if command.arg_str().is_empty() => {
+                let moved = run.progress.load(Ordering::Relaxed);
+                let lines = vec![
+                    "ftpfront status:".to_string(),
+                    format!(
+                        " {} in progress: {moved} bytes transferred",
+                        run.direction.as_str()
+                    ),
+                    "End of status".to_string(),
+                ];
+                self.send(&Reply::multiline(213, lines)).await.map(|_| None)
+            }
+            _ if self.queued.len() >= MAX_QUEUED_COMMANDS => {
+                run.pump.abort();
+                self.reply(
+                    421,
+                    "Too many commands during a transfer; closing control connection.",
+                )
+                .await?;
+                Ok(Some(Flow::Close(Outcome::Error)))
+            }
+            _ => {
+                self.queued.push_back(command);
+                Ok(None)
+            }
+        }
+    }
+
+    /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and resynchronise with
+    /// the backend, which owes a reply for the transfer and one for ABOR (some servers send
+    /// only one): a NOOP after ABOR marks where its replies end.
+    async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+        run.pump.abort();
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.reply(426, "Connection closed; transfer aborted.")
+            .await?;
+        if let Some(leg) = self.backend.as_mut() {
+            leg.control
+                .send(&Command::new("ABOR", None), "sending ABOR")
+                .await?;
+            leg.control
+                .send(&Command::new("NOOP", None), "synchronising after ABOR")
+                .await?;
+            loop {
+                let reply = leg.control.read_reply("synchronising after ABOR").await?;
+                if reply.code == 200 {
+                    break;
+                }
+                debug!(code = reply.code, "backend reply to the aborted transfer");
+            }
+        }
+        self.reply(226, "ABOR command successful.").await?;
+        self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
+        info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
+        Ok(Flow::Continue)
+    }
+
+    /// Both the pump and the backend are done: the client gets the backend's final reply,
+    /// unless the data connection broke, which a 2xx from the backend cannot excuse.
+    async fn complete(
+        &mut self,
+        run: RunningTransfer,
+        pumped: Result<u64, String>,
+    ) -> Result<Flow, SessionError> {
+        let final_reply = run
+            .final_reply
+            .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
+        let (reply, result, bytes) = match pumped {
+            Ok(bytes) if final_reply.is_completion() => (final_reply, labels::OK, bytes),
+            Ok(bytes) => (final_reply, labels::FAILED, bytes),
+            Err(reason) if final_reply.is_completion() => (
+                Reply::new(
+                    426,
+                    format!("Data connection broken ({reason}); transfer incomplete."),
+                ),
+                labels::ERROR,
+                run.progress.load(Ordering::Relaxed),
+            ),
+            Err(_) => (
+                final_reply,
+                labels::FAILED,
+                run.progress.load(Ordering::Relaxed),
+            ),
+        };
+        self.send(&reply).await?;
+        self.count_transfer(run.direction, result, bytes, Some(run.started));
+        info!(
+            direction = run.direction.as_str(),
+            path = %run.path,
+            bytes,
+            duration_ms = run.started.elapsed().as_millis() as u64,
+            result,
+            "transfer"
+        );
+        Ok(Flow::Continue)
+    }
+
+    fn count_transfer(
+        &self,
+        direction: TransferDirection,
+        result: &str,
+        bytes: u64,
+        started: Option<Instant>,
+    ) {
+        let backend = self
+            .backend
+            .as_ref()
+            .map(|leg| leg.config.name.as_str())
+            .unwrap_or("");
+        let metrics = &self.shared.metrics;
+        metrics
+            .transfers_total
+            .with_label_values(&[backend, direction.as_str(), result])
+            .inc();
+        metrics
+            .transfer_bytes_total
+            .with_label_values(&[backend, direction.as_str()])
+            .inc_by(bytes);
+        if let Some(started) = started {
+            metrics
+                .transfer_duration_seconds
+                .with_label_values(&[direction.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    async fn reply(&mut self, code: u16, text: &str) -> Result<(), SessionError> {
+        self.send(&Reply::new(code, text)).await
+    }
+
+    async fn send(&mut self, reply: &Reply) -> Result<(), SessionError> {
+        let peer = self.client.peer();
+        self.client
+            .write_all(&reply.to_wire())
+            .await
+            .map_err(|source| SessionError::ClientWrite { peer, source })
+    }
+}
+
+enum ClientInput {
+    Command(Command),
+    Answered,
+    Gone,
+}
+
+struct RunningTransfer {
+    direction: TransferDirection,
+    path: String,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+    pump: JoinHandle<std::io::Result<u64>>,
+    pump_result: Option<Result<u64, String>>,
+    final_reply: Option<Reply>,
+}
+
+/// The next reply of the backend leg, or never when there is no backend.
+async fn next_backend_reply(
+    backend: Option<&mut BackendControl>,
+) -> Result<Reply, BackendLegError> {
+    match backend {
+        Some(control) => control.next_reply("waiting for the backend").await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The backend features ftpfront can relay faithfully.
+fn relayable_features(reply: &Reply) -> Vec<String> {
+    let body = reply
+        .lines
+        .iter()
+        .skip(1)
+        .take(reply.lines.len().saturating_sub(2));
+    body.map(|line| line.trim().to_string())
+        .filter(|line| {
+            let name = line
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            RELAYED_FEATURES.contains(&name.as_str())
+        })
+        .collect()
+}
+
+enum BackendDataError {
+    Leg(BackendLegError),
+    Setup(String),
+}
+
+impl From<BackendLegError> for BackendDataError {
+    fn from(e: BackendLegError) -> Self {
+        BackendDataError::Leg(e)
+    }
+}
+
+/// Prepares the backend's data connection the way the backend is configured: its passive
+/// mode (connecting to its control address, not the private one in its 227, by default)
+/// or active mode (ftpfront listens, then announces PORT/EPRT).
+async fn open_backend_data(leg: &mut BackendLeg) -> Result<BackendData, BackendDataError> {
+    match leg.config.data_mode {
+        DataMode::Passive => open_backend_passive(leg).await.map(BackendData::Connected),
+        DataMode::Active => open_backend_active(leg).await.map(BackendData::Listening),
+    }
+}
+
+async fn open_backend_passive(
+    leg: &mut BackendLeg,
+) -> Result<tokio::net::TcpStream, BackendDataError> {
+    let peer = leg.control.peer();
+    // Old servers know PASV; EPSV is the only choice over IPv6 and the fallback otherwise.
+    let mut reply = if peer.is_ipv4() {
+        leg.control
+            .command(&Command::new("PASV", None), "asking the backend for PASV")
+            .await?
+    } else {
+        leg.control
+            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
+            .await?
+    };
+    if peer.is_ipv4() && reply.is_permanent_error() {
+        reply = leg
+            .control
+            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
+            .await?;
+    }
+    let target = match reply.code {
+        227 => {
+            let announced = addr::parse_pasv_reply(&reply)
+                .map_err(|e| BackendDataError::Setup(format!("bad 227 reply: {e}")))?;
+            if leg.config.use_control_address {
+                SocketAddr::new(peer.ip(), announced.port())
+            } else {
+                SocketAddr::V4(announced)
+            }
+        }
+        229 => {
+            let port = addr::parse_epsv_reply(&reply)
+                .map_err(|e| BackendDataError::Setup(format!("bad 229 reply: {e}")))?;
+            SocketAddr::new(peer.ip(), port)
+        }
+        _ => {
+            return Err(BackendDataError::Setup(format!(
+                "backend refused passive mode: {} {}",
+                reply.code,
+                reply.text()
+            )))
+        }
+    };
+    data::connect(target, None, leg.config.connect_timeout, "backend data")
+        .await
+        .map_err(|e| BackendDataError::Setup(e.to_string()))
+}
+
+async fn open_backend_active(leg: &mut BackendLeg) -> Result<ActiveListener, BackendDataError> {
+    let ip = leg
+        .config
+        .active_address
+        .unwrap_or_else(|| leg.control.local().ip());
+    let listener = ActiveListener::bind(ip, leg.config.active_ports)
+        .await
+        .map_err(|e| BackendDataError::Setup(e.to_string()))?;
+    let command = match listener.addr() {
+        SocketAddr::V4(v4) => Command::new("PORT", Some(&addr::format_port_arg(v4))),
+        v6 => Command::new("EPRT", Some(&addr::format_eprt_arg(v6))),
+    };
+    let reply = leg
+        .control
+        .command(&command, "announcing PORT/EPRT to the backend")
+        .await?;
+    if !reply.is_completion() {
+        return Err(BackendDataError::Setup(format!(
+            "backend refused {}: {} {}",
+            command.verb_text,
+            reply.code,
+            reply.text()
+        )));
+    }
+    Ok(listener)
+}

@@ -1,0 +1,284 @@
+//! A proxy in front of an embedded libunftp backend, plus a raw FTP client that can pick
+//! its source address, for the integration tests.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use ftpfront::config::Config;
+use ftpfront::demo::{start_embedded_backend, EmbeddedBackend, StaticUsers};
+use ftpfront::server::{self, RunningProxy};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "secret";
+
+/// Deterministic pseudo-random bytes (xorshift), so checksums are stable.
+pub fn sample_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Ports below Linux's ephemeral range (32768+), distinct per test and per process.
+pub fn free_port_block(len: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 60) as u16 * 200;
+    loop {
+        let offset = NEXT.fetch_add(len, Ordering::SeqCst);
+        let start = 20000 + (base - 20000 + offset) % 12000;
+        let all_free =
+            (start..start + len).all(|p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok());
+        if all_free {
+            return start;
+        }
+    }
+}
+
+/// An embedded FTP backend with a user and a few files.
+pub struct TestBackend {
+    pub server: EmbeddedBackend,
+    pub root: tempfile::TempDir,
+}
+
+impl TestBackend {
+    pub async fn start() -> TestBackend {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("hello.txt"), b"hello through the proxy\n").expect("write");
+        std::fs::create_dir_all(root.path().join("upload")).expect("mkdir");
+        let users = StaticUsers(HashMap::from([(USER.to_string(), PASSWORD.to_string())]));
+        let ports = free_port_block(20);
+        let server = start_embedded_backend(root.path(), users, ports..=ports + 19)
+            .await
+            .expect("embedded backend");
+        TestBackend { server, root }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Writes a file of `len` pseudo-random bytes and returns its SHA-256.
+    pub fn put_file(&self, name: &str, len: usize, seed: u32) -> String {
+        let bytes = sample_bytes(len, seed);
+        std::fs::write(self.path(name), &bytes).expect("write sample");
+        sha256(&bytes)
+    }
+}
+
+/// A proxy config in front of `backend` with a fresh passive range of `ports` ports; tests
+/// change fields of the returned value for their scenario.
+pub fn proxy_config(backend: SocketAddr, ports: u16) -> Config {
+    let start = free_port_block(ports);
+    let end = start + ports - 1;
+    let text = format!(
+        r#"
+[listen]
+control = "127.0.0.1:0"
+
+[passive]
+ports = "{start}-{end}"
+public_address = "127.0.0.1"
+
+[[backends]]
+name = "main"
+address = "{backend}"
+connect_timeout = "3s"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[limits]
+data_accept_timeout = "5s"
+"#
+    );
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+pub async fn start_proxy(config: Config) -> RunningProxy {
+    server::start(config).await.expect("proxy starts")
+}
+
+pub async fn scrape(proxy: &RunningProxy) -> String {
+    let addr = proxy.metrics_addr.expect("metrics enabled");
+    let mut stream = TcpStream::connect(addr).await.expect("connect metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape, 0 when absent.
+pub fn metric_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One FTP reply as seen by the raw client.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub code: u16,
+    pub text: String,
+}
+
+/// A minimal FTP client that chooses its source address and shows every reply, for the
+/// port-pool scenarios that real clients cannot express.
+pub struct RawClient {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    pub source: IpAddr,
+}
+
+pub async fn connect_from(source: IpAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
+}
+
+impl RawClient {
+    pub async fn connect(source: IpAddr, proxy: SocketAddr) -> RawClient {
+        let stream = connect_from(source, proxy).await.expect("connect to proxy");
+        let (read, writer) = stream.into_split();
+        let mut client = RawClient {
+            reader: BufReader::new(read),
+            writer,
+            source,
+        };
+        let greeting = client.reply().await;
+        assert_eq!(greeting.code, 220, "greeting: {greeting:?}");
+        client
+    }
+
+    pub async fn login(source: IpAddr, proxy: SocketAddr) -> RawClient {
+        let mut client = RawClient::connect(source, proxy).await;
+        assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
+        let reply = client.cmd(&format!("PASS {PASSWORD}")).await;
+        assert_eq!(reply.code, 230, "login: {reply:?}");
+        assert_eq!(client.cmd("TYPE I").await.code, 200);
+        client
+    }
+
+    pub async fn reply(&mut self) -> RawReply {
+        let read = async {
+            let mut text = String::new();
+            let mut line = String::new();
+            self.reader.read_line(&mut line).await.expect("read reply");
+            assert!(line.len() >= 3, "short reply line {line:?}");
+            let code: u16 = line[..3].parse().expect("reply code");
+            text.push_str(&line);
+            if line.as_bytes().get(3) == Some(&b'-') {
+                loop {
+                    line.clear();
+                    let n = self.reader.read_line(&mut line).await.expect("read");
+                    assert!(n > 0, "connection closed inside a multi-line reply");
+                    text.push_str(&line);
+                    if line.starts_with(&format!("{code} ")) {
+                        break;
+                    }
+                }
+            }
+            RawReply { code, text }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("reply within 20s")
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .expect("send");
+    }
+
+    pub async fn cmd(&mut self, line: &str) -> RawReply {
+        self.send(line).await;
+        self.reply().await
+    }
+
+    /// PASV; returns the announced address.
+    pub async fn pasv(&mut self) -> Result<SocketAddr, RawReply> {
+        let reply = self.cmd("PASV").await;
+        if reply.code != 227 {
+            return Err(reply);
+        }
+        Ok(parse_227(&reply.text))
+    }
+
+    pub async fn epsv(&mut self) -> Result<u16, RawReply> {
+        let reply = self.cmd("EPSV").await;
+        if reply.code != 229 {
+            return Err(reply);
+        }
+        let inner = reply.text.split("(|||").nth(1).expect("229 format");
+        Ok(inner
+            .split('|')
+            .next()
+            .expect("port")
+            .parse()
+            .expect("port number"))
+    }
+
+    /// RETR over an already announced passive address; returns the bytes and final reply.
+    pub async fn retr(&mut self, path: &str, data_addr: SocketAddr) -> (Vec<u8>, RawReply) {
+        let mut data = connect_from(self.source, data_addr)
+            .await
+            .expect("data connect");
+        self.send(&format!("RETR {path}")).await;
+        let first = self.reply().await;
+        assert!(
+            first.code == 150 || first.code == 125,
+            "RETR start: {first:?}"
+        );
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes).await.expect("read data");
+        let last = self.reply().await;
+        (bytes, last)
+    }
+}
+
+pub fn parse_227(text: &str) -> SocketAddr {
+    let inner = text
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("227 has parentheses");
+    let n: Vec<u16> = inner
+        .split(',')
+        .map(|x| x.trim().parse().expect("number"))
+        .collect();
+    assert_eq!(n.len(), 6, "227 has six numbers: {text}");
+    let ip = std::net::Ipv4Addr::new(n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8);
+    SocketAddr::new(IpAddr::V4(ip), n[4] * 256 + n[5])
+}
+
+pub fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+}
+
+pub fn read_file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

@@ -1,0 +1,445 @@
+//! The relay core end to end on loopback: a real FTP server (libunftp, in process) behind
+//! ftpfront, driven by a real client library (suppaftp) and by a raw client that shows
+//! every reply.
+
+mod common;
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use common::harness::*;
+use suppaftp::types::{FileType, Mode};
+use suppaftp::FtpStream;
+
+/// Runs a blocking suppaftp session against the proxy.
+async fn with_ftp<T: Send + 'static>(
+    proxy: SocketAddr,
+    mode: Mode,
+    body: impl FnOnce(&mut FtpStream) -> T + Send + 'static,
+) -> T {
+    tokio::task::spawn_blocking(move || {
+        let mut ftp = FtpStream::connect(proxy).expect("connect");
+        ftp.login(USER, PASSWORD).expect("login");
+        ftp.set_mode(mode);
+        ftp.transfer_type(FileType::Binary).expect("TYPE I");
+        let out = body(&mut ftp);
+        let _ = ftp.quit();
+        out
+    })
+    .await
+    .expect("client thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_library_lists_downloads_uploads_and_resumes() {
+    let backend = TestBackend::start().await;
+    let digest = backend.put_file("big.bin", 6 * 1024 * 1024 + 123, 7);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 4)).await;
+    let addr = proxy.control_addr;
+
+    for mode in [Mode::Passive, Mode::ExtendedPassive] {
+        let (listing, names, mlsd, downloaded) = with_ftp(addr, mode, |ftp| {
+            let listing = ftp.list(None).expect("LIST");
+            let names = ftp.nlst(None).expect("NLST");
+            let mlsd = ftp.mlsd(None).expect("MLSD");
+            let downloaded = ftp.retr_as_buffer("big.bin").expect("RETR").into_inner();
+            (listing, names, mlsd, downloaded)
+        })
+        .await;
+        assert!(listing.iter().any(|l| l.contains("big.bin")), "{listing:?}");
+        assert!(names.iter().any(|n| n.ends_with("hello.txt")), "{names:?}");
+        assert!(mlsd.iter().any(|l| l.contains("big.bin")), "{mlsd:?}");
+        assert_eq!(sha256(&downloaded), digest, "{mode:?} download intact");
+    }
+
+    let upload = sample_bytes(5 * 1024 * 1024 + 7, 99);
+    let upload_digest = sha256(&upload);
+    let tail = with_ftp(addr, Mode::Passive, move |ftp| {
+        let mut reader = Cursor::new(upload);
+        ftp.put_file("upload/up.bin", &mut reader).expect("STOR");
+        ftp.resume_transfer(1_000_000).expect("REST");
+        ftp.retr_as_buffer("big.bin")
+            .expect("RETR after REST")
+            .into_inner()
+    })
+    .await;
+    assert_eq!(
+        sha256(&read_file(&backend.path("upload/up.bin"))),
+        upload_digest
+    );
+    let original = read_file(&backend.path("big.bin"));
+    assert_eq!(tail, original[1_000_000..], "REST resumes at the offset");
+
+    let scrape = scrape(&proxy).await;
+    assert!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_transfers_total{backend="main",direction="download",result="ok"}"#
+        ) >= 3.0,
+        "{scrape}"
+    );
+    assert!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_transfer_bytes_total{backend="main",direction="upload"}"#
+        ) >= 5.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(
+        metric_value(&scrape, "ftpfront_passive_reservations_active"),
+        0.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_sessions_transfer_at_once() {
+    let backend = TestBackend::start().await;
+    let digest = backend.put_file("shared.bin", 2 * 1024 * 1024, 3);
+    // Twenty pending reservations from one address need twenty ports (DESIGN.md).
+    let proxy = start_proxy(proxy_config(backend.server.addr, 20)).await;
+    let addr = proxy.control_addr;
+    let mut clients = Vec::new();
+    for i in 0..20u32 {
+        clients.push(tokio::spawn(with_ftp(
+            addr,
+            Mode::ExtendedPassive,
+            move |ftp| {
+                let down = ftp.retr_as_buffer("shared.bin").expect("RETR").into_inner();
+                let up = sample_bytes(256 * 1024, 1000 + i);
+                ftp.put_file(format!("upload/c{i}.bin"), &mut Cursor::new(up.clone()))
+                    .expect("STOR");
+                (down, sha256(&up))
+            },
+        )));
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        let (down, up_digest) = client.await.expect("client");
+        assert_eq!(sha256(&down), digest, "client {i} download");
+        let stored = read_file(&backend.path(&format!("upload/c{i}.bin")));
+        assert_eq!(sha256(&stored), up_digest, "client {i} upload");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_refused_and_counted() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
+    assert_eq!(client.cmd("PASS wrong").await.code, 530);
+    assert_eq!(client.cmd("LIST").await.code, 530, "still not logged in");
+    let scrape = scrape(&proxy).await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_logins_total{backend="main",result="failed"}"#
+        ),
+        1.0,
+        "{scrape}"
+    );
+    // A second USER starts over and can succeed.
+    assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
+    assert_eq!(client.cmd(&format!("PASS {PASSWORD}")).await.code, 230);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_down_gives_421() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = unused.local_addr().expect("addr");
+    drop(unused);
+    let proxy = start_proxy(proxy_config(dead, 2)).await;
+    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    assert_eq!(
+        client.cmd("FEAT").await.code,
+        211,
+        "pre-login commands work without a backend"
+    );
+    let reply = client.cmd("USER alice").await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    let scrape = scrape(&proxy).await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_backend_connect_errors_total{backend="main",reason="connect_failed"}"#
+        ),
+        1.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        metric_value(&scrape, r#"ftpfront_backend_up{backend="main"}"#),
+        0.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_serves_two_client_addresses_at_once() {
+    let backend = TestBackend::start().await;
+    let first = backend.put_file("a.bin", 3 * 1024 * 1024, 11);
+    let second = backend.put_file("b.bin", 3 * 1024 * 1024, 12);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 1)).await;
+    let addr = proxy.control_addr;
+
+    let mut a = RawClient::login(loopback(1), addr).await;
+    let mut b = RawClient::login(loopback(2), addr).await;
+    let data_a = a.pasv().await.expect("PASV a");
+    let data_b = b.pasv().await.expect("PASV b");
+    assert_eq!(data_a, data_b, "both addresses share the single port");
+    assert_eq!(data_a.ip(), loopback(1), "227 names the public address");
+
+    // A second pending reservation from the same address cannot share the port.
+    let mut a2 = RawClient::login(loopback(1), addr).await;
+    let refused = a2.pasv().await.expect_err("same address, port busy");
+    assert_eq!(refused.code, 425, "{refused:?}");
+
+    // A third address connecting to the port gets nothing and is counted.
+    let mut stray = connect_from(loopback(3), data_a)
+        .await
+        .expect("stray connects");
+    let mut buf = Vec::new();
+    let n = tokio::io::AsyncReadExt::read_to_end(&mut stray, &mut buf)
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    let (bytes_a, bytes_b) = tokio::join!(a.retr("a.bin", data_a), b.retr("b.bin", data_b));
+    assert_eq!(bytes_a.1.code, 226);
+    assert_eq!(bytes_b.1.code, 226);
+    assert_eq!(sha256(&bytes_a.0), first);
+    assert_eq!(sha256(&bytes_b.0), second);
+
+    // Once the first reservation is used, the port is free again for its address.
+    let again = a2.pasv().await.expect("free again");
+    let (bytes, done) = a2.retr("a.bin", again).await;
+    assert_eq!(done.code, 226);
+    assert_eq!(sha256(&bytes), first);
+
+    let scrape = scrape(&proxy).await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_data_connections_rejected_total{reason="foreign_ip"}"#
+        ),
+        1.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        metric_value(&scrape, "ftpfront_passive_port_exhausted_total"),
+        1.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_multiplexing_a_second_address_gets_425() {
+    let backend = TestBackend::start().await;
+    let mut config = proxy_config(backend.server.addr, 1);
+    config.passive.multiplex = false;
+    let proxy = start_proxy(config).await;
+    let mut a = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut b = RawClient::login(loopback(2), proxy.control_addr).await;
+    let data_a = a.pasv().await.expect("PASV a");
+    assert_eq!(b.pasv().await.expect_err("port taken").code, 425);
+    let (_, done) = a.retr("hello.txt", data_a).await;
+    assert_eq!(done.code, 226);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_pasv_replaces_the_reservation() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 1)).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let _first = client.pasv().await.expect("PASV 1");
+    let second = client.pasv().await.expect("PASV 2 on a one-port range");
+    let (bytes, done) = client.retr("hello.txt", second).await;
+    assert_eq!(done.code, 226);
+    assert_eq!(bytes, b"hello through the proxy\n");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abor_mid_download_answers_426_then_226_and_the_session_goes_on() {
+    let backend = TestBackend::start().await;
+    backend.put_file("huge.bin", 64 * 1024 * 1024, 5);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let data_addr = client.pasv().await.expect("PASV");
+    let mut data = connect_from(loopback(1), data_addr).await.expect("data");
+    client.send("RETR huge.bin").await;
+    assert_eq!(client.reply().await.code, 150);
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut data, &mut buf)
+        .await
+        .expect("some data");
+    assert!(n > 0);
+    // The control connection answers while the transfer runs (the client reads slowly).
+    let status = client.cmd("STAT").await;
+    assert_eq!(status.code, 213, "{status:?}");
+    assert_eq!(client.cmd("NOOP").await.code, 200);
+    let aborted = client.cmd("ABOR").await;
+    assert_eq!(aborted.code, 426, "{aborted:?}");
+    assert_eq!(client.reply().await.code, 226);
+    drop(data);
+    assert_eq!(
+        client.cmd("PWD").await.code,
+        257,
+        "session continues after ABOR"
+    );
+    let again = client.pasv().await.expect("PASV after ABOR");
+    let (bytes, done) = client.retr("hello.txt", again).await;
+    assert_eq!(done.code, 226);
+    assert_eq!(bytes, b"hello through the proxy\n");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_client_lists_and_downloads_through_epsv() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        let _ = common::external::external_available(false, "an IPv6 loopback address (::1)");
+        return;
+    };
+    drop(probe);
+    let backend = TestBackend::start().await;
+    let digest = backend.put_file("six.bin", 1024 * 1024, 6);
+    let mut config = proxy_config(backend.server.addr, 2);
+    config.listen.control = "[::1]:0".parse().expect("addr");
+    config.passive.public_address = None;
+    config.passive.bind = "::".parse().expect("ip");
+    let proxy = start_proxy(config).await;
+    let six: std::net::IpAddr = "::1".parse().expect("ip");
+    let mut client = RawClient::login(six, proxy.control_addr).await;
+    let refused = client.cmd("PASV").await;
+    assert_eq!(refused.code, 522, "PASV cannot carry IPv6: {refused:?}");
+    let port = client.epsv().await.expect("EPSV");
+    let (bytes, done) = client.retr("six.bin", SocketAddr::new(six, port)).await;
+    assert_eq!(done.code, 226);
+    assert_eq!(sha256(&bytes), digest);
+    let port = client.epsv().await.expect("EPSV");
+    let mut data = connect_from(six, SocketAddr::new(six, port))
+        .await
+        .expect("data");
+    client.send("LIST").await;
+    assert_eq!(client.reply().await.code, 150);
+    let mut listing = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut data, &mut listing)
+        .await
+        .expect("listing");
+    assert_eq!(client.reply().await.code, 226);
+    assert!(listing.contains("six.bin"), "{listing}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_active_mode_policy() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let refused = client.cmd("PORT 127,0,0,9,200,10").await;
+    assert_eq!(refused.code, 501, "foreign address refused: {refused:?}");
+    let refused = client.cmd("PORT 127,0,0,1,0,21").await;
+    assert_eq!(refused.code, 501, "privileged port refused: {refused:?}");
+    let refused = client.cmd("EPRT |3|x|1|").await;
+    assert_eq!(refused.code, 522);
+
+    // An accepted PORT: ftpfront connects to the client's listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let reply = client
+        .cmd(&format!("PORT 127,0,0,1,{},{}", port / 256, port % 256))
+        .await;
+    assert_eq!(reply.code, 200, "{reply:?}");
+    client.send("RETR hello.txt").await;
+    let (mut data, _) = listener.accept().await.expect("proxy connects");
+    assert_eq!(client.reply().await.code, 150);
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
+        .await
+        .expect("data");
+    assert_eq!(client.reply().await.code, 226);
+    assert_eq!(bytes, b"hello through the proxy\n");
+    proxy.shutdown().await;
+
+    let mut config = proxy_config(backend.server.addr, 2);
+    config.limits.client_active_mode = ftpfront::config::ClientActiveMode::Deny;
+    let proxy = start_proxy(config).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    assert_eq!(client.cmd("PORT 127,0,0,1,200,10").await.code, 502);
+    assert_eq!(client.cmd("EPRT |1|127.0.0.1|51210|").await.code, 502);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_mode_towards_the_backend() {
+    let backend = TestBackend::start().await;
+    let digest = backend.put_file("act.bin", 2 * 1024 * 1024, 21);
+    let mut config = proxy_config(backend.server.addr, 2);
+    let start = free_port_block(3);
+    config.backends[0].data_mode = ftpfront::config::DataMode::Active;
+    config.backends[0].active_ports = Some(ftpfront::config::PortRange {
+        start,
+        end: start + 2,
+    });
+    let proxy = start_proxy(config).await;
+    let (down, listing) = with_ftp(proxy.control_addr, Mode::Passive, |ftp| {
+        let down = ftp.retr_as_buffer("act.bin").expect("RETR").into_inner();
+        let listing = ftp.list(None).expect("LIST");
+        ftp.put_file("upload/act-up.bin", &mut Cursor::new(vec![42u8; 100_000]))
+            .expect("STOR");
+        (down, listing)
+    })
+    .await;
+    assert_eq!(sha256(&down), digest);
+    assert!(listing.iter().any(|l| l.contains("act.bin")));
+    assert_eq!(
+        read_file(&backend.path("upload/act-up.bin")),
+        vec![42u8; 100_000]
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_handles_its_own_commands_and_bad_input() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    assert_eq!(client.cmd("SYST").await.code, 215);
+    assert_eq!(client.cmd("OPTS UTF8 ON").await.code, 200);
+    assert_eq!(client.cmd("HOST ftp.example.com").await.code, 220);
+    assert_eq!(client.cmd("NOOP").await.code, 200);
+    let long = format!("USER {}", "x".repeat(10_000));
+    assert_eq!(client.cmd(&long).await.code, 500, "overlong line refused");
+    assert_eq!(client.cmd("RETR x").await.code, 530, "nothing before login");
+    assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
+    assert_eq!(client.cmd("HOST late.example.com").await.code, 503);
+    assert_eq!(client.cmd(&format!("PASS {PASSWORD}")).await.code, 230);
+    let feat = client.cmd("FEAT").await;
+    assert_eq!(feat.code, 211);
+    assert!(
+        feat.text.contains("EPSV") && feat.text.contains("SIZE"),
+        "{feat:?}"
+    );
+    assert!(!feat.text.to_lowercase().contains("libunftp"));
+    assert_eq!(client.cmd("PRET RETR hello.txt").await.code, 200);
+    assert_eq!(client.cmd("EPSV ALL").await.code, 200);
+    assert_eq!(
+        client.cmd("PASV").await.code,
+        503,
+        "PASV refused after EPSV ALL"
+    );
+    assert_eq!(client.cmd("LIST").await.code, 425, "no data setup yet");
+    assert_eq!(client.cmd("REIN").await.code, 220);
+    assert_eq!(client.cmd("PWD").await.code, 530, "REIN logs out");
+    assert_eq!(client.cmd("QUIT").await.code, 221);
+    let scrape = scrape(&proxy).await;
+    assert!(
+        metric_value(&scrape, r#"ftpfront_commands_total{command="user"}"#) >= 1.0,
+        "{scrape}"
+    );
+    assert!(!scrape.contains(PASSWORD));
+    proxy.shutdown().await;
+}
