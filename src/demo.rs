@@ -126,14 +126,27 @@ fn write_sample_files(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn demo_config(control_port: u16, backend: SocketAddr) -> Result<Config, DemoError> {
+/// Where the demo listens; every port on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub control_port: u16,
+    pub passive_ports: String,
+    pub metrics_port: u16,
+}
+
+fn demo_config(options: &DemoOptions, backend: SocketAddr) -> Result<Config, DemoError> {
+    let DemoOptions {
+        control_port,
+        passive_ports,
+        metrics_port,
+    } = options;
     let text = format!(
         r#"
 [listen]
 control = "127.0.0.1:{control_port}"
 
 [passive]
-ports = "30000-30009"
+ports = "{passive_ports}"
 public_address = "127.0.0.1"
 
 [[backends]]
@@ -141,20 +154,20 @@ name = "demo"
 address = "{backend}"
 
 [metrics]
-listen = "127.0.0.1:9477"
+listen = "127.0.0.1:{metrics_port}"
 "#
     );
     Config::from_toml_str(&text).map_err(|e| DemoError::Config(e.to_string()))
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(control_port: u16) -> Result<(), DemoError> {
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::Files)?;
     write_sample_files(dir.path()).map_err(DemoError::Files)?;
     let users = StaticUsers(HashMap::from([("demo".to_string(), "demo".to_string())]));
     let backend = start_embedded_backend(dir.path(), users, 31000..=31099).await?;
-    let proxy = server::start(demo_config(control_port, backend.addr)?).await?;
-    print_instructions(&proxy, backend.addr, dir.path());
+    let proxy = server::start(demo_config(&options, backend.addr)?).await?;
+    print_instructions(&proxy, &options, backend.addr, dir.path());
     let _ = tokio::signal::ctrl_c().await;
     println!("\nstopping the demo");
     proxy.shutdown().await;
@@ -162,8 +175,14 @@ pub async fn run(control_port: u16) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn print_instructions(proxy: &RunningProxy, backend: SocketAddr, root: &Path) {
+fn print_instructions(
+    proxy: &RunningProxy,
+    options: &DemoOptions,
+    backend: SocketAddr,
+    root: &Path,
+) {
     let port = proxy.control_addr.port();
+    let passive = &options.passive_ports;
     let metrics = proxy
         .metrics_addr
         .map(|a| a.to_string())
@@ -171,7 +190,7 @@ fn print_instructions(proxy: &RunningProxy, backend: SocketAddr, root: &Path) {
     println!(
         r#"ftpfront demo
   embedded FTP backend (libunftp) on {backend}, serving {root}
-  ftpfront on 127.0.0.1:{port}, passive ports 30000-30009, user demo / password demo
+  ftpfront on 127.0.0.1:{port}, passive ports {passive}, user demo / password demo
 
 Try, in another terminal:
   curl -v --user demo:demo ftp://127.0.0.1:{port}/

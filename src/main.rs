@@ -34,6 +34,12 @@ enum Commands {
         /// Control port of the demo proxy.
         #[arg(long, default_value_t = 2121)]
         port: u16,
+        /// Passive port range of the demo proxy.
+        #[arg(long, default_value = "30000-30009")]
+        passive_ports: String,
+        /// Port of the demo's /metrics endpoint.
+        #[arg(long, default_value_t = 9477)]
+        metrics_port: u16,
     },
 }
 
@@ -42,7 +48,15 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Commands::Run) {
         Commands::Check => check(&cli.config),
         Commands::Run => run(&cli.config),
-        Commands::Demo { port } => demo(port),
+        Commands::Demo {
+            port,
+            passive_ports,
+            metrics_port,
+        } => demo(demo::DemoOptions {
+            control_port: port,
+            passive_ports,
+            metrics_port,
+        }),
     }
 }
 
@@ -100,12 +114,12 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
-fn demo(port: u16) -> ExitCode {
+fn demo(options: demo::DemoOptions) -> ExitCode {
     logging::init(&LogConfig::default());
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match rt.block_on(demo::run(port)) {
+    match rt.block_on(demo::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ftpfront demo: {e}");

@@ -331,6 +331,20 @@ impl Session {
         matches!(self.login, Login::LoggedIn { .. })
     }
 
+    fn user_name(&self) -> &str {
+        match &self.login {
+            Login::LoggedIn { user } | Login::UserSent { user, .. } => user,
+            Login::None => "",
+        }
+    }
+
+    fn backend_name(&self) -> &str {
+        self.backend
+            .as_ref()
+            .map(|leg| leg.config.name.as_str())
+            .unwrap_or("")
+    }
+
     async fn before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
         match command.verb {
             Verb::Syst => self.reply(215, "UNIX Type: L8").await?,
@@ -425,11 +439,7 @@ impl Session {
         user: String,
         started: Instant,
     ) -> Result<(), SessionError> {
-        let backend_name = self
-            .backend
-            .as_ref()
-            .map(|leg| leg.config.name.clone())
-            .unwrap_or_default();
+        let backend_name = self.backend_name().to_string();
         let metrics = &self.shared.metrics;
         match reply.code {
             230 => {
@@ -628,23 +638,20 @@ impl Session {
     /// The address clients are told to connect to: split-horizon rules, then the configured
     /// public address, then the address the client reached us on.
     fn public_address(&self) -> IpAddr {
-        let passive = &self.shared.config.passive;
-        passive
-            .public_address_by_client
-            .iter()
-            .find(|rule| rule.clients.iter().any(|net| net.contains(&self.client_ip)))
-            .map(|rule| rule.address)
-            .or(passive.public_address)
+        self.shared
+            .config
+            .passive
+            .public_address_for(self.client_ip)
             .unwrap_or_else(|| canonical_ip(self.local.ip()))
     }
 
     /// The NAT may translate ports too: announce the matching port of `advertised_ports`.
     fn advertised_port(&self, port: u16) -> u16 {
-        let passive = &self.shared.config.passive;
-        match passive.advertised_ports {
-            Some(advertised) => advertised.start + (port - passive.ports.start),
-            None => port,
-        }
+        self.shared
+            .config
+            .passive
+            .advertised_port(port)
+            .unwrap_or(port)
     }
 
     /// Client PORT/EPRT under `limits.client_active_mode`: no bounce to other hosts or to
@@ -997,6 +1004,9 @@ impl Session {
         self.send(&reply).await?;
         self.count_transfer(run.direction, result, bytes, Some(run.started));
         info!(
+            client = %self.client_ip,
+            user = self.user_name(),
+            backend = self.backend_name(),
             direction = run.direction.as_str(),
             path = %run.path,
             bytes,
@@ -1014,11 +1024,7 @@ impl Session {
         bytes: u64,
         started: Option<Instant>,
     ) {
-        let backend = self
-            .backend
-            .as_ref()
-            .map(|leg| leg.config.name.as_str())
-            .unwrap_or("");
+        let backend = self.backend_name();
         let metrics = &self.shared.metrics;
         metrics
             .transfers_total
