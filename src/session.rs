@@ -875,7 +875,7 @@ impl Session {
                         Err(e) => Err(format!("data pump failed: {e}")),
                     });
                 }
-                reply = next_backend_reply(backend), if wants_reply => {
+                reply = transfer_reply(backend, run.pump_result.is_some()), if wants_reply => {
                     let reply = reply?;
                     if reply.is_preliminary() {
                         self.send(&reply).await?;
@@ -1078,6 +1078,22 @@ async fn next_backend_reply(
     match backend {
         Some(control) => control.next_reply("waiting for the backend").await,
         None => std::future::pending().await,
+    }
+}
+
+/// The backend's reply to a running transfer: unbounded while bytes still flow (a transfer
+/// may take hours), bounded by the reply timeout once the data connection is done.
+async fn transfer_reply(
+    backend: Option<&mut BackendControl>,
+    data_done: bool,
+) -> Result<Reply, BackendLegError> {
+    match backend {
+        Some(control) if data_done => {
+            control
+                .read_reply("waiting for the transfer's final reply")
+                .await
+        }
+        other => next_backend_reply(other).await,
     }
 }
 
