@@ -181,7 +181,8 @@ async fn demo_command_serves_the_printed_curl_commands() {
             "--metrics-port",
             &metrics.to_string(),
         ])
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start demo");
