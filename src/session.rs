@@ -782,10 +782,16 @@ impl Session {
         };
         let progress = Arc::new(AtomicU64::new(0));
         let pump = match direction {
-            TransferDirection::Upload => {
-                tokio::spawn(data::pump(client_stream, backend_stream, progress.clone()))
-            }
-            _ => tokio::spawn(data::pump(backend_stream, client_stream, progress.clone())),
+            TransferDirection::Upload => tokio::spawn(data::pump_tcp(
+                client_stream,
+                backend_stream,
+                progress.clone(),
+            )),
+            _ => tokio::spawn(data::pump_tcp(
+                backend_stream,
+                client_stream,
+                progress.clone(),
+            )),
         };
         let run = RunningTransfer {
             direction,
