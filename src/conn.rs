@@ -16,6 +16,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 pub type BoxStream = Box<dyn ByteStream>;
 
 const READ_CHUNK: usize = 4096;
+/// A peer that does not take a reply for this long is not reading its control connection;
+/// without a bound, a client that pipelines commands and never reads pins a session.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads lines from a stream with a bounded buffer. `next_event` is cancel-safe: bytes
 /// already read stay in the splitter when a `select!` drops the future.
@@ -23,6 +26,8 @@ pub struct LineConn {
     stream: BoxStream,
     splitter: LineSplitter,
     peer: SocketAddr,
+    urgent: Option<UrgentDrain>,
+    eof_pending: bool,
 }
 
 impl LineConn {
@@ -31,7 +36,21 @@ impl LineConn {
             stream,
             splitter: LineSplitter::new(max_line_length),
             peer,
+            urgent: None,
+            eof_pending: false,
         }
+    }
+
+    /// A plain TCP client connection: see [`UrgentDrain`].
+    pub fn plain_tcp(
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        max_line_length: usize,
+    ) -> Self {
+        let urgent = UrgentDrain::of(&stream);
+        let mut conn = LineConn::new(Box::new(stream), peer, max_line_length);
+        conn.urgent = Some(urgent);
+        conn
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -45,22 +64,80 @@ impl LineConn {
             if let Some(event) = self.splitter.next_event() {
                 return Ok(Some(event));
             }
+            if self.eof_pending {
+                return Ok(None);
+            }
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
                 return Ok(None);
             }
             self.splitter.push(&chunk[..n]);
+            if let Some(urgent) = &self.urgent {
+                self.eof_pending = urgent.drain_into(&mut self.splitter, &mut chunk);
+            }
         }
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer does not read its control connection",
+                )
+            })?
     }
 
     pub async fn shutdown(&mut self) {
         // Best effort: the peer may already be gone, and there is nobody left to tell.
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Reads what tokio's readiness tracking would leave behind on a plain TCP control socket.
+///
+/// Python's ftplib (and others) send `ABOR\r\n` with MSG_OOB, which makes the final byte
+/// urgent. With SO_OOBINLINE the byte stays in the stream, but a read stops at the urgent
+/// mark, and tokio takes that short read as "socket drained": no wake-up ever comes for the
+/// last byte and the ABOR would hang. Reading on with non-blocking `recv` until EAGAIN
+/// collects it.
+struct UrgentDrain {
+    fd: std::os::fd::RawFd,
+}
+
+impl UrgentDrain {
+    fn of(stream: &tokio::net::TcpStream) -> UrgentDrain {
+        use std::os::fd::AsRawFd;
+        UrgentDrain {
+            fd: stream.as_raw_fd(),
+        }
+    }
+
+    /// Pushes every immediately available byte; true when the peer's end of stream was seen.
+    fn drain_into(&self, splitter: &mut LineSplitter, chunk: &mut [u8]) -> bool {
+        loop {
+            // SAFETY: `fd` belongs to the TcpStream owned by the same LineConn, which outlives
+            // this call; the buffer is valid for `chunk.len()` bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.fd,
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => return true,
+                n if n > 0 => splitter.push(&chunk[..n as usize]),
+                // EAGAIN (nothing more) or a real error, which the next awaited read reports.
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -95,6 +172,11 @@ pub enum BackendLegError {
         peer: SocketAddr,
         phase: &'static str,
     },
+    #[error("backend {peer} sent a reply larger than {MAX_REPLY_BYTES} bytes while {phase}")]
+    ReplyTooLarge {
+        peer: SocketAddr,
+        phase: &'static str,
+    },
 }
 
 impl BackendLegError {
@@ -106,12 +188,15 @@ impl BackendLegError {
             BackendLegError::Timeout { .. } => "timeout",
             BackendLegError::Malformed { .. } => "malformed_reply",
             BackendLegError::LineTooLong { .. } => "line_too_long",
+            BackendLegError::ReplyTooLarge { .. } => "reply_too_large",
         }
     }
 }
 
 /// Most lines a backend may put in one multi-line reply (a FEAT or STAT listing).
 const MAX_REPLY_LINES: usize = 100_000;
+/// Most bytes of one reply: a hostile backend must not make a session hold gigabytes.
+const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 /// Backend replies (STAT of a directory) can carry long lines.
 const MAX_BACKEND_LINE: usize = 64 * 1024;
 
@@ -120,6 +205,7 @@ pub struct BackendControl {
     conn: LineConn,
     local: SocketAddr,
     parser: ReplyParser,
+    partial_bytes: usize,
     reply_timeout: Duration,
 }
 
@@ -134,6 +220,7 @@ impl BackendControl {
             conn: LineConn::new(stream, peer, MAX_BACKEND_LINE),
             local,
             parser: ReplyParser::new(MAX_REPLY_LINES),
+            partial_bytes: 0,
             reply_timeout,
         }
     }
@@ -166,6 +253,10 @@ impl BackendControl {
                     return Err(BackendLegError::LineTooLong { peer, phase })
                 }
                 Some(LineEvent::Line(line)) => {
+                    self.partial_bytes += line.len() + 2;
+                    if self.partial_bytes > MAX_REPLY_BYTES {
+                        return Err(BackendLegError::ReplyTooLarge { peer, phase });
+                    }
                     let parsed = self.parser.push_line(&line).map_err(|source| {
                         BackendLegError::Malformed {
                             peer,
@@ -174,6 +265,7 @@ impl BackendControl {
                         }
                     })?;
                     if let Some(reply) = parsed {
+                        self.partial_bytes = 0;
                         return Ok(reply);
                     }
                 }

@@ -180,8 +180,9 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    /// Bytes moved per splice call; the pipe is enlarged to match where the kernel allows.
-    const CHUNK: usize = 1 << 20;
+    /// Bytes moved per splice call, and the pipe size asked for. Pipe memory of an
+    /// unprivileged user is capped (pipe-user-pages-soft), so each transfer asks modestly.
+    const CHUNK: usize = 256 * 1024;
 
     pub struct Pipe {
         read: OwnedFd,
@@ -199,9 +200,17 @@ mod splice {
             // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
             let (read, write) =
                 unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-            // A larger pipe means fewer system calls; the default 64 KiB still works.
+            // Past the per-user pipe budget the kernel hands out one-page pipes, and splice
+            // would move 4 KiB per call: refuse, so the caller uses the buffered pump.
             // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
-            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+            let size =
+                unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+            if size < CHUNK as libc::c_int {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "pipe buffer budget exhausted",
+                ));
+            }
             Ok(Pipe { read, write })
         }
     }

@@ -237,7 +237,7 @@ async fn run_session(
         }
     };
     let max_line = shared.config.limits.max_line_length;
-    let client = LineConn::new(Box::new(stream), peer, max_line);
+    let client = LineConn::plain_tcp(stream, peer, max_line);
     let session = Session::new(shared, client, local, span.clone());
     let outcome = async {
         info!("session start");

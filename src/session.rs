@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use crate::backend::{self, Router};
@@ -93,6 +93,8 @@ struct BackendLeg {
 
 /// Commands a client may pipeline during a transfer; more is abuse.
 const MAX_QUEUED_COMMANDS: usize = 32;
+/// How often a running transfer is checked for progress.
+const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Features ftpfront relays from a backend's FEAT when the backend has them.
 const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
 /// Features ftpfront itself implements, whatever the backend.
@@ -109,6 +111,8 @@ pub struct Session {
     data: Option<ClientData>,
     epsv_all: bool,
     utf8_requested: bool,
+    /// REST is held and sent right before the transfer command (see `transfer`).
+    pending_rest: Option<Command>,
     queued: VecDeque<Command>,
     span: tracing::Span,
 }
@@ -132,6 +136,7 @@ impl Session {
             data: None,
             epsv_all: false,
             utf8_requested: false,
+            pending_rest: None,
             queued: VecDeque::new(),
             span,
         }
@@ -291,12 +296,7 @@ impl Session {
                 .map(|_| Flow::Continue),
             Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| Flow::Continue),
             Verb::Host => self.host(command).await,
-            Verb::Opts if command.arg_str().to_ascii_uppercase().starts_with("UTF8") => {
-                self.utf8_requested = true;
-                self.reply(200, "UTF8 mode on.")
-                    .await
-                    .map(|_| Flow::Continue)
-            }
+            Verb::Opts if !self.logged_in() => self.opts_before_login(command).await,
             Verb::Auth => self
                 .reply(
                     502,
@@ -318,6 +318,7 @@ impl Session {
             _ if !self.logged_in() => self.before_login(command).await,
             Verb::Pasv | Verb::Epsv => self.passive(command).await,
             Verb::Port | Verb::Eprt => self.active(command).await,
+            Verb::Rest => self.rest(command).await,
             Verb::Lprt | Verb::Lpsv => self
                 .reply(502, "LPRT/LPSV are not supported: use EPRT/EPSV.")
                 .await
@@ -325,6 +326,44 @@ impl Session {
             verb if verb.is_transfer() => self.transfer(command).await,
             _ => self.relay(&command).await,
         }
+    }
+
+    /// Before login there is no backend to ask: ftpfront answers OPTS UTF8 itself and tells
+    /// the backend after login (`replay_utf8`). After login OPTS goes to the backend.
+    async fn opts_before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let option = command.arg_str().trim().to_ascii_uppercase();
+        let words: Vec<&str> = option.split_whitespace().collect();
+        match words.as_slice() {
+            ["UTF8"] | ["UTF8", "ON"] => {
+                self.utf8_requested = true;
+                self.reply(200, "UTF8 mode on.").await?;
+            }
+            ["UTF8", "OFF"] => {
+                self.utf8_requested = false;
+                self.reply(200, "UTF8 mode off.").await?;
+            }
+            _ => {
+                self.reply(501, "Option not understood before login.")
+                    .await?
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// REST is answered here and handed to the backend right before the transfer command,
+    /// because ftpfront sends the backend PASV/PORT in between (RFC 3659 5.3: REST must be
+    /// the last command before the transfer).
+    async fn rest(&mut self, command: Command) -> Result<Flow, SessionError> {
+        match command.arg_str().trim().parse::<u64>() {
+            Ok(offset) => {
+                self.pending_rest = Some(command);
+                let text =
+                    format!("Restarting at {offset}. Send STORE or RETRIEVE to initiate transfer.");
+                self.reply(350, &text).await?;
+            }
+            Err(_) => self.reply(501, "REST needs a byte offset.").await?,
+        }
+        Ok(Flow::Continue)
     }
 
     fn logged_in(&self) -> bool {
@@ -488,6 +527,7 @@ impl Session {
     fn reset_login_state(&mut self) {
         self.login = Login::None;
         self.data = None;
+        self.pending_rest = None;
         self.epsv_all = false;
     }
 
@@ -730,12 +770,13 @@ impl Session {
             self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
             return Ok(Flow::Continue);
         };
-        let client_stream = match self.client_data_stream(setup).await {
-            Ok(stream) => stream,
-            Err(reply) => {
+        let client_stream = match self.await_client_data(setup).await? {
+            Waited::Ready(stream) => stream,
+            Waited::Failed(reply) => {
                 self.send(&reply).await?;
                 return Ok(Flow::Continue);
             }
+            Waited::Interrupted(flow) => return Ok(flow),
         };
         let Some(leg) = self.backend.as_mut() else {
             self.reply(530, "Please login with USER and PASS.").await?;
@@ -746,14 +787,21 @@ impl Session {
             Err(BackendDataError::Leg(e)) => return Err(e.into()),
             Err(BackendDataError::Setup(reason)) => {
                 warn!(%reason, "cannot open the backend data connection");
-                self.reply(
-                    425,
-                    &format!("Can't open data connection to the backend: {reason}."),
-                )
-                .await?;
+                let text = format!("Can't open data connection to the backend: {reason}.");
+                self.reply(425, &text).await?;
                 return Ok(Flow::Continue);
             }
         };
+        // REST must be the last command before the transfer (RFC 3659 5.3): it goes after
+        // the backend's PASV/PORT, right before the transfer command.
+        if let Some(rest) = self.pending_rest.take() {
+            let reply = leg.control.command(&rest, "sending REST").await?;
+            if reply.code != 350 {
+                self.send(&reply).await?;
+                self.count_transfer(direction, labels::FAILED, 0, None);
+                return Ok(Flow::Continue);
+            }
+        }
         let first = leg.control.command(&command, "starting a transfer").await?;
         if first.is_error() || first.is_intermediate() {
             self.send(&first).await?;
@@ -771,28 +819,18 @@ impl Session {
             Err(e) => {
                 warn!(error = %e, "backend data connection failed");
                 self.finish_failed_start(held_final.is_none()).await?;
-                self.reply(
-                    425,
-                    &format!("Can't open data connection to the backend: {e}."),
-                )
-                .await?;
+                let text = format!("Can't open data connection to the backend: {e}.");
+                self.reply(425, &text).await?;
                 self.count_transfer(direction, labels::FAILED, 0, None);
                 return Ok(Flow::Continue);
             }
         };
         let progress = Arc::new(AtomicU64::new(0));
-        let pump = match direction {
-            TransferDirection::Upload => tokio::spawn(data::pump_tcp(
-                client_stream,
-                backend_stream,
-                progress.clone(),
-            )),
-            _ => tokio::spawn(data::pump_tcp(
-                backend_stream,
-                client_stream,
-                progress.clone(),
-            )),
+        let (from, to) = match direction {
+            TransferDirection::Upload => (client_stream, backend_stream),
+            _ => (backend_stream, client_stream),
         };
+        let pump = AbortOnDropHandle::new(tokio::spawn(data::pump_tcp(from, to, progress.clone())));
         let run = RunningTransfer {
             direction,
             path: command.arg_str().to_string(),
@@ -801,6 +839,8 @@ impl Session {
             pump,
             pump_result: None,
             final_reply: held_final,
+            last_progress: (0, Instant::now()),
+            reply_deadline: None,
         };
         self.supervise(run).await
     }
@@ -820,28 +860,36 @@ impl Session {
         Ok(())
     }
 
-    async fn client_data_stream(
-        &mut self,
-        setup: ClientData,
-    ) -> Result<tokio::net::TcpStream, Reply> {
+    /// Waits for the client's data connection while still reading its control connection,
+    /// so an ABOR or QUIT sent meanwhile is not stuck behind the accept timeout.
+    async fn await_client_data(&mut self, setup: ClientData) -> Result<Waited, SessionError> {
         let timeout = self.shared.config.limits.data_accept_timeout;
-        match setup {
-            ClientData::Passive(reservation) => match reservation.accept().await {
-                Ok((stream, peer)) => {
-                    debug!(%peer, "client data connection accepted");
-                    let _ = stream.set_nodelay(true);
-                    Ok(stream)
+        let connecting = client_data_stream(setup, self.local.ip(), timeout);
+        tokio::pin!(connecting);
+        loop {
+            tokio::select! {
+                result = &mut connecting => {
+                    return Ok(match result {
+                        Ok(stream) => Waited::Ready(stream),
+                        Err(reply) => Waited::Failed(reply),
+                    });
                 }
-                Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
-            },
-            ClientData::Active(target) => data::connect(
-                target,
-                Some(self.local.ip()),
-                timeout,
-                "client data (active mode)",
-            )
-            .await
-            .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}."))),
+                event = self.client.next_event() => {
+                    let command = match self.client_input(event).await? {
+                        ClientInput::Answered => continue,
+                        ClientInput::Gone => return Ok(Waited::Interrupted(Flow::Close(Outcome::Ok))),
+                        ClientInput::Command(command) => command,
+                    };
+                    if command.verb == Verb::Abor {
+                        self.reply(425, "Transfer aborted before its data connection opened.").await?;
+                        self.reply(226, "ABOR command successful.").await?;
+                        return Ok(Waited::Interrupted(Flow::Continue));
+                    }
+                    if let Some(flow) = self.answer_while_busy(command, None).await? {
+                        return Ok(Waited::Interrupted(flow));
+                    }
+                }
+            }
         }
     }
 
@@ -863,16 +911,38 @@ impl Session {
         }
     }
 
+    /// Reads one client event into a command, answering malformed input itself.
+    async fn client_input(
+        &mut self,
+        event: std::io::Result<Option<LineEvent>>,
+    ) -> Result<ClientInput, SessionError> {
+        match event {
+            Ok(event) => self.parse_client_event(event).await,
+            Err(e) => {
+                debug!(error = %e, "client control connection failed");
+                Ok(ClientInput::Gone)
+            }
+        }
+    }
+
     /// The control loop while bytes flow: ABOR, STAT and NOOP are answered at once, other
-    /// commands wait their turn.
+    /// commands wait their turn; a stalled data connection or a failing backend ends the
+    /// transfer instead of pinning the session.
     async fn supervise(&mut self, mut run: RunningTransfer) -> Result<Flow, SessionError> {
+        let mut stall_check = tokio::time::interval(STALL_CHECK_INTERVAL);
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let (Some(result), Some(_)) = (&run.pump_result, &run.final_reply) {
                 let pumped = result.clone();
                 return self.complete(run, pumped).await;
             }
+            if run.pump_result.is_some() && run.reply_deadline.is_none() {
+                let timeout = self.reply_timeout();
+                run.reply_deadline = Some(tokio::time::Instant::now() + timeout);
+            }
             let backend = self.backend.as_mut().map(|leg| &mut leg.control);
             let wants_reply = run.final_reply.is_none();
+            let deadline = run.reply_deadline;
             tokio::select! {
                 joined = &mut run.pump, if run.pump_result.is_none() => {
                     run.pump_result = Some(match joined {
@@ -881,67 +951,118 @@ impl Session {
                         Err(e) => Err(format!("data pump failed: {e}")),
                     });
                 }
-                reply = transfer_reply(backend, run.pump_result.is_some()), if wants_reply => {
-                    let reply = reply?;
-                    if reply.is_preliminary() {
-                        self.send(&reply).await?;
-                    } else {
-                        run.final_reply = Some(reply);
+                reply = next_backend_reply(backend), if wants_reply => {
+                    if let Some(flow) = self.on_transfer_reply(reply?, &mut run).await? {
+                        return Ok(flow);
                     }
                 }
+                _ = sleep_until_deadline(deadline), if wants_reply => {
+                    let peer = self.backend.as_ref().map(|leg| leg.control.peer()).unwrap_or(self.local);
+                    let timeout = self.reply_timeout();
+                    return Err(BackendLegError::Timeout { peer, phase: "waiting for the transfer's final reply", timeout }.into());
+                }
+                _ = stall_check.tick(), if run.pump_result.is_none() => self.check_stall(&mut run),
                 event = self.client.next_event() => {
-                    let peer = self.client.peer();
-                    let event = event.map_err(|source| SessionError::ClientRead { peer, source });
-                    let input = match event {
-                        Ok(event) => self.parse_client_event(event).await?,
-                        Err(_) => ClientInput::Gone,
-                    };
-                    match input {
-                        ClientInput::Answered => {}
+                    let command = match self.client_input(event).await? {
+                        ClientInput::Answered => continue,
                         ClientInput::Gone => {
-                            run.pump.abort();
-                            self.count_transfer(run.direction, labels::ABORTED, run.progress.load(Ordering::Relaxed), Some(run.started));
+                            let moved = run.progress.load(Ordering::Relaxed);
+                            self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
                             return Ok(Flow::Close(Outcome::Ok));
                         }
-                        ClientInput::Command(command) => {
-                            if let Some(flow) = self.during_transfer(command, &mut run).await? {
-                                return Ok(flow);
-                            }
-                        }
+                        ClientInput::Command(command) => command,
+                    };
+                    if command.verb == Verb::Abor {
+                        return self.abort(&mut run).await;
+                    }
+                    let moved = run.progress.load(Ordering::Relaxed);
+                    if let Some(flow) = self.answer_while_busy(command, Some((run.direction, moved))).await? {
+                        return Ok(flow);
                     }
                 }
             }
         }
     }
 
-    /// Handles a command received mid-transfer; `Some(flow)` when the transfer is over.
-    async fn during_transfer(
+    fn reply_timeout(&self) -> std::time::Duration {
+        self.backend
+            .as_ref()
+            .map(|leg| leg.config.reply_timeout)
+            .unwrap_or(self.shared.config.limits.idle_timeout)
+    }
+
+    /// A backend reply during a transfer. An error ends the transfer at once (waiting for a
+    /// data connection the backend has given up on would pin the session); a 2xx is held
+    /// until the pump has delivered every byte.
+    async fn on_transfer_reply(
         &mut self,
-        command: Command,
+        reply: Reply,
         run: &mut RunningTransfer,
     ) -> Result<Option<Flow>, SessionError> {
+        if reply.is_preliminary() {
+            self.send(&reply).await?;
+            return Ok(None);
+        }
+        if reply.code == 421 {
+            run.pump.abort();
+            self.send(&reply).await?;
+            let moved = run.progress.load(Ordering::Relaxed);
+            self.count_transfer(run.direction, labels::ERROR, moved, Some(run.started));
+            return Ok(Some(Flow::Close(Outcome::Error)));
+        }
+        if reply.is_error() && run.pump_result.is_none() {
+            run.pump.abort();
+            run.pump_result = Some(Err(format!("backend reported {}", reply.code)));
+        }
+        run.final_reply = Some(reply);
+        Ok(None)
+    }
+
+    /// Aborts a pump that moved no byte for `limits.idle_timeout`.
+    fn check_stall(&self, run: &mut RunningTransfer) {
+        let moved = run.progress.load(Ordering::Relaxed);
+        let (last, since) = run.last_progress;
+        if moved != last {
+            run.last_progress = (moved, Instant::now());
+            return;
+        }
+        let limit = self.shared.config.limits.idle_timeout;
+        if since.elapsed() >= limit {
+            warn!(bytes = moved, timeout = ?limit, "data connection stalled; aborting the transfer");
+            run.pump.abort();
+            run.pump_result = Some(Err(format!("no data moved for {}s", limit.as_secs())));
+        }
+    }
+
+    /// Commands while the session is busy with a data connection: NOOP and STAT are
+    /// answered now, the rest wait their turn (bounded); `Some(flow)` ends the session.
+    async fn answer_while_busy(
+        &mut self,
+        command: Command,
+        transfer: Option<(TransferDirection, u64)>,
+    ) -> Result<Option<Flow>, SessionError> {
         match command.verb {
-            Verb::Abor => self.abort(run).await.map(Some),
             Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| None),
             Verb::Stat if command.arg_str().is_empty() => {
-                let moved = run.progress.load(Ordering::Relaxed);
+                let status = match transfer {
+                    Some((direction, moved)) => {
+                        format!(
+                            " {} in progress: {moved} bytes transferred",
+                            direction.as_str()
+                        )
+                    }
+                    None => " waiting for the data connection".to_string(),
+                };
                 let lines = vec![
                     "ftpfront status:".to_string(),
-                    format!(
-                        " {} in progress: {moved} bytes transferred",
-                        run.direction.as_str()
-                    ),
+                    status,
                     "End of status".to_string(),
                 ];
                 self.send(&Reply::multiline(213, lines)).await.map(|_| None)
             }
             _ if self.queued.len() >= MAX_QUEUED_COMMANDS => {
-                run.pump.abort();
-                self.reply(
-                    421,
-                    "Too many commands during a transfer; closing control connection.",
-                )
-                .await?;
+                let text = "Too many commands during a transfer; closing control connection.";
+                self.reply(421, text).await?;
                 Ok(Some(Flow::Close(Outcome::Error)))
             }
             _ => {
@@ -952,8 +1073,9 @@ impl Session {
     }
 
     /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and resynchronise with
-    /// the backend, which owes a reply for the transfer and one for ABOR (some servers send
-    /// only one): a NOOP after ABOR marks where its replies end.
+    /// the backend. It owes a reply for the transfer (unless already sent) and one for ABOR,
+    /// but servers differ, so a PWD sent after ABOR marks where those replies end: its 257
+    /// is a code neither a transfer nor ABOR can produce.
     async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         run.pump.abort();
         let moved = run.progress.load(Ordering::Relaxed);
@@ -963,12 +1085,13 @@ impl Session {
             leg.control
                 .send(&Command::new("ABOR", None), "sending ABOR")
                 .await?;
+            let marker = Command::new("PWD", None);
             leg.control
-                .send(&Command::new("NOOP", None), "synchronising after ABOR")
+                .send(&marker, "synchronising after ABOR")
                 .await?;
             loop {
                 let reply = leg.control.read_reply("synchronising after ABOR").await?;
-                if reply.code == 200 {
+                if reply.code == 257 {
                     break;
                 }
                 debug!(code = reply.code, "backend reply to the aborted transfer");
@@ -1072,9 +1195,52 @@ struct RunningTransfer {
     path: String,
     started: Instant,
     progress: Arc<AtomicU64>,
-    pump: JoinHandle<std::io::Result<u64>>,
+    /// Aborted when dropped: no early return can leave a pump running without its session.
+    pump: AbortOnDropHandle<std::io::Result<u64>>,
     pump_result: Option<Result<u64, String>>,
     final_reply: Option<Reply>,
+    /// Bytes moved at the last stall check, and when that count last changed.
+    last_progress: (u64, Instant),
+    /// Set when the data is done: the backend then has `reply_timeout` for its final reply.
+    reply_deadline: Option<tokio::time::Instant>,
+}
+
+/// How the wait for a client's data connection ended.
+enum Waited {
+    Ready(tokio::net::TcpStream),
+    Failed(Reply),
+    Interrupted(Flow),
+}
+
+/// Connects the client's data leg: the pooled passive port's accepted connection, or a
+/// connection to the address of the client's PORT/EPRT.
+async fn client_data_stream(
+    setup: ClientData,
+    local_ip: IpAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, Reply> {
+    match setup {
+        ClientData::Passive(reservation) => match reservation.accept().await {
+            Ok((stream, peer)) => {
+                debug!(%peer, "client data connection accepted");
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
+        },
+        ClientData::Active(target) => {
+            data::connect(target, Some(local_ip), timeout, "client data (active mode)")
+                .await
+                .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}.")))
+        }
+    }
+}
+
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next reply of the backend leg, or never when there is no backend.
@@ -1084,22 +1250,6 @@ async fn next_backend_reply(
     match backend {
         Some(control) => control.next_reply("waiting for the backend").await,
         None => std::future::pending().await,
-    }
-}
-
-/// The backend's reply to a running transfer: unbounded while bytes still flow (a transfer
-/// may take hours), bounded by the reply timeout once the data connection is done.
-async fn transfer_reply(
-    backend: Option<&mut BackendControl>,
-    data_done: bool,
-) -> Result<Reply, BackendLegError> {
-    match backend {
-        Some(control) if data_done => {
-            control
-                .read_reply("waiting for the transfer's final reply")
-                .await
-        }
-        other => next_backend_reply(other).await,
     }
 }
 

@@ -61,8 +61,9 @@ impl TestBackend {
         std::fs::write(root.path().join("hello.txt"), b"hello through the proxy\n").expect("write");
         std::fs::create_dir_all(root.path().join("upload")).expect("mkdir");
         let users = StaticUsers(HashMap::from([(USER.to_string(), PASSWORD.to_string())]));
-        let ports = free_port_block(20);
-        let server = start_embedded_backend(root.path(), users, ports..=ports + 19)
+        // Generous: libunftp answers 425 to PASV when its own range runs out.
+        let ports = free_port_block(60);
+        let server = start_embedded_backend(root.path(), users, ports..=ports + 59)
             .await
             .expect("embedded backend");
         TestBackend { server, root }
