@@ -409,6 +409,11 @@ async fn proxy_handles_its_own_commands_and_bad_input() {
     let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
     assert_eq!(client.cmd("SYST").await.code, 215);
     assert_eq!(client.cmd("OPTS UTF8 ON").await.code, 200);
+    assert_eq!(
+        client.cmd("OPTS UTF8 OFF").await.text,
+        "200 UTF8 mode off.\r\n"
+    );
+    assert_eq!(client.cmd("OPTS UTF8X").await.code, 501);
     assert_eq!(client.cmd("HOST ftp.example.com").await.code, 220);
     assert_eq!(client.cmd("NOOP").await.code, 200);
     let long = format!("USER {}", "x".repeat(10_000));
@@ -441,5 +446,38 @@ async fn proxy_handles_its_own_commands_and_bad_input() {
         "{scrape}"
     );
     assert!(!scrape.contains(PASSWORD));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_ends_with_426_instead_of_pinning_the_session() {
+    let backend = TestBackend::start().await;
+    let mut config = proxy_config(backend.server.addr, 2);
+    config.limits.idle_timeout = std::time::Duration::from_secs(2);
+    let proxy = start_proxy(config).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let data_addr = client.pasv().await.expect("PASV");
+    let mut data = connect_from(loopback(1), data_addr).await.expect("data");
+    client.send("STOR upload/stalled.bin").await;
+    assert_eq!(client.reply().await.code, 150);
+    tokio::io::AsyncWriteExt::write_all(&mut data, &[7u8; 1000])
+        .await
+        .expect("some bytes");
+    // Then nothing: neither more data nor a close.
+    let started = std::time::Instant::now();
+    let reply = client.reply().await;
+    assert_eq!(reply.code, 426, "{reply:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(client.cmd("PWD").await.code, 257, "the session survives");
+    let scrape = scrape(&proxy).await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_transfers_total{backend="main",direction="upload",result="error"}"#
+        ),
+        1.0,
+        "{scrape}"
+    );
+    drop(data);
     proxy.shutdown().await;
 }
