@@ -1,136 +1,64 @@
-//! ftpfront in front of a real vsftpd on loopback, driven by the `curl` program.
+//! ftpfront in front of a real vsftpd on loopback, driven by the `curl` and `lftp` programs
+//! and by the harness's raw client.
 //!
 //! vsftpd is configured with a WRONG passive address ([`WRONG_PASV_ADDRESS`]), as a backend
 //! behind a second NAT would be. Through the proxy, listing, downloads and uploads work and
 //! every 227/229 reply names the proxy's public address and a port of its passive range; the
-//! same client straight to vsftpd fails (the control case).
+//! same client straight to vsftpd fails (the control case). Further scenarios: ABOR in the
+//! middle of a download, active mode towards vsftpd, REST resume, and lftp.
 //!
 //! Skipped with a printed reason (failed under `FTP_TESTS_REQUIRE_EXTERNAL=1`) when curl,
-//! vsftpd or root is missing: `sudo scripts/test.sh` installs them.
+//! lftp, vsftpd or root is missing: `sudo scripts/test.sh` installs them.
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::external::require_program;
+use common::harness::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions, WRONG_PASV_ADDRESS};
-use sha2::{Digest, Sha256};
+use ftpfront::config::{Config, DataMode, PortRange};
+use ftpfront::server::RunningProxy;
+use tokio::io::AsyncReadExt;
 
 const FILE_SIZE: usize = 5 * 1024 * 1024;
+/// Large enough that the download is still running when the client sends ABOR.
+const ABOR_FILE_SIZE: usize = 64 * 1024 * 1024;
 const PASSIVE_RANGE_LEN: u16 = 10;
-const CURL_TIMEOUT: Duration = Duration::from_secs(90);
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(90);
+const README: &[u8] = b"hello from vsftpd\n";
 
-/// Deterministic, incompressible-looking test data (xorshift64).
-fn test_data(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// A finished run of curl or lftp.
+struct Run {
+    output: Output,
+    /// The program and its arguments, for failure messages.
+    command: String,
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A passive range below the kernel's ephemeral ports (32768+), different for each test of
-/// this process (and, through the pid, likely for concurrent test processes), whose ports
-/// are all free right now.
-fn passive_range() -> (u16, u16) {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1000) as u16 * PASSIVE_RANGE_LEN;
-    for _ in 0..200 {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-        let start = 20_000 + (base - 20_000 + slot * PASSIVE_RANGE_LEN) % 12_000;
-        let end = start + PASSIVE_RANGE_LEN - 1;
-        let all_free = (start..=end).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if all_free {
-            return (start, end);
-        }
-    }
-    panic!("no free passive port range below 32000");
-}
-
-struct Proxy {
-    running: ftpfront::server::RunningProxy,
-    passive: (u16, u16),
-}
-
-impl Proxy {
-    async fn start(backend: SocketAddr) -> Proxy {
-        let passive = passive_range();
-        let toml = format!(
-            r#"
-[listen]
-control = "127.0.0.1:0"
-
-[passive]
-ports = "{}-{}"
-public_address = "127.0.0.1"
-bind = "127.0.0.1"
-
-[[backends]]
-name = "vsftpd"
-address = "{backend}"
-
-[routing]
-default = "vsftpd"
-
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-            passive.0, passive.1
-        );
-        let config = ftpfront::config::Config::from_toml_str(&toml)
-            .unwrap_or_else(|e| panic!("test config rejected: {e:?}\n{toml}"));
-        let running = ftpfront::server::start(config)
-            .await
-            .unwrap_or_else(|e| panic!("proxy did not start: {e:?}"));
-        Proxy { running, passive }
+impl Run {
+    fn success(&self) -> bool {
+        self.output.status.success()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!(
-            "ftp://{}/{}",
-            self.running.control_addr,
-            path.trim_start_matches('/')
-        )
+    fn stdout(&self) -> &[u8] {
+        &self.output.stdout
     }
 
-    async fn shutdown(self) {
-        tokio::time::timeout(Duration::from_secs(10), self.running.shutdown())
-            .await
-            .expect("proxy shutdown took more than 10 s");
-    }
-}
-
-struct CurlRun {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    /// curl's -v trace and errors.
-    stderr: String,
-}
-
-impl CurlRun {
     fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    /// curl's -v trace and errors, or lftp's errors.
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
     /// Passive replies (227/229) that curl received, without the "< " prefix.
     fn passive_replies(&self) -> Vec<String> {
-        self.stderr
+        self.stderr()
             .lines()
             .filter_map(|l| l.strip_prefix("< "))
             .filter(|l| l.starts_with("227") || l.starts_with("229"))
@@ -139,36 +67,190 @@ impl CurlRun {
     }
 }
 
-/// Runs curl (silent but with errors, plus `args`) with a timeout; never hangs the test.
-async fn curl(program: &Path, args: &[&str]) -> CurlRun {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(["-sS", "--connect-timeout", "10", "--max-time", "60"])
+/// Runs `program` with `args` and a timeout; never hangs the test.
+async fn run(program: &Path, args: &[&str]) -> Run {
+    let command = format!("{} {args:?}", program.display());
+    let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(CURL_TIMEOUT, cmd.output())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PROGRAM_TIMEOUT, child)
         .await
-        .unwrap_or_else(|_| panic!("curl {args:?} still running after {CURL_TIMEOUT:?}"))
-        .expect("run curl");
-    CurlRun {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .unwrap_or_else(|_| panic!("{command} still running after {PROGRAM_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    Run { output, command }
 }
 
-/// Parses `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`.
-fn parse_227(reply: &str) -> Option<([u8; 4], u16)> {
-    let inner = reply.split('(').nth(1)?.split(')').next()?;
-    let nums: Vec<u16> = inner
-        .split(',')
-        .map(|n| n.trim().parse().ok())
-        .collect::<Option<_>>()?;
-    if nums.len() != 6 || nums.iter().any(|&n| n > 255) {
-        return None;
+fn failure_context(run: &Run, server: &Vsftpd) -> String {
+    format!(
+        "{}: {}\n--- stdout (tail) ---\n{}\n--- stderr ---\n{}\n--- vsftpd log (tail) ---\n{}",
+        run.command,
+        run.output.status,
+        tail(&run.stdout_text(), 20),
+        run.stderr(),
+        tail(&server.log(), 40)
+    )
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Same length and SHA-256 (a mismatch shows digests, not megabytes).
+fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    assert_eq!(sha256(got), sha256(want), "{what}: SHA-256");
+}
+
+/// vsftpd (anonymous, wrong pasv_address, writable `upload` dir) serving `big.bin` (see
+/// [`Fixture::data`]) and `readme.txt`, with ftpfront in front of it, and the external
+/// program a scenario drives.
+struct Fixture {
+    /// The program named to [`Fixture::start`] (curl or lftp), when one was.
+    program: Option<PathBuf>,
+    server: Vsftpd,
+    /// The contents of `big.bin`.
+    data: Vec<u8>,
+    proxy: RunningProxy,
+    /// The proxy's passive range.
+    range: PortRange,
+}
+
+impl Fixture {
+    /// `None`: skipped (the program, vsftpd or root is missing). `tune` changes the proxy
+    /// config (the harness's, with the backend named `vsftpd` and passive sockets on
+    /// loopback only) before the proxy starts.
+    async fn start(
+        program: Option<&str>,
+        seed: u32,
+        big_len: usize,
+        tune: impl FnOnce(&mut Config),
+    ) -> Option<Fixture> {
+        let program = match program {
+            Some(name) => Some(require_program(name)?),
+            None => None,
+        };
+        let data = sample_bytes(big_len, seed);
+        let files = vec![
+            ("big.bin".to_string(), data.clone()),
+            ("readme.txt".to_string(), README.to_vec()),
+        ];
+        let server = tokio::task::spawn_blocking(move || {
+            Vsftpd::start(VsftpdOptions {
+                pasv_address: Some(WRONG_PASV_ADDRESS.into()),
+                writable: true,
+                files,
+                ..Default::default()
+            })
+        })
+        .await
+        .expect("vsftpd start task")?;
+        let mut config = proxy_config(server.addr, PASSIVE_RANGE_LEN);
+        config.backends[0].name = "vsftpd".into();
+        config.passive.bind = loopback(1);
+        tune(&mut config);
+        let range = config.passive.ports;
+        let proxy = start_proxy(config).await;
+        Some(Fixture {
+            program,
+            server,
+            data,
+            proxy,
+            range,
+        })
     }
-    let ip = [nums[0] as u8, nums[1] as u8, nums[2] as u8, nums[3] as u8];
-    Some((ip, nums[4] * 256 + nums[5]))
+
+    /// curl with a [`FILE_SIZE`] `big.bin` and the default proxy config.
+    async fn curl(seed: u32) -> Option<Fixture> {
+        Fixture::start(Some("curl"), seed, FILE_SIZE, |_| {}).await
+    }
+
+    fn program(&self) -> &Path {
+        self.program
+            .as_deref()
+            .expect("fixture started with a program")
+    }
+
+    /// `ftp://` URL of `path` through the proxy (anonymous login).
+    fn url(&self, path: &str) -> String {
+        format!(
+            "ftp://{}/{}",
+            self.proxy.control_addr,
+            path.trim_start_matches('/')
+        )
+    }
+
+    /// curl, silent but with errors, plus `args`.
+    async fn curl_run(&self, args: &[&str]) -> Run {
+        let common = ["-sS", "--connect-timeout", "10", "--max-time", "60"];
+        run(self.program(), &[&common[..], args].concat()).await
+    }
+
+    /// Panics with the program's output and vsftpd's log tail unless `run` succeeded.
+    fn assert_success(&self, run: &Run, what: &str) {
+        assert!(
+            run.success(),
+            "{what} failed: {}",
+            failure_context(run, &self.server)
+        );
+    }
+
+    /// curl `-v` with `args` (ending with the URL), in PASV mode trusting the 227 address
+    /// (`pasv`) or with curl's default EPSV. Every passive reply it saw must name the proxy's
+    /// range, never vsftpd's own address.
+    async fn curl_passive(&self, pasv: bool, args: &[&str], what: &str) -> Run {
+        let mode: &[&str] = if pasv {
+            &["-v", "--disable-epsv", "--no-ftp-skip-pasv-ip"]
+        } else {
+            &["-v"]
+        };
+        let run = self.curl_run(&[mode, args].concat()).await;
+        self.assert_success(&run, what);
+        let code = if pasv { "227" } else { "229" };
+        assert_passive_in_range(&run, self.range, code, what);
+        run
+    }
+
+    /// [`Fixture::curl_passive`] that must write exactly `want` to stdout.
+    async fn download(&self, pasv: bool, args: &[&str], want: &[u8], what: &str) -> Run {
+        let get = self.curl_passive(pasv, args, what).await;
+        assert_same_bytes(get.stdout(), want, what);
+        get
+    }
+
+    /// curl `-T` of a fresh [`FILE_SIZE`] file to `upload/name` (see
+    /// [`Fixture::curl_passive`]); vsftpd must have stored exactly those bytes.
+    async fn upload(&self, pasv: bool, name: &str, seed: u32, what: &str) {
+        let (local, data) = upload_source(FILE_SIZE, seed);
+        let target = self.url(&format!("upload/{name}"));
+        self.curl_passive(pasv, &["-T", utf8(local.path()), &target], what)
+            .await;
+        // curl exits after the 226, which the proxy holds until the data is through, and
+        // vsftpd answers 226 only after it has written the file.
+        self.assert_uploaded(name, &data, what);
+    }
+
+    /// The file `name` that vsftpd stored in its upload directory is `want`.
+    fn assert_uploaded(&self, name: &str, want: &[u8], what: &str) {
+        let stored = read_file(&self.server.upload_dir.join(name));
+        assert_same_bytes(&stored, want, what);
+    }
+
+    /// A failure message with vsftpd's log tail.
+    fn with_log(&self, what: &str) -> String {
+        format!(
+            "{what}\n--- vsftpd log (tail) ---\n{}",
+            tail(&self.server.log(), 40)
+        )
+    }
+
+    async fn shutdown(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.proxy.shutdown())
+            .await
+            .expect("proxy shutdown took more than 10 s");
+    }
 }
 
 /// Parses `229 Entering Extended Passive Mode (|||port|)`.
@@ -181,242 +263,149 @@ fn parse_229(reply: &str) -> Option<u16> {
     fields[3].parse().ok()
 }
 
-fn assert_no_wrong_address(run: &CurlRun, what: &str) {
+fn assert_no_wrong_address(run: &Run, what: &str) {
     let wrong_dotted = WRONG_PASV_ADDRESS.to_string();
     let wrong_commas = wrong_dotted.replace('.', ",");
     for needle in [&wrong_dotted, &wrong_commas] {
         assert!(
-            !run.stderr.contains(needle.as_str()) && !run.stdout_text().contains(needle.as_str()),
+            !run.stderr().contains(needle.as_str()) && !run.stdout_text().contains(needle.as_str()),
             "{what}: vsftpd's own passive address {needle} reached the client:\n{}",
-            run.stderr
+            run.stderr()
         );
     }
 }
 
-/// Every 227 names 127.0.0.1 and a port of the proxy's range; at least one was seen.
-fn assert_227_in_range(run: &CurlRun, range: (u16, u16), what: &str) {
-    let replies = run.passive_replies();
-    let pasv: Vec<&String> = replies.iter().filter(|r| r.starts_with("227")).collect();
+/// Every `code` reply (227 or 229) that curl saw names a port of the proxy's range (and a
+/// 227 names 127.0.0.1); at least one was seen; vsftpd's own address appears nowhere.
+fn assert_passive_in_range(run: &Run, range: PortRange, code: &str, what: &str) {
+    assert_no_wrong_address(run, what);
+    let replies: Vec<String> = run
+        .passive_replies()
+        .into_iter()
+        .filter(|r| r.starts_with(code))
+        .collect();
     assert!(
-        !pasv.is_empty(),
-        "{what}: no 227 reply seen:\n{}",
-        run.stderr
+        !replies.is_empty(),
+        "{what}: no {code} reply seen:\n{}",
+        run.stderr()
     );
-    for reply in pasv {
-        let (ip, port) =
-            parse_227(reply).unwrap_or_else(|| panic!("{what}: unparsable 227: {reply:?}"));
-        assert_eq!(ip, [127, 0, 0, 1], "{what}: 227 names {ip:?}: {reply:?}");
+    for reply in replies {
+        let port = if code == "227" {
+            let announced = parse_227(&reply);
+            assert_eq!(
+                announced.ip(),
+                loopback(1),
+                "{what}: 227 names {announced}: {reply:?}"
+            );
+            announced.port()
+        } else {
+            parse_229(&reply).unwrap_or_else(|| panic!("{what}: unparsable {code}: {reply:?}"))
+        };
         assert!(
-            (range.0..=range.1).contains(&port),
-            "{what}: 227 port {port} outside {}-{}: {reply:?}",
-            range.0,
-            range.1
+            range.contains(port),
+            "{what}: {code} port {port} outside {range}: {reply:?}"
         );
     }
 }
 
-fn failure_context(run: &CurlRun, server: &Vsftpd) -> String {
-    format!(
-        "curl: {}\n--- curl stderr ---\n{}\n--- vsftpd log (tail) ---\n{}",
-        run.status,
-        run.stderr,
-        tail(&server.log(), 40)
-    )
+/// A raw client logged in to vsftpd through the proxy as `anonymous`, in binary mode.
+async fn anonymous_client(proxy: SocketAddr) -> RawClient {
+    let mut client = RawClient::connect(loopback(1), proxy).await;
+    let mut reply = client.cmd("USER anonymous").await;
+    if reply.code == 331 {
+        reply = client.cmd("PASS guest@").await;
+    }
+    assert_eq!(reply.code, 230, "anonymous login: {reply:?}");
+    let reply = client.cmd("TYPE I").await;
+    assert_eq!(reply.code, 200, "TYPE I: {reply:?}");
+    client
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// A local file of `len` pseudo-random bytes to upload, and its contents.
+fn upload_source(len: usize, seed: u32) -> (tempfile::NamedTempFile, Vec<u8>) {
+    let data = sample_bytes(len, seed);
+    let local = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(local.path(), &data).expect("write upload source");
+    (local, data)
 }
 
-/// curl, vsftpd (anonymous, wrong pasv_address) with `big.bin` and a writable `upload` dir.
-/// `None`: skipped.
-async fn setup(seed: u64) -> Option<(PathBuf, Vsftpd, Vec<u8>)> {
-    let curl = require_program("curl")?;
-    let data = test_data(FILE_SIZE, seed);
-    let files = vec![
-        ("big.bin".to_string(), data.clone()),
-        ("readme.txt".to_string(), b"hello from vsftpd\n".to_vec()),
-    ];
-    let server = tokio::task::spawn_blocking(move || {
-        Vsftpd::start(VsftpdOptions {
-            pasv_address: Some(WRONG_PASV_ADDRESS.into()),
-            writable: true,
-            files,
-            ..Default::default()
-        })
-    })
-    .await
-    .expect("vsftpd start task")?;
-    Some((curl, server, data))
-}
-
-/// (a) PASV with the 227 address honoured: list and download through the proxy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pasv_list_and_download_through_proxy() {
-    let Some((curl_bin, server, data)) = setup(1).await else {
-        return;
-    };
-    let proxy = Proxy::start(server.addr).await;
-    let pasv = ["--disable-epsv", "--no-ftp-skip-pasv-ip", "-v"];
-
-    let list = curl(&curl_bin, &[&pasv[..], &[&proxy.url("")]].concat()).await;
-    assert!(
-        list.status.success(),
-        "LIST through the proxy failed: {}",
-        failure_context(&list, &server)
-    );
-    let listing = list.stdout_text();
-    assert!(
-        listing.contains("big.bin") && listing.contains("readme.txt"),
-        "listing lacks the files:\n{listing}"
-    );
-    assert_227_in_range(&list, proxy.passive, "LIST");
-    assert_no_wrong_address(&list, "LIST");
-
-    let get = curl(&curl_bin, &[&pasv[..], &[&proxy.url("big.bin")]].concat()).await;
-    assert!(
-        get.status.success(),
-        "RETR through the proxy failed: {}",
-        failure_context(&get, &server)
-    );
-    assert_eq!(get.stdout.len(), data.len(), "downloaded size");
-    assert_eq!(sha256(&get.stdout), sha256(&data), "downloaded SHA-256");
-    assert_227_in_range(&get, proxy.passive, "RETR");
-    assert_no_wrong_address(&get, "RETR");
-
-    proxy.shutdown().await;
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
 }
 
 /// (b) The control case: the same client straight to vsftpd fails, because vsftpd's 227
 /// names its (wrong) configured address. This proves that (a) passes thanks to the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_to_vsftpd_fails_with_wrong_pasv_address() {
-    let Some((curl_bin, server, _data)) = setup(2).await else {
+    let Some(f) = Fixture::curl(2).await else {
         return;
     };
-    let list = curl(
-        &curl_bin,
-        &[
-            "--disable-epsv",
-            "--no-ftp-skip-pasv-ip",
-            "-v",
-            &server.url(""),
-        ],
-    )
-    .await;
+    let args = ["--disable-epsv", "--no-ftp-skip-pasv-ip", "-v"];
+    let list = f
+        .curl_run(&[&args[..], &[&f.server.url("")]].concat())
+        .await;
     assert!(
-        !list.status.success(),
+        !list.success(),
         "direct LIST unexpectedly worked: {}",
-        failure_context(&list, &server)
+        failure_context(&list, &f.server)
     );
     let wrong = WRONG_PASV_ADDRESS.to_string().replace('.', ",");
     assert!(
         list.passive_replies().iter().any(|r| r.contains(&wrong)),
         "vsftpd's 227 should name {wrong}:\n{}",
-        list.stderr
+        list.stderr()
     );
+}
+
+/// (a) PASV with the 227 address honoured: list and download through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasv_list_and_download_through_proxy() {
+    let Some(f) = Fixture::curl(1).await else {
+        return;
+    };
+    let list = f.curl_passive(true, &[&f.url("")], "LIST").await;
+    let listing = list.stdout_text();
+    assert!(
+        listing.contains("big.bin") && listing.contains("readme.txt"),
+        "listing lacks the files:\n{listing}"
+    );
+    f.download(true, &[&f.url("big.bin")], &f.data, "RETR")
+        .await;
+
+    f.shutdown().await;
 }
 
 /// (c) Upload 5 MiB through the proxy (PASV); the bytes on vsftpd's disk match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_through_proxy() {
-    let Some((curl_bin, server, _)) = setup(3).await else {
+    let Some(f) = Fixture::curl(3).await else {
         return;
     };
-    let proxy = Proxy::start(server.addr).await;
-    let data = test_data(FILE_SIZE, 33);
-    let local = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(local.path(), &data).expect("write upload source");
-    let local_path = local.path().to_str().expect("utf-8 temp path");
-
-    let put = curl(
-        &curl_bin,
-        &[
-            "--disable-epsv",
-            "--no-ftp-skip-pasv-ip",
-            "-v",
-            "-T",
-            local_path,
-            &proxy.url("upload/up.bin"),
-        ],
-    )
-    .await;
-    assert!(
-        put.status.success(),
-        "STOR through the proxy failed: {}",
-        failure_context(&put, &server)
-    );
-    assert_227_in_range(&put, proxy.passive, "STOR");
-    assert_no_wrong_address(&put, "STOR");
-    // curl exits after the 226, which the proxy holds until the data is through, and
-    // vsftpd answers 226 only after it has written the file.
-    let stored = std::fs::read(server.upload_dir.join("up.bin")).expect("uploaded file on disk");
-    assert_eq!(stored.len(), data.len(), "uploaded size");
-    assert_eq!(sha256(&stored), sha256(&data), "uploaded SHA-256");
-
-    proxy.shutdown().await;
+    f.upload(true, "up.bin", 33, "STOR").await;
+    f.shutdown().await;
 }
 
 /// (d) curl's default: EPSV. The 229 port is inside the proxy's range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epsv_download_through_proxy() {
-    let Some((curl_bin, server, data)) = setup(4).await else {
+    let Some(f) = Fixture::curl(4).await else {
         return;
     };
-    let proxy = Proxy::start(server.addr).await;
-
-    let get = curl(&curl_bin, &["-v", &proxy.url("big.bin")]).await;
-    assert!(
-        get.status.success(),
-        "EPSV RETR through the proxy failed: {}",
-        failure_context(&get, &server)
-    );
-    assert_eq!(sha256(&get.stdout), sha256(&data), "downloaded SHA-256");
-    let replies = get.passive_replies();
-    let epsv: Vec<&String> = replies.iter().filter(|r| r.starts_with("229")).collect();
-    assert!(!epsv.is_empty(), "no 229 reply seen:\n{}", get.stderr);
-    for reply in epsv {
-        let port = parse_229(reply).unwrap_or_else(|| panic!("unparsable 229: {reply:?}"));
-        assert!(
-            (proxy.passive.0..=proxy.passive.1).contains(&port),
-            "229 port {port} outside {:?}: {reply:?}",
-            proxy.passive
-        );
-    }
-    assert_no_wrong_address(&get, "EPSV RETR");
-
-    proxy.shutdown().await;
+    f.download(false, &[&f.url("big.bin")], &f.data, "EPSV RETR")
+        .await;
+    f.shutdown().await;
 }
 
 /// (e) `/metrics` counts the bytes of a proxied download for the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_proxied_download() {
-    let Some((curl_bin, server, data)) = setup(5).await else {
+    let Some(f) = Fixture::curl(5).await else {
         return;
     };
-    let proxy = Proxy::start(server.addr).await;
-    let get = curl(&curl_bin, &["-v", &proxy.url("big.bin")]).await;
-    assert!(
-        get.status.success(),
-        "RETR through the proxy failed: {}",
-        failure_context(&get, &server)
-    );
-    assert_eq!(sha256(&get.stdout), sha256(&data), "downloaded SHA-256");
+    f.download(false, &[&f.url("big.bin")], &f.data, "RETR")
+        .await;
 
-    let metrics_addr = proxy
-        .running
-        .metrics_addr
-        .expect("[metrics] listen was configured, but RunningProxy.metrics_addr is None");
-    let url = format!("http://{metrics_addr}/metrics");
-    let scrape = curl(&curl_bin, &["-f", &url]).await;
-    assert!(
-        scrape.status.success(),
-        "GET {url}: {}\n{}",
-        scrape.status,
-        scrape.stderr
-    );
-    let text = scrape.stdout_text();
+    let text = scrape(&f.proxy).await;
     let counted: f64 = text
         .lines()
         .filter(|l| l.starts_with("ftpfront_transfer_bytes_total{"))
@@ -433,16 +422,155 @@ async fn metrics_count_proxied_download() {
             .join("\n")
     );
 
-    proxy.shutdown().await;
+    f.shutdown().await;
+}
+
+/// (f) ABOR in the middle of a 64 MiB download: 426 then 226, and the session goes on (PWD,
+/// then another PASV download, intact). This is vsftpd's real ABOR behaviour behind the
+/// proxy, which resynchronises with a PWD marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abor_mid_download_then_session_continues() {
+    let Some(f) = Fixture::start(None, 6, ABOR_FILE_SIZE, |_| {}).await else {
+        return;
+    };
+    let mut client = anonymous_client(f.proxy.control_addr).await;
+
+    let data_addr = client.pasv().await.expect("PASV");
+    let mut data = connect_from(client.source, data_addr)
+        .await
+        .expect("data connect");
+    client.send("RETR big.bin").await;
+    let start = client.reply().await;
+    assert!(
+        start.code == 150 || start.code == 125,
+        "{}",
+        f.with_log(&format!("RETR start: {start:?}"))
+    );
+    let mut received = vec![0u8; 1024 * 1024];
+    tokio::time::timeout(Duration::from_secs(20), data.read_exact(&mut received))
+        .await
+        .expect("first MiB within 20 s")
+        .expect("read the first MiB");
+    assert_eq!(received, f.data[..received.len()], "the first MiB");
+
+    client.send("ABOR").await;
+    let aborted = client.reply().await;
+    let what = format!("first reply to ABOR: {aborted:?}");
+    assert_eq!(aborted.code, 426, "{}", f.with_log(&what));
+    let done = client.reply().await;
+    let what = format!("second reply to ABOR: {done:?}");
+    assert_eq!(done.code, 226, "{}", f.with_log(&what));
+    drop(data);
+
+    let pwd = client.cmd("PWD").await;
+    let what = format!("PWD after ABOR: {pwd:?}");
+    assert_eq!(pwd.code, 257, "{}", f.with_log(&what));
+    let data_addr = client.pasv().await.expect("PASV after ABOR");
+    let (bytes, last) = client.retr("readme.txt", data_addr).await;
+    let what = format!("RETR after ABOR: {last:?}");
+    assert_eq!(last.code, 226, "{}", f.with_log(&what));
+    assert_eq!(bytes, README, "readme.txt after ABOR");
+    assert_eq!(client.cmd("QUIT").await.code, 221);
+
+    f.shutdown().await;
+}
+
+/// (g) Active mode towards vsftpd (PORT/EPRT from ftpfront; vsftpd has `port_enable=YES`
+/// and `connect_from_port_20=NO`), the client in passive mode: a 5 MiB download and upload
+/// through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_mode_towards_vsftpd() {
+    let active = |config: &mut Config| config.backends[0].data_mode = DataMode::Active;
+    let Some(f) = Fixture::start(Some("curl"), 7, FILE_SIZE, active).await else {
+        return;
+    };
+    let big = f.url("big.bin");
+    f.download(false, &[&big], &f.data, "RETR, active towards vsftpd")
+        .await;
+    f.upload(false, "active.bin", 77, "STOR, active towards vsftpd")
+        .await;
+
+    // vsftpd saw PORT or EPRT, never PASV or EPSV: the backend leg really was active.
+    let backend_log = f.server.log();
+    let commands: Vec<&str> = backend_log
+        .lines()
+        .filter(|l| l.contains("FTP command"))
+        .collect();
+    let saw = |verb: &str| commands.iter().any(|l| l.contains(&format!("\"{verb}")));
+    assert!(
+        saw("PORT") || saw("EPRT"),
+        "vsftpd got no PORT/EPRT:\n{}",
+        tail(&backend_log, 40)
+    );
+    assert!(
+        !saw("PASV") && !saw("EPSV"),
+        "vsftpd got PASV/EPSV in active mode:\n{}",
+        tail(&backend_log, 40)
+    );
+
+    f.shutdown().await;
+}
+
+/// (h) REST through the proxy: `curl -C offset` gets exactly the file's tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_resume_through_proxy() {
+    let Some(f) = Fixture::curl(8).await else {
+        return;
+    };
+    let offset = 1_234_567;
+    let args = ["-C", &offset.to_string(), &f.url("big.bin")];
+    let what = "REST + RETR through the proxy: the file's tail";
+    let get = f.download(false, &args, &f.data[offset..], what).await;
+    assert!(
+        get.stderr().contains(&format!("REST {offset}")),
+        "curl sent no REST {offset}:\n{}",
+        get.stderr()
+    );
+
+    f.shutdown().await;
+}
+
+/// (i) lftp through the proxy, passive: listing, download and upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lftp_list_get_put_through_proxy() {
+    let Some(f) = Fixture::start(Some("lftp"), 9, FILE_SIZE, |_| {}).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.bin");
+    let (local, up) = upload_source(FILE_SIZE, 99);
+    let script = format!(
+        "set cmd:fail-exit yes; set ftp:passive-mode on; set net:max-retries 1; \
+         set net:timeout 10; ls; get big.bin -o {}; put {} -o upload/x.bin; bye",
+        utf8(&out),
+        utf8(local.path())
+    );
+    let target = format!("ftp://127.0.0.1:{}", f.proxy.control_addr.port());
+    let lftp = run(f.program(), &["-e", &script, "-u", "anonymous,", &target]).await;
+    f.assert_success(&lftp, "lftp through the proxy");
+
+    let listing = lftp.stdout_text();
+    assert!(
+        listing.contains("big.bin") && listing.contains("readme.txt"),
+        "lftp listing lacks the files:\n{}",
+        failure_context(&lftp, &f.server)
+    );
+    assert_same_bytes(&read_file(&out), &f.data, "lftp get");
+    f.assert_uploaded("x.bin", &up, "lftp put");
+
+    f.shutdown().await;
 }
 
 #[test]
 fn parsers() {
     assert_eq!(
         parse_227("227 Entering Passive Mode (127,0,0,1,78,133)."),
-        Some(([127, 0, 0, 1], 20101))
+        "127.0.0.1:20101".parse::<SocketAddr>().unwrap()
     );
-    assert_eq!(parse_227("227 Entering Passive Mode (1,2,3)"), None);
+    assert!(
+        std::panic::catch_unwind(|| parse_227("227 Entering Passive Mode (1,2,3)")).is_err(),
+        "a 227 with three numbers is rejected"
+    );
     assert_eq!(
         parse_229("229 Entering Extended Passive Mode (|||20101|)"),
         Some(20101)

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::external;
+use super::harness::free_port_block;
 
 /// A private-looking but WRONG passive address for a backend's 227 replies, used to prove
 /// that the proxy never passes the backend's address through.
@@ -90,14 +91,6 @@ fn vsftpd_program() -> Option<PathBuf> {
     })
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
 fn yes_no(b: bool) -> &'static str {
     if b {
         "YES"
@@ -161,7 +154,7 @@ impl Vsftpd {
             set_mode(&path, 0o644);
         }
 
-        let port = free_port();
+        let port = free_port_block(1);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log_path = base.join("vsftpd.log");
         let stderr_path = base.join("stderr.log");
