@@ -580,3 +580,30 @@ fn parsers() {
         None
     );
 }
+
+/// `use_control_address = false` trusts the address in the backend's 227: vsftpd's wrong
+/// one is unreachable, so the transfer fails with 425 (the default, `true`, is what every
+/// other test here relies on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_the_backends_227_address_fails_with_a_wrong_one() {
+    let Some(f) = Fixture::start(None, 9, 4096, |config| {
+        config.backends[0].use_control_address = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut client = anonymous_client(f.proxy.control_addr).await;
+    let data_addr = client.pasv().await.expect("PASV");
+    let _data = connect_from(loopback(1), data_addr)
+        .await
+        .expect("data connect");
+    let reply = client.cmd("RETR big.bin").await;
+    assert_eq!(reply.code, 425, "{reply:?}");
+    assert!(
+        reply.text.contains(&WRONG_PASV_ADDRESS.to_string()),
+        "{reply:?}"
+    );
+    assert_eq!(client.cmd("PWD").await.code, 257, "the session survives");
+    f.shutdown().await;
+}
