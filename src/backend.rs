@@ -22,6 +22,12 @@ pub fn set_keepalive(stream: &TcpStream) {
     }
 }
 
+/// A session's connection to its backend, with that backend's settings.
+pub struct BackendLeg {
+    pub control: BackendControl,
+    pub config: BackendConfig,
+}
+
 /// Picks the backend for a user name: the `routing.users` map first, then `routing.default`.
 pub struct Router {
     config: Arc<Config>,

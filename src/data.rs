@@ -1,5 +1,6 @@
-//! Data channel: opening the backend's data connection (passive or active), connecting to an
-//! active-mode client, and the bounded byte pump between two streams.
+//! Data channel: the client's data leg (pooled passive port or active-mode connect), the
+//! backend's data leg (its passive mode or ftpfront listening for its active mode), and the
+//! bounded byte pump between the two.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -10,8 +11,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::config::PortRange;
-use crate::ports::canonical_ip;
+use crate::backend::BackendLeg;
+use crate::config::{DataMode, PortRange};
+use crate::conn::BackendLegError;
+use crate::ftp::{addr, Command, Reply};
+use crate::ports::{canonical_ip, Reservation};
 
 /// Pump buffer: large enough for loopback and LAN line rate, small enough that thousands of
 /// concurrent transfers stay within memory (the whole file is never held).
@@ -290,6 +294,142 @@ mod splice {
         socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
         Ok(total)
     }
+}
+
+/// Where the client's next data connection comes from.
+pub enum ClientData {
+    /// PASV/EPSV: the client connects to a reserved port of the pool.
+    Passive(Reservation),
+    /// PORT/EPRT: ftpfront connects to the client.
+    Active(SocketAddr),
+}
+
+/// The backend side of a transfer, before its data connection exists.
+pub enum BackendData {
+    Connected(tokio::net::TcpStream),
+    Listening(ActiveListener),
+}
+
+/// Connects the client's data leg: the pooled passive port's accepted connection, or a
+/// connection to the address of the client's PORT/EPRT.
+pub async fn client_data_stream(
+    setup: ClientData,
+    local_ip: IpAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, Reply> {
+    match setup {
+        ClientData::Passive(reservation) => match reservation.accept().await {
+            Ok((stream, peer)) => {
+                tracing::debug!(%peer, "client data connection accepted");
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
+        },
+        ClientData::Active(target) => {
+            connect(target, Some(local_ip), timeout, "client data (active mode)")
+                .await
+                .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}.")))
+        }
+    }
+}
+
+/// Why a backend data connection could not be prepared: the control leg failed (the
+/// session cannot go on) or only this transfer's setup did (the client gets 425).
+pub enum BackendDataError {
+    Leg(BackendLegError),
+    Setup(String),
+}
+
+impl From<BackendLegError> for BackendDataError {
+    fn from(e: BackendLegError) -> Self {
+        BackendDataError::Leg(e)
+    }
+}
+
+/// Prepares the backend's data connection the way the backend is configured: its passive
+/// mode (connecting to its control address, not the private one in its 227, by default)
+/// or active mode (ftpfront listens, then announces PORT/EPRT).
+pub async fn open_backend_data(leg: &mut BackendLeg) -> Result<BackendData, BackendDataError> {
+    match leg.config.data_mode {
+        DataMode::Passive => open_backend_passive(leg).await.map(BackendData::Connected),
+        DataMode::Active => open_backend_active(leg).await.map(BackendData::Listening),
+    }
+}
+
+async fn open_backend_passive(
+    leg: &mut BackendLeg,
+) -> Result<tokio::net::TcpStream, BackendDataError> {
+    let peer = leg.control.peer();
+    // Old servers know PASV; EPSV is the only choice over IPv6 and the fallback otherwise.
+    let mut reply = if peer.is_ipv4() {
+        leg.control
+            .command(&Command::new("PASV", None), "asking the backend for PASV")
+            .await?
+    } else {
+        leg.control
+            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
+            .await?
+    };
+    if peer.is_ipv4() && reply.is_permanent_error() {
+        reply = leg
+            .control
+            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
+            .await?;
+    }
+    let target = match reply.code {
+        227 => {
+            let announced = addr::parse_pasv_reply(&reply)
+                .map_err(|e| BackendDataError::Setup(format!("bad 227 reply: {e}")))?;
+            if leg.config.use_control_address {
+                SocketAddr::new(peer.ip(), announced.port())
+            } else {
+                SocketAddr::V4(announced)
+            }
+        }
+        229 => {
+            let port = addr::parse_epsv_reply(&reply)
+                .map_err(|e| BackendDataError::Setup(format!("bad 229 reply: {e}")))?;
+            SocketAddr::new(peer.ip(), port)
+        }
+        _ => {
+            return Err(BackendDataError::Setup(format!(
+                "backend refused passive mode: {} {}",
+                reply.code,
+                reply.text()
+            )))
+        }
+    };
+    connect(target, None, leg.config.connect_timeout, "backend data")
+        .await
+        .map_err(|e| BackendDataError::Setup(e.to_string()))
+}
+
+async fn open_backend_active(leg: &mut BackendLeg) -> Result<ActiveListener, BackendDataError> {
+    let ip = leg
+        .config
+        .active_address
+        .unwrap_or_else(|| leg.control.local().ip());
+    let listener = ActiveListener::bind(ip, leg.config.active_ports)
+        .await
+        .map_err(|e| BackendDataError::Setup(e.to_string()))?;
+    let command = match listener.addr() {
+        SocketAddr::V4(v4) => Command::new("PORT", Some(&addr::format_port_arg(v4))),
+        v6 => Command::new("EPRT", Some(&addr::format_eprt_arg(v6))),
+    };
+    let reply = leg
+        .control
+        .command(&command, "announcing PORT/EPRT to the backend")
+        .await?;
+    if !reply.is_completion() {
+        return Err(BackendDataError::Setup(format!(
+            "backend refused {}: {} {}",
+            command.verb_text,
+            reply.code,
+            reply.text()
+        )));
+    }
+    Ok(listener)
 }
 
 #[cfg(test)]

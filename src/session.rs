@@ -11,15 +11,18 @@ use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use crate::backend::{self, Router};
-use crate::config::{BackendConfig, ClientActiveMode, Config, DataMode};
+use crate::backend::{self, BackendLeg, Router};
+use crate::config::{ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
-use crate::data::{self, ActiveListener, DataError};
+use crate::data::{
+    self, client_data_stream, open_backend_data, BackendData, BackendDataError, ClientData,
+    DataError,
+};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
-use crate::ports::{canonical_ip, PortPool, Reservation};
+use crate::ports::{canonical_ip, PortPool};
 
 /// What every session shares: configuration, metrics, the port pool and the router.
 pub struct Shared {
@@ -66,29 +69,10 @@ enum SessionError {
     Backend(#[from] BackendLegError),
 }
 
-/// Where the client's next data connection comes from.
-enum ClientData {
-    /// PASV/EPSV: the client connects to a reserved port of the pool.
-    Passive(Reservation),
-    /// PORT/EPRT: ftpfront connects to the client.
-    Active(SocketAddr),
-}
-
-/// The backend side of a transfer, before its data connection exists.
-enum BackendData {
-    Connected(tokio::net::TcpStream),
-    Listening(ActiveListener),
-}
-
 enum Login {
     None,
     UserSent { user: String, started: Instant },
     LoggedIn { user: String },
-}
-
-struct BackendLeg {
-    control: BackendControl,
-    config: BackendConfig,
 }
 
 /// Commands a client may pipeline during a transfer; more is abuse.
@@ -1212,30 +1196,6 @@ enum Waited {
     Interrupted(Flow),
 }
 
-/// Connects the client's data leg: the pooled passive port's accepted connection, or a
-/// connection to the address of the client's PORT/EPRT.
-async fn client_data_stream(
-    setup: ClientData,
-    local_ip: IpAddr,
-    timeout: std::time::Duration,
-) -> Result<tokio::net::TcpStream, Reply> {
-    match setup {
-        ClientData::Passive(reservation) => match reservation.accept().await {
-            Ok((stream, peer)) => {
-                debug!(%peer, "client data connection accepted");
-                let _ = stream.set_nodelay(true);
-                Ok(stream)
-            }
-            Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
-        },
-        ClientData::Active(target) => {
-            data::connect(target, Some(local_ip), timeout, "client data (active mode)")
-                .await
-                .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}.")))
-        }
-    }
-}
-
 async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -1270,100 +1230,4 @@ fn relayable_features(reply: &Reply) -> Vec<String> {
             RELAYED_FEATURES.contains(&name.as_str())
         })
         .collect()
-}
-
-enum BackendDataError {
-    Leg(BackendLegError),
-    Setup(String),
-}
-
-impl From<BackendLegError> for BackendDataError {
-    fn from(e: BackendLegError) -> Self {
-        BackendDataError::Leg(e)
-    }
-}
-
-/// Prepares the backend's data connection the way the backend is configured: its passive
-/// mode (connecting to its control address, not the private one in its 227, by default)
-/// or active mode (ftpfront listens, then announces PORT/EPRT).
-async fn open_backend_data(leg: &mut BackendLeg) -> Result<BackendData, BackendDataError> {
-    match leg.config.data_mode {
-        DataMode::Passive => open_backend_passive(leg).await.map(BackendData::Connected),
-        DataMode::Active => open_backend_active(leg).await.map(BackendData::Listening),
-    }
-}
-
-async fn open_backend_passive(
-    leg: &mut BackendLeg,
-) -> Result<tokio::net::TcpStream, BackendDataError> {
-    let peer = leg.control.peer();
-    // Old servers know PASV; EPSV is the only choice over IPv6 and the fallback otherwise.
-    let mut reply = if peer.is_ipv4() {
-        leg.control
-            .command(&Command::new("PASV", None), "asking the backend for PASV")
-            .await?
-    } else {
-        leg.control
-            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
-            .await?
-    };
-    if peer.is_ipv4() && reply.is_permanent_error() {
-        reply = leg
-            .control
-            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
-            .await?;
-    }
-    let target = match reply.code {
-        227 => {
-            let announced = addr::parse_pasv_reply(&reply)
-                .map_err(|e| BackendDataError::Setup(format!("bad 227 reply: {e}")))?;
-            if leg.config.use_control_address {
-                SocketAddr::new(peer.ip(), announced.port())
-            } else {
-                SocketAddr::V4(announced)
-            }
-        }
-        229 => {
-            let port = addr::parse_epsv_reply(&reply)
-                .map_err(|e| BackendDataError::Setup(format!("bad 229 reply: {e}")))?;
-            SocketAddr::new(peer.ip(), port)
-        }
-        _ => {
-            return Err(BackendDataError::Setup(format!(
-                "backend refused passive mode: {} {}",
-                reply.code,
-                reply.text()
-            )))
-        }
-    };
-    data::connect(target, None, leg.config.connect_timeout, "backend data")
-        .await
-        .map_err(|e| BackendDataError::Setup(e.to_string()))
-}
-
-async fn open_backend_active(leg: &mut BackendLeg) -> Result<ActiveListener, BackendDataError> {
-    let ip = leg
-        .config
-        .active_address
-        .unwrap_or_else(|| leg.control.local().ip());
-    let listener = ActiveListener::bind(ip, leg.config.active_ports)
-        .await
-        .map_err(|e| BackendDataError::Setup(e.to_string()))?;
-    let command = match listener.addr() {
-        SocketAddr::V4(v4) => Command::new("PORT", Some(&addr::format_port_arg(v4))),
-        v6 => Command::new("EPRT", Some(&addr::format_eprt_arg(v6))),
-    };
-    let reply = leg
-        .control
-        .command(&command, "announcing PORT/EPRT to the backend")
-        .await?;
-    if !reply.is_completion() {
-        return Err(BackendDataError::Setup(format!(
-            "backend refused {}: {} {}",
-            command.verb_text,
-            reply.code,
-            reply.text()
-        )));
-    }
-    Ok(listener)
 }
