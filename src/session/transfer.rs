@@ -1,0 +1,469 @@
+//! One transfer's lifecycle inside a session: both data legs, the relayed command, the
+//! pump running while the control connection stays answered, ABOR, stalls, and the
+//! backend's final reply held until the last byte is through.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info, warn};
+
+use super::{
+    next_backend_reply, ClientInput, Flow, Outcome, Session, SessionError, MAX_QUEUED_COMMANDS,
+};
+use crate::conn::BackendLegError;
+use crate::data::{
+    self, client_data_stream, open_backend_data, BackendData, BackendDataError, ClientData,
+    DataError,
+};
+use crate::ftp::command::TransferDirection;
+use crate::ftp::{Command, LineEvent, Reply, Verb};
+use crate::metrics::labels;
+
+/// How often a running transfer is checked for progress.
+const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Session {
+    /// A transfer command: connect both data legs, relay the command, pump the bytes while
+    /// still answering the control connection, and hold the backend's final reply until the
+    /// last byte has been relayed.
+    pub(super) async fn transfer(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let direction = command
+            .verb
+            .transfer_direction()
+            .unwrap_or(TransferDirection::Listing);
+        let Some(setup) = self.data.take() else {
+            self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
+            return Ok(Flow::Continue);
+        };
+        let client_stream = match self.await_client_data(setup).await? {
+            Waited::Ready(stream) => stream,
+            Waited::Failed(reply) => {
+                self.send(&reply).await?;
+                return Ok(Flow::Continue);
+            }
+            Waited::Interrupted(flow) => return Ok(flow),
+        };
+        let Some(leg) = self.backend.as_mut() else {
+            self.reply(530, "Please login with USER and PASS.").await?;
+            return Ok(Flow::Continue);
+        };
+        let backend_data = match open_backend_data(leg).await {
+            Ok(data) => data,
+            Err(BackendDataError::Leg(e)) => return Err(e.into()),
+            Err(BackendDataError::Setup(reason)) => {
+                warn!(%reason, "cannot open the backend data connection");
+                let text = format!("Can't open data connection to the backend: {reason}.");
+                self.reply(425, &text).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        // REST must be the last command before the transfer (RFC 3659 5.3): it goes after
+        // the backend's PASV/PORT, right before the transfer command.
+        if let Some(rest) = self.pending_rest.take() {
+            let reply = leg.control.command(&rest, "sending REST").await?;
+            if reply.code != 350 {
+                self.send(&reply).await?;
+                self.count_transfer(direction, labels::FAILED, 0, None);
+                return Ok(Flow::Continue);
+            }
+        }
+        let first = leg.control.command(&command, "starting a transfer").await?;
+        if first.is_error() || first.is_intermediate() {
+            self.send(&first).await?;
+            self.count_transfer(direction, labels::FAILED, 0, None);
+            return Ok(Flow::Continue);
+        }
+        let mut held_final = None;
+        if first.is_preliminary() {
+            self.send(&first).await?;
+        } else {
+            held_final = Some(first);
+        }
+        let backend_stream = match self.backend_data_stream(backend_data).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "backend data connection failed");
+                self.finish_failed_start(held_final.is_none()).await?;
+                let text = format!("Can't open data connection to the backend: {e}.");
+                self.reply(425, &text).await?;
+                self.count_transfer(direction, labels::FAILED, 0, None);
+                return Ok(Flow::Continue);
+            }
+        };
+        let progress = Arc::new(AtomicU64::new(0));
+        let (from, to) = match direction {
+            TransferDirection::Upload => (client_stream, backend_stream),
+            _ => (backend_stream, client_stream),
+        };
+        let pump = AbortOnDropHandle::new(tokio::spawn(data::pump_tcp(from, to, progress.clone())));
+        let run = RunningTransfer {
+            direction,
+            path: command.arg_str().to_string(),
+            started: Instant::now(),
+            progress,
+            pump,
+            pump_result: None,
+            final_reply: held_final,
+            last_progress: (0, Instant::now()),
+            reply_deadline: None,
+        };
+        self.supervise(run).await
+    }
+
+    /// After a failed backend data connection, the backend still owes the transfer's reply.
+    async fn finish_failed_start(&mut self, reply_pending: bool) -> Result<(), SessionError> {
+        if let (true, Some(leg)) = (reply_pending, self.backend.as_mut()) {
+            let reply = leg
+                .control
+                .read_reply("waiting for a failed transfer's reply")
+                .await?;
+            debug!(
+                code = reply.code,
+                "backend reply to the failed transfer dropped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for the client's data connection while still reading its control connection,
+    /// so an ABOR or QUIT sent meanwhile is not stuck behind the accept timeout.
+    async fn await_client_data(&mut self, setup: ClientData) -> Result<Waited, SessionError> {
+        let timeout = self.shared.config.limits.data_accept_timeout;
+        let connecting = client_data_stream(setup, self.local.ip(), timeout);
+        tokio::pin!(connecting);
+        loop {
+            tokio::select! {
+                result = &mut connecting => {
+                    return Ok(match result {
+                        Ok(stream) => Waited::Ready(stream),
+                        Err(reply) => Waited::Failed(reply),
+                    });
+                }
+                event = self.client.next_event() => {
+                    let command = match self.client_input(event).await? {
+                        ClientInput::Answered => continue,
+                        ClientInput::Gone => return Ok(Waited::Interrupted(Flow::Close(Outcome::Ok))),
+                        ClientInput::Command(command) => command,
+                    };
+                    if command.verb == Verb::Abor {
+                        self.reply(425, "Transfer aborted before its data connection opened.").await?;
+                        self.reply(226, "ABOR command successful.").await?;
+                        return Ok(Waited::Interrupted(Flow::Continue));
+                    }
+                    if let Some(flow) = self.answer_while_busy(command, None).await? {
+                        return Ok(Waited::Interrupted(flow));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn backend_data_stream(
+        &mut self,
+        data: BackendData,
+    ) -> Result<tokio::net::TcpStream, DataError> {
+        match data {
+            BackendData::Connected(stream) => Ok(stream),
+            BackendData::Listening(listener) => {
+                let backend_ip = self.backend.as_ref().map(|leg| leg.control.peer().ip());
+                let Some(backend_ip) = backend_ip else {
+                    return Err(DataError::AcceptTimeout(std::time::Duration::ZERO));
+                };
+                listener
+                    .accept_from(backend_ip, self.shared.config.limits.data_accept_timeout)
+                    .await
+            }
+        }
+    }
+
+    /// Reads one client event into a command, answering malformed input itself.
+    async fn client_input(
+        &mut self,
+        event: std::io::Result<Option<LineEvent>>,
+    ) -> Result<ClientInput, SessionError> {
+        match event {
+            Ok(event) => self.parse_client_event(event).await,
+            Err(e) => {
+                debug!(error = %e, "client control connection failed");
+                Ok(ClientInput::Gone)
+            }
+        }
+    }
+
+    /// The control loop while bytes flow: ABOR, STAT and NOOP are answered at once, other
+    /// commands wait their turn; a stalled data connection or a failing backend ends the
+    /// transfer instead of pinning the session.
+    async fn supervise(&mut self, mut run: RunningTransfer) -> Result<Flow, SessionError> {
+        let mut stall_check = tokio::time::interval(STALL_CHECK_INTERVAL);
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let (Some(result), Some(_)) = (&run.pump_result, &run.final_reply) {
+                let pumped = result.clone();
+                return self.complete(run, pumped).await;
+            }
+            if run.pump_result.is_some() && run.reply_deadline.is_none() {
+                let timeout = self.reply_timeout();
+                run.reply_deadline = Some(tokio::time::Instant::now() + timeout);
+            }
+            let backend = self.backend.as_mut().map(|leg| &mut leg.control);
+            let wants_reply = run.final_reply.is_none();
+            let deadline = run.reply_deadline;
+            tokio::select! {
+                joined = &mut run.pump, if run.pump_result.is_none() => {
+                    run.pump_result = Some(match joined {
+                        Ok(Ok(bytes)) => Ok(bytes),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(format!("data pump failed: {e}")),
+                    });
+                }
+                reply = next_backend_reply(backend), if wants_reply => {
+                    if let Some(flow) = self.on_transfer_reply(reply?, &mut run).await? {
+                        return Ok(flow);
+                    }
+                }
+                _ = sleep_until_deadline(deadline), if wants_reply => {
+                    let peer = self.backend.as_ref().map(|leg| leg.control.peer()).unwrap_or(self.local);
+                    let timeout = self.reply_timeout();
+                    return Err(BackendLegError::Timeout { peer, phase: "waiting for the transfer's final reply", timeout }.into());
+                }
+                _ = stall_check.tick(), if run.pump_result.is_none() => self.check_stall(&mut run),
+                event = self.client.next_event() => {
+                    let command = match self.client_input(event).await? {
+                        ClientInput::Answered => continue,
+                        ClientInput::Gone => {
+                            let moved = run.progress.load(Ordering::Relaxed);
+                            self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
+                            return Ok(Flow::Close(Outcome::Ok));
+                        }
+                        ClientInput::Command(command) => command,
+                    };
+                    if command.verb == Verb::Abor {
+                        return self.abort(&mut run).await;
+                    }
+                    let moved = run.progress.load(Ordering::Relaxed);
+                    if let Some(flow) = self.answer_while_busy(command, Some((run.direction, moved))).await? {
+                        return Ok(flow);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply_timeout(&self) -> std::time::Duration {
+        self.backend
+            .as_ref()
+            .map(|leg| leg.config.reply_timeout)
+            .unwrap_or(self.shared.config.limits.idle_timeout)
+    }
+
+    /// A backend reply during a transfer. An error ends the transfer at once (waiting for a
+    /// data connection the backend has given up on would pin the session); a 2xx is held
+    /// until the pump has delivered every byte.
+    async fn on_transfer_reply(
+        &mut self,
+        reply: Reply,
+        run: &mut RunningTransfer,
+    ) -> Result<Option<Flow>, SessionError> {
+        if reply.is_preliminary() {
+            self.send(&reply).await?;
+            return Ok(None);
+        }
+        if reply.code == 421 {
+            run.pump.abort();
+            self.send(&reply).await?;
+            let moved = run.progress.load(Ordering::Relaxed);
+            self.count_transfer(run.direction, labels::ERROR, moved, Some(run.started));
+            return Ok(Some(Flow::Close(Outcome::Error)));
+        }
+        if reply.is_error() && run.pump_result.is_none() {
+            run.pump.abort();
+            run.pump_result = Some(Err(format!("backend reported {}", reply.code)));
+        }
+        run.final_reply = Some(reply);
+        Ok(None)
+    }
+
+    /// Aborts a pump that moved no byte for `limits.idle_timeout`.
+    fn check_stall(&self, run: &mut RunningTransfer) {
+        let moved = run.progress.load(Ordering::Relaxed);
+        let (last, since) = run.last_progress;
+        if moved != last {
+            run.last_progress = (moved, Instant::now());
+            return;
+        }
+        let limit = self.shared.config.limits.idle_timeout;
+        if since.elapsed() >= limit {
+            warn!(bytes = moved, timeout = ?limit, "data connection stalled; aborting the transfer");
+            run.pump.abort();
+            run.pump_result = Some(Err(format!("no data moved for {}s", limit.as_secs())));
+        }
+    }
+
+    /// Commands while the session is busy with a data connection: NOOP and STAT are
+    /// answered now, the rest wait their turn (bounded); `Some(flow)` ends the session.
+    async fn answer_while_busy(
+        &mut self,
+        command: Command,
+        transfer: Option<(TransferDirection, u64)>,
+    ) -> Result<Option<Flow>, SessionError> {
+        match command.verb {
+            Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| None),
+            Verb::Stat if command.arg_str().is_empty() => {
+                let status = match transfer {
+                    Some((direction, moved)) => {
+                        format!(
+                            " {} in progress: {moved} bytes transferred",
+                            direction.as_str()
+                        )
+                    }
+                    None => " waiting for the data connection".to_string(),
+                };
+                let lines = vec![
+                    "ftpfront status:".to_string(),
+                    status,
+                    "End of status".to_string(),
+                ];
+                self.send(&Reply::multiline(213, lines)).await.map(|_| None)
+            }
+            _ if self.queued.len() >= MAX_QUEUED_COMMANDS => {
+                let text = "Too many commands during a transfer; closing control connection.";
+                self.reply(421, text).await?;
+                Ok(Some(Flow::Close(Outcome::Error)))
+            }
+            _ => {
+                self.queued.push_back(command);
+                Ok(None)
+            }
+        }
+    }
+
+    /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and resynchronise with
+    /// the backend. It owes a reply for the transfer (unless already sent) and one for ABOR,
+    /// but servers differ, so a PWD sent after ABOR marks where those replies end: its 257
+    /// is a code neither a transfer nor ABOR can produce.
+    async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+        run.pump.abort();
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.reply(426, "Connection closed; transfer aborted.")
+            .await?;
+        if let Some(leg) = self.backend.as_mut() {
+            leg.control
+                .send(&Command::new("ABOR", None), "sending ABOR")
+                .await?;
+            let marker = Command::new("PWD", None);
+            leg.control
+                .send(&marker, "synchronising after ABOR")
+                .await?;
+            loop {
+                let reply = leg.control.read_reply("synchronising after ABOR").await?;
+                if reply.code == 257 {
+                    break;
+                }
+                debug!(code = reply.code, "backend reply to the aborted transfer");
+            }
+        }
+        self.reply(226, "ABOR command successful.").await?;
+        self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
+        info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
+        Ok(Flow::Continue)
+    }
+
+    /// Both the pump and the backend are done: the client gets the backend's final reply,
+    /// unless the data connection broke, which a 2xx from the backend cannot excuse.
+    async fn complete(
+        &mut self,
+        run: RunningTransfer,
+        pumped: Result<u64, String>,
+    ) -> Result<Flow, SessionError> {
+        let final_reply = run
+            .final_reply
+            .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
+        let (reply, result, bytes) = match pumped {
+            Ok(bytes) if final_reply.is_completion() => (final_reply, labels::OK, bytes),
+            Ok(bytes) => (final_reply, labels::FAILED, bytes),
+            Err(reason) if final_reply.is_completion() => (
+                Reply::new(
+                    426,
+                    format!("Data connection broken ({reason}); transfer incomplete."),
+                ),
+                labels::ERROR,
+                run.progress.load(Ordering::Relaxed),
+            ),
+            Err(_) => (
+                final_reply,
+                labels::FAILED,
+                run.progress.load(Ordering::Relaxed),
+            ),
+        };
+        self.send(&reply).await?;
+        self.count_transfer(run.direction, result, bytes, Some(run.started));
+        info!(
+            client = %self.client_ip,
+            user = self.user_name(),
+            backend = self.backend_name(),
+            direction = run.direction.as_str(),
+            path = %run.path,
+            bytes,
+            duration_ms = run.started.elapsed().as_millis() as u64,
+            result,
+            "transfer"
+        );
+        Ok(Flow::Continue)
+    }
+
+    fn count_transfer(
+        &self,
+        direction: TransferDirection,
+        result: &str,
+        bytes: u64,
+        started: Option<Instant>,
+    ) {
+        let backend = self.backend_name();
+        let metrics = &self.shared.metrics;
+        metrics
+            .transfers_total
+            .with_label_values(&[backend, direction.as_str(), result])
+            .inc();
+        metrics
+            .transfer_bytes_total
+            .with_label_values(&[backend, direction.as_str()])
+            .inc_by(bytes);
+        if let Some(started) = started {
+            metrics
+                .transfer_duration_seconds
+                .with_label_values(&[direction.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+struct RunningTransfer {
+    direction: TransferDirection,
+    path: String,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+    /// Aborted when dropped: no early return can leave a pump running without its session.
+    pump: AbortOnDropHandle<std::io::Result<u64>>,
+    pump_result: Option<Result<u64, String>>,
+    final_reply: Option<Reply>,
+    /// Bytes moved at the last stall check, and when that count last changed.
+    last_progress: (u64, Instant),
+    /// Set when the data is done: the backend then has `reply_timeout` for its final reply.
+    reply_deadline: Option<tokio::time::Instant>,
+}
+
+/// How the wait for a client's data connection ended.
+enum Waited {
+    Ready(tokio::net::TcpStream),
+    Failed(Reply),
+    Interrupted(Flow),
+}
+
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
