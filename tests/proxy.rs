@@ -329,6 +329,23 @@ async fn ipv6_client_lists_and_downloads_through_epsv() {
         .expect("listing");
     assert_eq!(client.reply().await.code, 226);
     assert!(listing.contains("six.bin"), "{listing}");
+
+    // Active mode over IPv6: EPRT |2| to the client's own address.
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let reply = client.cmd(&format!("EPRT |2|::1|{port}|")).await;
+    assert_eq!(reply.code, 200, "{reply:?}");
+    client.send("RETR six.bin").await;
+    let (mut data, _) = listener.accept().await.expect("proxy connects over IPv6");
+    assert_eq!(client.reply().await.code, 150);
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
+        .await
+        .expect("data");
+    assert_eq!(client.reply().await.code, 226);
+    assert_eq!(sha256(&bytes), digest);
     proxy.shutdown().await;
 }
 
