@@ -295,3 +295,90 @@ pub async fn serve(
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names, types and labels of DESIGN.md's metric contract: dashboards and alerts
+    /// depend on them, so a rename must fail here.
+    #[test]
+    fn every_contract_metric_is_exported_with_its_type_and_labels() {
+        let m = Metrics::new();
+        m.sessions_total.with_label_values(&["ok"]).inc();
+        m.logins_total.with_label_values(&["b", "ok"]).inc();
+        m.commands_total.with_label_values(&["retr"]).inc();
+        m.transfers_total
+            .with_label_values(&["b", "download", "ok"])
+            .inc();
+        m.transfer_bytes_total
+            .with_label_values(&["b", "download"])
+            .inc();
+        m.transfer_duration_seconds
+            .with_label_values(&["download"])
+            .observe(1.0);
+        m.backend_connect_errors_total
+            .with_label_values(&["b", "timeout"])
+            .inc();
+        m.backend_up.with_label_values(&["b"]).set(1);
+        m.tls_handshakes_total
+            .with_label_values(&["client", "ok"])
+            .inc();
+        m.data_connections_rejected_total
+            .with_label_values(&["foreign_ip"])
+            .inc();
+        let text = m.render();
+        let contract = [
+            ("ftpfront_sessions_active", "gauge", ""),
+            ("ftpfront_sessions_total", "counter", "{result=\"ok\"}"),
+            (
+                "ftpfront_logins_total",
+                "counter",
+                "{backend=\"b\",result=\"ok\"}",
+            ),
+            ("ftpfront_commands_total", "counter", "{command=\"retr\"}"),
+            (
+                "ftpfront_transfers_total",
+                "counter",
+                "{backend=\"b\",direction=\"download\",result=\"ok\"}",
+            ),
+            (
+                "ftpfront_transfer_bytes_total",
+                "counter",
+                "{backend=\"b\",direction=\"download\"}",
+            ),
+            ("ftpfront_transfer_duration_seconds", "histogram", ""),
+            ("ftpfront_passive_ports_in_use", "gauge", ""),
+            ("ftpfront_passive_ports_configured", "gauge", ""),
+            ("ftpfront_passive_reservations_active", "gauge", ""),
+            ("ftpfront_passive_port_exhausted_total", "counter", ""),
+            (
+                "ftpfront_backend_connect_errors_total",
+                "counter",
+                "{backend=\"b\",reason=\"timeout\"}",
+            ),
+            ("ftpfront_backend_up", "gauge", "{backend=\"b\"}"),
+            (
+                "ftpfront_tls_handshakes_total",
+                "counter",
+                "{result=\"ok\",side=\"client\"}",
+            ),
+            (
+                "ftpfront_data_connections_rejected_total",
+                "counter",
+                "{reason=\"foreign_ip\"}",
+            ),
+        ];
+        for (name, kind, labels) in contract {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} is not a {kind}:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}{labels} ")) || kind == "histogram",
+                "{name}{labels} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("ftpfront_transfer_duration_seconds_bucket{direction=\"download\","));
+    }
+}
