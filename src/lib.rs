@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod demo;
+pub mod features;
 pub mod ftp;
 pub mod limits;
 pub mod logging;

@@ -62,6 +62,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     );
     let shared = Arc::new(Shared {
         config: config.clone(),
+        features: Default::default(),
         metrics: metrics.clone(),
         pool,
         router: Router::new(config.clone()),

@@ -159,12 +159,13 @@ async fn backend_down_gives_421() {
     let reply = client.cmd("USER alice").await;
     assert_eq!(reply.code, 421, "{reply:?}");
     let scrape = scrape(&proxy).await;
+    // One for the FEAT probe of the default backend's features, one for USER.
     assert_eq!(
         metric_value(
             &scrape,
             r#"ftpfront_backend_connect_errors_total{backend="main",reason="connect_failed"}"#
         ),
-        1.0,
+        2.0,
         "{scrape}"
     );
     assert_eq!(
@@ -424,6 +425,12 @@ async fn proxy_handles_its_own_commands_and_bad_input() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
     let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    // FEAT before login (lftp decides MLSD vs LIST from it) names the backend's features.
+    let early = client.cmd("FEAT").await;
+    assert!(
+        early.text.contains(" SIZE") && early.text.contains(" MLST"),
+        "{early:?}"
+    );
     assert_eq!(client.cmd("SYST").await.code, 215);
     assert_eq!(client.cmd("OPTS UTF8 ON").await.code, 200);
     assert_eq!(

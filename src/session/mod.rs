@@ -13,6 +13,7 @@ use crate::backend::{self, BackendLeg, Router};
 use crate::config::{ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
+use crate::features::{self, FeatureCache};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
@@ -23,6 +24,7 @@ mod transfer;
 /// What every session shares: configuration, metrics, the port pool and the router.
 pub struct Shared {
     pub config: Arc<Config>,
+    pub features: FeatureCache,
     pub metrics: Arc<Metrics>,
     pub pool: PortPool,
     pub router: Router,
@@ -73,10 +75,6 @@ enum Login {
 
 /// Commands a client may pipeline during a transfer; more is abuse.
 const MAX_QUEUED_COMMANDS: usize = 32;
-/// Features ftpfront relays from a backend's FEAT when the backend has them.
-const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
-/// Features ftpfront itself implements, whatever the backend.
-const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV", "UTF8"];
 
 pub struct Session {
     shared: Arc<Shared>,
@@ -531,25 +529,21 @@ impl Session {
         }
     }
 
-    /// FEAT is built by ftpfront: its own features plus those it relays from the backend,
-    /// so nothing about the backend's software leaks and nothing unsupported is promised.
+    /// FEAT is built by ftpfront (see `features`): after login from the session's backend,
+    /// before login from the default backend's cached features.
     async fn feat(&mut self) -> Result<Flow, SessionError> {
-        let mut features: Vec<String> = OWN_FEATURES.iter().map(|f| f.to_string()).collect();
-        if let (true, Some(leg)) = (self.logged_in(), self.backend.as_mut()) {
-            let reply = leg
-                .control
-                .command(&Command::new("FEAT", None), "asking FEAT")
-                .await?;
-            if reply.code == 211 {
-                features.extend(relayable_features(&reply));
+        let shared = self.shared.clone();
+        let backend_features = match (self.logged_in(), self.backend.as_mut()) {
+            (true, Some(leg)) => {
+                let asked = Command::new("FEAT", None);
+                let reply = leg.control.command(&asked, "asking FEAT").await?;
+                let relayable = features::relayable(&reply);
+                shared.features.store(&leg.config.name, relayable.clone());
+                relayable
             }
-        }
-        features.sort();
-        features.dedup();
-        let mut lines = vec!["Features:".to_string()];
-        lines.extend(features.into_iter().map(|f| format!(" {f}")));
-        lines.push("End".to_string());
-        self.send(&Reply::multiline(211, lines)).await?;
+            _ => default_backend_features(&shared).await,
+        };
+        self.send(&features::reply(backend_features)).await?;
         Ok(Flow::Continue)
     }
 
@@ -765,21 +759,23 @@ async fn next_backend_reply(
     }
 }
 
-/// The backend features ftpfront can relay faithfully.
-fn relayable_features(reply: &Reply) -> Vec<String> {
-    let body = reply
-        .lines
-        .iter()
-        .skip(1)
-        .take(reply.lines.len().saturating_sub(2));
-    body.map(|line| line.trim().to_string())
-        .filter(|line| {
-            let name = line
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_uppercase();
-            RELAYED_FEATURES.contains(&name.as_str())
-        })
-        .collect()
+/// Before login the backend is not chosen yet: the default backend's features stand in.
+async fn default_backend_features(shared: &Shared) -> Vec<String> {
+    let config = &shared.config;
+    let Some(backend) = config
+        .default_backend()
+        .and_then(|name| config.backend(name))
+    else {
+        return Vec::new();
+    };
+    if let Some(cached) = shared.features.fresh(&backend.name) {
+        return cached;
+    }
+    match features::probe(backend, &shared.metrics).await {
+        Some(found) => {
+            shared.features.store(&backend.name, found.clone());
+            found
+        }
+        None => Vec::new(),
+    }
 }

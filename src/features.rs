@@ -1,0 +1,156 @@
+//! FEAT as ftpfront answers it: the features ftpfront implements itself, plus those a
+//! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
+//! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend;
+use crate::config::BackendConfig;
+use crate::conn::BackendLegError;
+use crate::ftp::{Command, Reply};
+use crate::metrics::Metrics;
+
+/// Features ftpfront itself implements, whatever the backend.
+const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV", "UTF8"];
+/// Backend features ftpfront relays unchanged when the backend has them. Nothing else of
+/// the backend's FEAT reaches clients (no software names, nothing ftpfront cannot relay).
+const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
+/// How long a backend's features are trusted before a pre-login FEAT asks again.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// The relayable features of each backend, as last seen.
+#[derive(Default)]
+pub struct FeatureCache {
+    entries: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+}
+
+impl FeatureCache {
+    pub fn fresh(&self, backend: &str) -> Option<Vec<String>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(backend)
+            .filter(|(seen, _)| seen.elapsed() < CACHE_TTL)
+            .map(|(_, features)| features.clone())
+    }
+
+    pub fn store(&self, backend: &str, features: Vec<String>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(backend.to_string(), (Instant::now(), features));
+    }
+}
+
+/// The relayable lines of a backend's 211 FEAT reply.
+pub fn relayable(reply: &Reply) -> Vec<String> {
+    if reply.code != 211 {
+        return Vec::new();
+    }
+    let body = reply
+        .lines
+        .iter()
+        .skip(1)
+        .take(reply.lines.len().saturating_sub(2));
+    body.map(|line| line.trim().to_string())
+        .filter(|line| {
+            let name = line.split_whitespace().next().unwrap_or("");
+            RELAYED_FEATURES.contains(&name.to_ascii_uppercase().as_str())
+        })
+        .collect()
+}
+
+/// The 211 reply: ftpfront's own features and the given backend ones, sorted.
+pub fn reply(backend_features: Vec<String>) -> Reply {
+    let mut features: Vec<String> = OWN_FEATURES.iter().map(|f| f.to_string()).collect();
+    features.extend(backend_features);
+    features.sort();
+    features.dedup();
+    let mut lines = vec!["Features:".to_string()];
+    lines.extend(features.into_iter().map(|f| format!(" {f}")));
+    lines.push("End".to_string());
+    Reply::multiline(211, lines)
+}
+
+/// Asks a backend for its features on a short-lived connection (for FEAT before login).
+pub async fn probe(config: &BackendConfig, metrics: &Metrics) -> Option<Vec<String>> {
+    let mut control = backend::connect(config, metrics).await.ok()?;
+    let asked: Result<Reply, BackendLegError> = control
+        .command(
+            &Command::new("FEAT", None),
+            "asking FEAT for the feature cache",
+        )
+        .await;
+    let _ = control
+        .command(&Command::new("QUIT", None), "leaving the feature probe")
+        .await;
+    control.shutdown().await;
+    asked.ok().map(|reply| relayable(&reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend_feat() -> Reply {
+        Reply::multiline(
+            211,
+            vec![
+                "Extensions supported:".into(),
+                " MLST type*;size*;modify*;".into(),
+                " SIZE".into(),
+                " PRET".into(),
+                " AUTH TLS".into(),
+                " SITE EXEC secret-server 1.2".into(),
+                " REST STREAM".into(),
+                "End.".into(),
+            ],
+        )
+    }
+
+    #[test]
+    fn only_relayable_backend_features_are_kept() {
+        assert_eq!(
+            relayable(&backend_feat()),
+            vec!["MLST type*;size*;modify*;", "SIZE", "REST STREAM"]
+        );
+        assert!(relayable(&Reply::new(500, "FEAT not understood")).is_empty());
+    }
+
+    #[test]
+    fn the_reply_merges_own_and_backend_features() {
+        let text =
+            String::from_utf8_lossy(&reply(relayable(&backend_feat())).to_wire()).into_owned();
+        assert!(text.starts_with("211-Features:\r\n"), "{text}");
+        for feature in [
+            "EPSV",
+            "EPRT",
+            "HOST",
+            "UTF8",
+            "MLST type*;size*;modify*;",
+            "REST STREAM",
+        ] {
+            assert!(
+                text.contains(&format!(" {feature}\r\n")),
+                "{feature} missing: {text}"
+            );
+        }
+        assert!(!text.contains("PRET") && !text.contains("secret"), "{text}");
+        assert!(text.ends_with("211 End\r\n"));
+    }
+
+    #[test]
+    fn cache_entries_expire() {
+        let cache = FeatureCache::default();
+        cache.store("a", vec!["SIZE".into()]);
+        assert_eq!(cache.fresh("a"), Some(vec!["SIZE".to_string()]));
+        assert_eq!(cache.fresh("b"), None);
+        cache
+            .entries
+            .lock()
+            .expect("lock")
+            .get_mut("a")
+            .expect("entry")
+            .0 -= CACHE_TTL;
+        assert_eq!(cache.fresh("a"), None);
+    }
+}
