@@ -132,13 +132,28 @@ impl Default for SplitHorizonRule {
     }
 }
 
-/// `[tls]`: TLS termination towards clients; reserved for a later version.
+/// `[tls]`: TLS termination towards clients (explicit AUTH TLS and implicit FTPS).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     pub mode: TlsMode,
+    /// PEM certificate chain and private key; required unless `mode = "off"`.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Refuse data connections that do not resume the TLS session (as vsftpd's
+    /// `require_ssl_reuse`); off by default because Python's ftplib never resumes.
+    pub require_data_session_reuse: bool,
+    /// Highest TLS version offered to clients; `None`: TLS 1.3.
+    pub max_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version, written "1.2" or "1.3".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -159,6 +174,14 @@ pub struct BackendConfig {
     /// "host:port"; host may be a DNS name, resolved at connect time.
     pub address: String,
     pub tls: BackendTls,
+    /// Verify the backend's certificate (`false` for legacy self-signed servers).
+    pub tls_verify: bool,
+    /// PEM CA certificates to verify the backend with; `None`: the system's CAs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Name sent as SNI and verified in the certificate; `None`: the host of `address`.
+    pub tls_server_name: Option<String>,
+    /// Highest TLS version towards the backend ("1.2" pins servers that need it).
+    pub tls_max_version: Option<TlsVersion>,
     pub data_mode: DataMode,
     /// Connect data to the control peer address, ignoring the address in the backend's 227.
     pub use_control_address: bool,
@@ -181,6 +204,10 @@ impl Default for BackendConfig {
             name: String::new(),
             address: String::new(),
             tls: BackendTls::None,
+            tls_verify: true,
+            tls_ca_file: None,
+            tls_server_name: None,
+            tls_max_version: None,
             data_mode: DataMode::Passive,
             use_control_address: true,
             proxy_protocol: BackendProxyProtocol::Off,
@@ -622,6 +649,7 @@ impl Config {
         // [listen] has no rule beyond its types: port 0 (ephemeral) is legitimate in
         // tests, and its later-work keys are checked in reject_unbuilt_features.
         check_passive(&self.passive, &mut problems);
+        self.check_tls(&mut problems);
         check_backends(&self.backends, &mut problems);
         self.check_routing(&mut problems);
         check_limits(&self.limits, &mut problems);
@@ -935,9 +963,7 @@ fn mask_path(value: &mut toml::Value, segments: &[&str]) {
 // Validation
 // ---------------------------------------------------------------------------
 
-const TLS_MISSING: &str = "TLS termination (FTPS) is not available in this version";
 const PROXY_MISSING: &str = "PROXY protocol is not available yet";
-const BACKEND_TLS_MISSING: &str = "backend TLS is not available yet";
 const POLICY_MISSING: &str = "routing policies among backend groups are not available yet";
 
 impl Config {
@@ -947,23 +973,6 @@ impl Config {
         let inert = |path: &[&str], missing: &str, fix: &str| {
             Problem::new(path, format!("{missing}; {fix}"))
         };
-        if self.tls.mode != TlsMode::Off {
-            problems.push(inert(
-                &["tls", "mode"],
-                TLS_MISSING,
-                "set tls.mode = \"off\"",
-            ));
-        }
-        for (key, value) in [("cert", &self.tls.cert), ("key", &self.tls.key)] {
-            if value.is_some() {
-                let fix = format!("remove tls.{key} and set tls.mode = \"off\"");
-                problems.push(inert(&["tls", key], TLS_MISSING, &fix));
-            }
-        }
-        if self.listen.implicit_tls.is_some() {
-            let fix = "remove listen.implicit_tls";
-            problems.push(inert(&["listen", "implicit_tls"], TLS_MISSING, fix));
-        }
         if self.listen.proxy_protocol {
             let fix = "set listen.proxy_protocol = false";
             problems.push(inert(&["listen", "proxy_protocol"], PROXY_MISSING, fix));
@@ -978,10 +987,6 @@ impl Config {
         }
         for (index, backend) in self.backends.iter().enumerate() {
             let i = index.to_string();
-            if backend.tls != BackendTls::None {
-                let fix = format!("set backends[{i}].tls = \"none\"");
-                problems.push(inert(&["backends", &i, "tls"], BACKEND_TLS_MISSING, &fix));
-            }
             if backend.proxy_protocol != BackendProxyProtocol::Off {
                 let fix = format!("set backends[{i}].proxy_protocol = \"off\"");
                 let path = ["backends", &i, "proxy_protocol"];
@@ -991,6 +996,50 @@ impl Config {
         if self.routing.policy != RoutingPolicy::RoundRobin {
             let fix = "remove routing.policy or set it to \"round_robin\"";
             problems.push(inert(&["routing", "policy"], POLICY_MISSING, fix));
+        }
+    }
+
+    /// TLS settings only mean something together: a certificate without a TLS mode, or a
+    /// TLS mode (or implicit listener) without a readable certificate, is an error.
+    fn check_tls(&self, problems: &mut Vec<Problem>) {
+        let tls = &self.tls;
+        let wanted = tls.mode != TlsMode::Off;
+        if self.listen.implicit_tls.is_some() && !wanted {
+            let message = "an implicit FTPS listener needs TLS: set tls.mode = \"optional\" or \"required\" and tls.cert/tls.key";
+            problems.push(Problem::new(
+                &["listen", "implicit_tls"],
+                message.to_string(),
+            ));
+        }
+        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+            match (wanted, path) {
+                (true, None) => problems.push(Problem::new(
+                    &["tls", key],
+                    format!("is required with tls.mode = \"{}\"", tls_mode_name(tls.mode)),
+                )),
+                (false, Some(_)) => problems.push(Problem::new(
+                    &["tls", key],
+                    "is unused while tls.mode = \"off\"; set tls.mode = \"optional\" or \"required\", or remove it".to_string(),
+                )),
+                _ => {}
+            }
+        }
+        if !wanted && (tls.require_data_session_reuse || tls.max_version.is_some()) {
+            let message = "is unused while tls.mode = \"off\"".to_string();
+            let key = if tls.require_data_session_reuse {
+                "require_data_session_reuse"
+            } else {
+                "max_version"
+            };
+            problems.push(Problem::new(&["tls", key], message));
+        }
+        if let (true, Some(cert), Some(key)) = (wanted, &tls.cert, &tls.key) {
+            if let Err(e) = crate::tls::load_certs(cert) {
+                problems.push(Problem::new(&["tls", "cert"], e.to_string()));
+            }
+            if let Err(e) = crate::tls::load_key(key) {
+                problems.push(Problem::new(&["tls", "key"], e.to_string()));
+            }
         }
     }
 
@@ -1104,6 +1153,7 @@ fn check_backend(i: &str, backend: &BackendConfig, problems: &mut Vec<Problem>) 
     if let Some(ports) = backend.active_ports {
         check_port_range(&path("active_ports"), ports, problems);
     }
+    check_backend_tls(i, backend, problems);
     if backend.data_mode == DataMode::Passive {
         // These only shape PORT/EPRT, which passive mode never sends.
         let unused = [
@@ -1115,6 +1165,39 @@ fn check_backend(i: &str, backend: &BackendConfig, problems: &mut Vec<Problem>) 
                 "is only used with data_mode = \"active\"; remove it or set backends[{i}].data_mode = \"active\""
             );
             problems.push(Problem::new(&path(key), message));
+        }
+    }
+}
+
+fn tls_mode_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Off => "off",
+        TlsMode::Optional => "optional",
+        TlsMode::Required => "required",
+    }
+}
+
+/// The TLS keys of a backend mean nothing for a plain backend; a CA file must parse.
+fn check_backend_tls(i: &str, backend: &BackendConfig, problems: &mut Vec<Problem>) {
+    let path = |key| ["backends", i, key];
+    if backend.tls == BackendTls::None {
+        let unused = [
+            ("tls_verify", !backend.tls_verify),
+            ("tls_ca_file", backend.tls_ca_file.is_some()),
+            ("tls_server_name", backend.tls_server_name.is_some()),
+            ("tls_max_version", backend.tls_max_version.is_some()),
+        ];
+        for (key, _) in unused.iter().filter(|(_, set)| *set) {
+            let message = format!(
+                "is only used with TLS towards the backend; set backends[{i}].tls = \"explicit\" or \"implicit\", or remove it"
+            );
+            problems.push(Problem::new(&path(key), message));
+        }
+        return;
+    }
+    if let Some(ca) = &backend.tls_ca_file {
+        if let Err(e) = crate::tls::load_certs(ca) {
+            problems.push(Problem::new(&path("tls_ca_file"), e.to_string()));
         }
     }
 }
@@ -2088,28 +2171,6 @@ address = "192.168.1.10"
 
     #[test]
     fn unbuilt_features_are_accepted_only_when_inert() {
-        let tls = "TLS termination (FTPS) is not available in this version; ";
-        assert_error(
-            "[tls]\nmode = \"optional\"\n",
-            "tls.mode",
-            &format!("{tls}set tls.mode = \"off\""),
-        );
-        assert_error("[tls]\nmode = \"required\"\n", "tls.mode", tls);
-        assert_error(
-            "[tls]\ncert = \"/etc/ftpfront/tls/cert.pem\"\n",
-            "tls.cert",
-            tls,
-        );
-        assert_error(
-            "[tls]\nkey = \"/etc/ftpfront/tls/key.pem\"\n",
-            "tls.key",
-            tls,
-        );
-        assert_error(
-            "[listen]\nimplicit_tls = \"0.0.0.0:990\"\n",
-            "listen.implicit_tls",
-            tls,
-        );
         let proxy = "PROXY protocol is not available yet";
         assert_error(
             "[listen]\nproxy_protocol = true\n",
@@ -2126,14 +2187,6 @@ address = "192.168.1.10"
             let text = format!("{backend}proxy_protocol = \"{value}\"\n");
             assert_error(&text, "backends[0].proxy_protocol", proxy);
         }
-        for value in ["explicit", "implicit"] {
-            let text = format!("{backend}tls = \"{value}\"\n");
-            assert_error(
-                &text,
-                "backends[0].tls",
-                "backend TLS is not available yet; set backends[0].tls = \"none\"",
-            );
-        }
         for value in ["least_conn", "random", "first"] {
             let text = format!("[routing]\npolicy = \"{value}\"\n");
             assert_error(
@@ -2145,11 +2198,56 @@ address = "192.168.1.10"
     }
 
     #[test]
+    fn tls_settings_are_validated() {
+        assert_error(
+            "[tls]\nmode = \"optional\"\nkey = \"/k.pem\"\n",
+            "tls.cert",
+            "is required with tls.mode = \"optional\"",
+        );
+        assert_error(
+            "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nmode = \"off\"\n[listen]\n"
+                .replace("cert = \"/c.pem\"\n", "")
+                .as_str(),
+            "tls.key",
+            "unused while tls.mode = \"off\"",
+        );
+        assert_error(
+            "[listen]\nimplicit_tls = \"0.0.0.0:990\"\n",
+            "listen.implicit_tls",
+            "needs TLS",
+        );
+        let unreadable = errors(
+            "[tls]\nmode = \"required\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/dev/null\"\n",
+        );
+        assert!(
+            unreadable[0].contains("tls.cert: cannot read certificate file /nonexistent/c.pem"),
+            "{unreadable:?}"
+        );
+        assert!(
+            unreadable[1].contains("tls.key: /dev/null: no private key found"),
+            "{unreadable:?}"
+        );
+        let backend = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n";
+        assert_error(
+            &format!("{backend}tls_verify = false\n"),
+            "backends[0].tls_verify",
+            "only used with TLS towards the backend",
+        );
+        assert_error(
+            &format!("{backend}tls = \"explicit\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+            "backends[0].tls_ca_file",
+            "cannot read certificate file",
+        );
+        let ok = format!("{backend}tls = \"implicit\"\ntls_verify = false\ntls_max_version = \"1.2\"\ntls_server_name = \"ftp.internal\"\n");
+        assert!(Config::from_toml_str(&ok).is_ok());
+    }
+
+    #[test]
     fn all_problems_are_reported_with_lines() {
-        let text = "[tls]\nmode = \"required\"\n[limits]\nmax_sessions = 0\nmax_line_length = 10\n";
+        let text = "[tls]\ncert = \"/x.pem\"\n[limits]\nmax_sessions = 0\nmax_line_length = 10\n";
         let errors = errors(text);
         assert_eq!(errors.len(), 3, "{errors:#?}");
-        assert!(errors[0].starts_with("<toml>:5: tls.mode: "), "{errors:#?}");
+        assert!(errors[0].starts_with("<toml>:5: tls.cert: "), "{errors:#?}");
         assert!(
             errors[1].starts_with("<toml>:7: limits.max_sessions: "),
             "{errors:#?}"

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod ports;
 pub mod server;
 pub mod session;
+pub mod tls;
