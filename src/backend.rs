@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::config::{BackendConfig, Config};
-use crate::conn::{BackendControl, BackendLegError};
+use crate::config::{BackendConfig, BackendTls, Config};
+use crate::conn::{BackendControl, BackendLegError, BoxStream};
+use crate::ftp::Command;
 use crate::metrics::{labels, Metrics};
+use crate::tls::{BackendTlsConfig, SessionTls};
 
 /// Keepalive on control legs: NATs drop idle control connections during long transfers,
 /// and then the final 226 is lost.
@@ -26,6 +28,8 @@ pub fn set_keepalive(stream: &TcpStream) {
 pub struct BackendLeg {
     pub control: BackendControl,
     pub config: BackendConfig,
+    /// TLS towards the backend: its data connections are wrapped too (PROT P).
+    pub tls: Option<SessionTls>,
 }
 
 /// Picks the backend for a user name: the `routing.users` map first, then `routing.default`.
@@ -81,6 +85,8 @@ pub enum ConnectError {
         name: String,
         source: BackendLegError,
     },
+    #[error("backend `{name}`: TLS failed: {reason}")]
+    Tls { name: String, reason: String },
 }
 
 impl ConnectError {
@@ -91,16 +97,20 @@ impl ConnectError {
             ConnectError::Timeout { .. } => labels::TIMEOUT,
             ConnectError::Refused { .. } => labels::REFUSED,
             ConnectError::Greeting { .. } => labels::BAD_GREETING,
+            ConnectError::Tls { .. } => "tls",
         }
     }
 }
 
-/// Opens the backend control connection and consumes its greeting.
+/// Opens the backend control connection, consumes its greeting and, when the backend
+/// uses TLS, secures it (implicit: before the greeting; explicit: AUTH TLS after it) and
+/// asks for protected data connections (PBSZ 0, PROT P).
 pub async fn connect(
     backend: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
-) -> Result<BackendControl, ConnectError> {
-    let result = connect_and_greet(backend).await;
+) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
+    let result = connect_and_greet(backend, tls, metrics).await;
     let up = metrics.backend_up.with_label_values(&[&backend.name]);
     match &result {
         Ok(_) => up.set(1),
@@ -115,7 +125,11 @@ pub async fn connect(
     result
 }
 
-async fn connect_and_greet(backend: &BackendConfig) -> Result<BackendControl, ConnectError> {
+async fn connect_and_greet(
+    backend: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
+    metrics: &Metrics,
+) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let timeout = backend.connect_timeout;
     let stream = tokio::time::timeout(timeout, open_stream(backend))
         .await
@@ -135,9 +149,108 @@ async fn connect_and_greet(backend: &BackendConfig) -> Result<BackendControl, Co
         addr: unknown,
         source,
     })?;
-    let mut control = BackendControl::new(Box::new(stream), peer, local, backend.reply_timeout);
+    let session_tls = tls.map(BackendTlsConfig::session_connector);
+    let implicit = tls.map(|t| t.mode) == Some(BackendTls::Implicit);
+    let first: BoxStream = match (&session_tls, implicit) {
+        (Some(session), true) => {
+            Box::new(handshake(backend, session, Box::new(stream), metrics).await?)
+        }
+        _ => Box::new(stream),
+    };
+    let mut control = BackendControl::new(first, peer, local, backend.reply_timeout);
     read_greeting(&mut control, backend).await?;
-    Ok(control)
+    if let Some(session) = &session_tls {
+        if !implicit {
+            control = start_explicit_tls(control, backend, session, metrics).await?;
+        }
+        protect_data(&mut control, backend).await?;
+    }
+    Ok((control, session_tls))
+}
+
+async fn handshake(
+    backend: &BackendConfig,
+    session: &SessionTls,
+    stream: BoxStream,
+    metrics: &Metrics,
+) -> Result<tokio_rustls::client::TlsStream<BoxStream>, ConnectError> {
+    let result = session.connect(stream).await;
+    let outcome = if result.is_ok() {
+        labels::OK
+    } else {
+        labels::ERROR
+    };
+    metrics
+        .tls_handshakes_total
+        .with_label_values(&["backend", outcome])
+        .inc();
+    result.map_err(|e| ConnectError::Tls {
+        name: backend.name.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn tls_refused(backend: &BackendConfig, step: &str, code: u16, text: String) -> ConnectError {
+    ConnectError::Tls {
+        name: backend.name.clone(),
+        reason: format!("{step} refused: {code} {text}"),
+    }
+}
+
+fn greeting_failed(backend: &BackendConfig) -> impl Fn(BackendLegError) -> ConnectError + '_ {
+    |source| ConnectError::Greeting {
+        name: backend.name.clone(),
+        source,
+    }
+}
+
+/// Explicit FTPS towards the backend: AUTH TLS, then the handshake on the same connection.
+async fn start_explicit_tls(
+    mut control: BackendControl,
+    backend: &BackendConfig,
+    session: &SessionTls,
+    metrics: &Metrics,
+) -> Result<BackendControl, ConnectError> {
+    let auth = Command::new("AUTH", Some("TLS"));
+    let reply = control
+        .command(&auth, "sending AUTH TLS")
+        .await
+        .map_err(greeting_failed(backend))?;
+    if reply.code != 234 {
+        return Err(tls_refused(backend, "AUTH TLS", reply.code, reply.text()));
+    }
+    let (peer, local) = (control.peer(), control.local());
+    let plain = control.into_stream().map_err(|e| ConnectError::Tls {
+        name: backend.name.clone(),
+        reason: e.to_string(),
+    })?;
+    let secured = handshake(backend, session, plain, metrics).await?;
+    Ok(BackendControl::new(
+        Box::new(secured),
+        peer,
+        local,
+        backend.reply_timeout,
+    ))
+}
+
+/// PBSZ 0 and PROT P: the backend's data connections are TLS too.
+async fn protect_data(
+    control: &mut BackendControl,
+    backend: &BackendConfig,
+) -> Result<(), ConnectError> {
+    for (verb, arg) in [("PBSZ", "0"), ("PROT", "P")] {
+        let reply = control
+            .command(
+                &Command::new(verb, Some(arg)),
+                "protecting data connections",
+            )
+            .await
+            .map_err(greeting_failed(backend))?;
+        if !reply.is_completion() {
+            return Err(tls_refused(backend, verb, reply.code, reply.text()));
+        }
+    }
+    Ok(())
 }
 
 /// Tries every resolved address in turn, like any client would.

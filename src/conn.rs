@@ -57,6 +57,27 @@ impl LineConn {
         self.peer
     }
 
+    /// A stand-in that holds the place of a connection being upgraded to TLS.
+    pub fn placeholder(peer: SocketAddr) -> Self {
+        let nothing = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+        LineConn::new(Box::new(nothing), peer, 1)
+    }
+
+    /// The stream, for a TLS upgrade. Bytes already read past the last line would belong
+    /// to the TLS handshake: a peer that sent them before our 234 broke the protocol.
+    pub fn into_stream(mut self) -> Result<BoxStream, UpgradeError> {
+        let early = self.splitter.take_buffered();
+        if !early.is_empty() {
+            return Err(UpgradeError::EarlyBytes(early.len()));
+        }
+        Ok(self.stream)
+    }
+
+    /// Replaces the stream with its TLS successor (keeps the line limit).
+    pub fn upgraded(stream: BoxStream, peer: SocketAddr, max_line_length: usize) -> Self {
+        LineConn::new(stream, peer, max_line_length)
+    }
+
     /// Next line or overlong-line event; `None` at end of stream.
     pub async fn next_event(&mut self) -> io::Result<Option<LineEvent>> {
         let mut chunk = [0u8; READ_CHUNK];
@@ -139,6 +160,12 @@ impl UrgentDrain {
             }
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("{0} bytes arrived before the TLS handshake could start")]
+    EarlyBytes(usize),
 }
 
 /// What went wrong on the backend control leg, with the phase it happened in.
@@ -314,5 +341,10 @@ impl BackendControl {
 
     pub async fn shutdown(&mut self) {
         self.conn.shutdown().await;
+    }
+
+    /// The stream, for the TLS upgrade after AUTH TLS.
+    pub fn into_stream(self) -> Result<BoxStream, UpgradeError> {
+        self.conn.into_stream()
     }
 }

@@ -140,7 +140,7 @@ impl ActiveListener {
 /// Copies `from` to `to` until end of stream, then half-closes `to` so the receiver sees
 /// EOF (an upload's end must reach the backend as a FIN, or it never answers 226).
 /// `progress` counts the bytes moved so far, for STAT during a transfer.
-pub async fn pump<R, W>(mut from: R, mut to: W, progress: Arc<AtomicU64>) -> io::Result<u64>
+pub async fn pump<R, W>(from: &mut R, to: &mut W, progress: Arc<AtomicU64>) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -163,15 +163,118 @@ where
 
 /// Pumps between two plain TCP sockets: zero-copy `splice(2)` through a pipe on Linux (the
 /// bytes never enter user space), the buffered [`pump`] elsewhere.
-pub async fn pump_tcp(from: TcpStream, to: TcpStream, progress: Arc<AtomicU64>) -> io::Result<u64> {
+pub async fn pump_tcp(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    progress: Arc<AtomicU64>,
+) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
         match splice::Pipe::new() {
-            Ok(pipe) => return splice::pump(&from, &to, &pipe, progress).await,
+            Ok(pipe) => return splice::pump(from, to, &pipe, progress).await,
             Err(e) => tracing::debug!(error = %e, "no pipe for splice; using the buffered pump"),
         }
     }
     pump(from, to, progress).await
+}
+
+/// One data leg: plain TCP, or TLS towards the client (ftpfront is the TLS server) or
+/// towards the backend (ftpfront is the TLS client).
+pub enum DataStream {
+    Plain(TcpStream),
+    ClientTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    BackendTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl DataStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            DataStream::Plain(s) => s,
+            DataStream::ClientTls(s) => s.get_ref().0,
+            DataStream::BackendTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Close with RST instead of FIN, so the peer cannot mistake a broken transfer for a
+    /// complete one (a plain upload's end is nothing but a FIN).
+    fn reset(&self) {
+        let _ = socket2::SockRef::from(self.tcp()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            DataStream::Plain($s) => $e,
+            DataStream::ClientTls($s) => $e,
+            DataStream::BackendTls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for DataStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for DataStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        delegate!(self, s => std::pin::Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// How long an upload waits for a TLS backend's own close_notify after ours.
+const TLS_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Pumps one transfer: zero-copy between plain legs, buffered otherwise. A TLS leg that
+/// ends without close_notify is an error (a truncated transfer), and on any error both
+/// legs are reset. After an upload to a TLS backend, the backend's close_notify (and any
+/// TLS 1.3 session tickets, which later data connections resume with) is read.
+pub async fn pump_legs(
+    mut from: DataStream,
+    mut to: DataStream,
+    progress: Arc<AtomicU64>,
+) -> io::Result<u64> {
+    let result = match (&mut from, &mut to) {
+        (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
+        (from, to) => pump(from, to, progress).await,
+    };
+    match &result {
+        Ok(_) if matches!(to, DataStream::BackendTls(_)) => {
+            let mut sink = [0u8; 4096];
+            let drain = async { while to.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {} };
+            let _ = tokio::time::timeout(TLS_CLOSE_WAIT, drain).await;
+        }
+        Ok(_) => {}
+        Err(_) => {
+            from.reset();
+            to.reset();
+        }
+    }
+    result
 }
 
 #[cfg(target_os = "linux")]
@@ -446,7 +549,11 @@ mod tests {
             source_writer.write_all(&data).await.expect("write");
         });
         let progress = Arc::new(AtomicU64::new(0));
-        let pumping = tokio::spawn(pump(source_reader, sink_writer, progress.clone()));
+        let counter = progress.clone();
+        let pumping = tokio::spawn(async move {
+            let (mut from, mut to) = (source_reader, sink_writer);
+            pump(&mut from, &mut to, counter).await
+        });
         let mut received = Vec::new();
         sink_reader
             .read_to_end(&mut received)
@@ -474,7 +581,11 @@ mod tests {
             source.shutdown().await.expect("fin");
         });
         let progress = Arc::new(AtomicU64::new(0));
-        let pumping = tokio::spawn(pump_tcp(from, to, progress.clone()));
+        let pumping = tokio::spawn(pump_legs(
+            DataStream::Plain(from),
+            DataStream::Plain(to),
+            progress.clone(),
+        ));
         let mut received = Vec::new();
         sink.read_to_end(&mut received).await.expect("read to EOF");
         writer.await.expect("writer");

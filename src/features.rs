@@ -11,9 +11,12 @@ use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
 use crate::ftp::{Command, Reply};
 use crate::metrics::Metrics;
+use crate::tls::BackendTlsConfig;
 
 /// Features ftpfront itself implements, whatever the backend.
 const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV", "UTF8"];
+/// What ftpfront adds when it terminates TLS for clients (RFC 4217).
+const TLS_FEATURES: &[&str] = &["AUTH TLS", "PBSZ", "PROT"];
 /// Backend features ftpfront relays unchanged when the backend has them. Nothing else of
 /// the backend's FEAT reaches clients (no software names, nothing ftpfront cannot relay).
 const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
@@ -59,9 +62,13 @@ pub fn relayable(reply: &Reply) -> Vec<String> {
         .collect()
 }
 
-/// The 211 reply: ftpfront's own features and the given backend ones, sorted.
-pub fn reply(backend_features: Vec<String>) -> Reply {
-    let mut features: Vec<String> = OWN_FEATURES.iter().map(|f| f.to_string()).collect();
+/// The 211 reply: ftpfront's own features (with TLS's when it terminates TLS) and the
+/// given backend ones, sorted.
+pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
+    let own = OWN_FEATURES
+        .iter()
+        .chain(if tls { TLS_FEATURES } else { &[] });
+    let mut features: Vec<String> = own.map(|f| f.to_string()).collect();
     features.extend(backend_features);
     features.sort();
     features.dedup();
@@ -72,8 +79,12 @@ pub fn reply(backend_features: Vec<String>) -> Reply {
 }
 
 /// Asks a backend for its features on a short-lived connection (for FEAT before login).
-pub async fn probe(config: &BackendConfig, metrics: &Metrics) -> Option<Vec<String>> {
-    let mut control = backend::connect(config, metrics).await.ok()?;
+pub async fn probe(
+    config: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
+    metrics: &Metrics,
+) -> Option<Vec<String>> {
+    let (mut control, _) = backend::connect(config, tls, metrics).await.ok()?;
     let asked: Result<Reply, BackendLegError> = control
         .command(
             &Command::new("FEAT", None),
@@ -118,10 +129,13 @@ mod tests {
 
     #[test]
     fn the_reply_merges_own_and_backend_features() {
-        let text =
-            String::from_utf8_lossy(&reply(relayable(&backend_feat())).to_wire()).into_owned();
+        let text = String::from_utf8_lossy(&reply(relayable(&backend_feat()), true).to_wire())
+            .into_owned();
         assert!(text.starts_with("211-Features:\r\n"), "{text}");
         for feature in [
+            "AUTH TLS",
+            "PBSZ",
+            "PROT",
             "EPSV",
             "EPRT",
             "HOST",

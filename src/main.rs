@@ -107,7 +107,7 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_termination().await;
+        wait_for_termination(&proxy).await;
         tracing::info!("shutting down");
         proxy.shutdown().await;
         ExitCode::SUCCESS
@@ -128,25 +128,33 @@ fn demo(options: demo::DemoOptions) -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown.
-async fn wait_for_termination() {
+/// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown; SIGHUP
+/// reloads the TLS certificate and key (a bad new pair keeps the old one).
+async fn wait_for_termination(proxy: &server::RunningProxy) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hangup.recv() => match proxy.reload_tls() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
+                },
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = proxy;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub backend_connect_errors_total: IntCounterVec,
     pub backend_up: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
+    pub tls_plaintext_refused_total: IntCounterVec,
     pub data_connections_rejected_total: IntCounterVec,
     pub protocol_errors_total: IntCounterVec,
     pub backend_login_duration_seconds: Histogram,
@@ -187,6 +188,12 @@ impl Metrics {
                 "tls_handshakes_total",
                 "TLS handshakes, by side (client, backend) and result.",
                 &["side", "result"],
+            ),
+            tls_plaintext_refused_total: counter_vec(
+                &r,
+                "tls_plaintext_refused_total",
+                "Plaintext logins and data connections refused by tls.mode = required.",
+                &["what"],
             ),
             data_connections_rejected_total: counter_vec(
                 &r,

@@ -1,6 +1,7 @@
 //! Wiring of a running proxy: binds the listeners, accepts client control connections,
 //! admits them, spawns one session task each, and shuts everything down.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::limits::{Limiter, Permit};
 use crate::metrics::{self, labels, Metrics};
 use crate::ports::{bind_listener, PoolSettings, PortPool};
 use crate::session::{Session, Shared};
+use crate::tls::{self, BackendTlsConfig, ClientTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,16 +34,21 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A proxy that is accepting connections.
 pub struct RunningProxy {
     pub control_addr: SocketAddr,
+    /// The implicit FTPS listener, when `listen.implicit_tls` is set.
+    pub implicit_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
+    client_tls: Option<Arc<ClientTls>>,
 }
 
 /// How long a shutdown waits for running sessions (and their transfers) to finish.
@@ -60,27 +67,24 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         },
         metrics.clone(),
     );
+    let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
+    let backend_tls = backend_tls_configs(&config)?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         features: Default::default(),
+        client_tls: client_tls.clone(),
+        backend_tls,
         metrics: metrics.clone(),
         pool,
         router: Router::new(config.clone()),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let control_bind = config.listen.control;
-    let control = bind_listener(control_bind.ip(), control_bind.port()).map_err(|source| {
-        ServerError::BindControl {
-            addr: control_bind,
-            source,
-        }
-    })?;
-    let control_addr = control
-        .local_addr()
-        .map_err(|source| ServerError::BindControl {
-            addr: control_bind,
-            source,
-        })?;
+    let (control, control_addr) = bind_control(config.listen.control)?;
+    let implicit = match config.listen.implicit_tls {
+        Some(addr) => Some(bind_control(addr)?),
+        None => None,
+    };
+    let implicit_addr = implicit.as_ref().map(|(_, addr)| *addr);
     let mut tasks = Vec::new();
     let metrics_addr = match config.metrics.listen {
         Some(addr) => {
@@ -105,12 +109,22 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         limiter: Limiter::new(&config.limits),
         sessions: sessions.clone(),
         shutdown: shutdown_rx,
+        implicit_tls: false,
     };
+    if let Some((listener, _)) = implicit {
+        let implicit_acceptor = Acceptor {
+            implicit_tls: true,
+            ..acceptor.clone()
+        };
+        tasks.push(tokio::spawn(implicit_acceptor.run(listener)));
+    }
     tasks.push(tokio::spawn(acceptor.run(control)));
     metrics.set_ready(true);
-    info!(control = %control_addr, metrics = ?metrics_addr, passive = %config.passive.ports, "ftpfront listening");
+    info!(control = %control_addr, implicit_tls = ?implicit_addr, metrics = ?metrics_addr, passive = %config.passive.ports, "ftpfront listening");
     Ok(RunningProxy {
         control_addr,
+        implicit_addr,
+        client_tls,
         metrics_addr,
         metrics,
         shutdown,
@@ -119,7 +133,38 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     })
 }
 
+fn bind_control(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let failed = |source| ServerError::BindControl { addr, source };
+    let listener = bind_listener(addr.ip(), addr.port()).map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Builds every TLS backend's client configuration up front, so a bad CA file or server
+/// name stops the start instead of failing the first login.
+fn backend_tls_configs(config: &Config) -> Result<HashMap<String, BackendTlsConfig>, TlsError> {
+    let mut configs = HashMap::new();
+    for backend in &config.backends {
+        if let Some(tls) = BackendTlsConfig::from_config(backend)? {
+            if !backend.tls_verify {
+                warn!(backend = %backend.name, "TLS certificate verification is OFF for this backend (tls_verify = false): its identity is not checked");
+            }
+            configs.insert(backend.name.clone(), tls);
+        }
+    }
+    Ok(configs)
+}
+
 impl RunningProxy {
+    /// Re-reads the client-facing certificate and key (SIGHUP). Running sessions keep
+    /// going; on error the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.client_tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// Stops accepting, tells idle sessions 421, lets running transfers finish (up to a
     /// grace period), then returns.
     pub async fn shutdown(self) {
@@ -138,11 +183,14 @@ impl RunningProxy {
     }
 }
 
+#[derive(Clone)]
 struct Acceptor {
     shared: Arc<Shared>,
     limiter: Arc<Limiter>,
     sessions: TaskTracker,
     shutdown: watch::Receiver<bool>,
+    /// Connections on this listener start with a TLS handshake (implicit FTPS).
+    implicit_tls: bool,
 }
 
 impl Acceptor {
@@ -171,14 +219,14 @@ impl Acceptor {
         let metrics = self.shared.metrics.clone();
         match self.limiter.admit(peer.ip()) {
             Ok(permit) => {
-                let session = run_session(
-                    self.shared.clone(),
+                let start = SessionStart {
                     stream,
                     peer,
                     id,
                     permit,
-                    self.shutdown.clone(),
-                );
+                    implicit_tls: self.implicit_tls,
+                };
+                let session = run_session(self.shared.clone(), start, self.shutdown.clone());
                 self.sessions.spawn(session);
             }
             Err(rejection) => {
@@ -210,14 +258,23 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn run_session(
-    shared: Arc<Shared>,
+/// A newly accepted control connection and what the session needs to know about it.
+struct SessionStart {
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     permit: Permit,
-    shutdown: watch::Receiver<bool>,
-) {
+    implicit_tls: bool,
+}
+
+async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::Receiver<bool>) {
+    let SessionStart {
+        stream,
+        peer,
+        id,
+        permit,
+        implicit_tls,
+    } = start;
     let metrics = shared.metrics.clone();
     metrics.sessions_active.inc();
     let _active = ActiveGuard(metrics.clone());
@@ -238,8 +295,27 @@ async fn run_session(
         }
     };
     let max_line = shared.config.limits.max_line_length;
-    let client = LineConn::plain_tcp(stream, peer, max_line);
-    let session = Session::new(shared, client, local, span.clone());
+    let client = if implicit_tls {
+        match implicit_handshake(&shared, stream, peer, max_line)
+            .instrument(span.clone())
+            .await
+        {
+            Some(client) => client,
+            None => {
+                metrics
+                    .sessions_total
+                    .with_label_values(&[labels::ERROR])
+                    .inc();
+                return;
+            }
+        }
+    } else {
+        LineConn::plain_tcp(stream, peer, max_line)
+    };
+    let mut session = Session::new(shared, client, local, span.clone());
+    if implicit_tls {
+        session = session.with_implicit_tls();
+    }
     let outcome = async {
         info!("session start");
         let outcome = session.run(shutdown).await;
@@ -253,4 +329,33 @@ async fn run_session(
         .with_label_values(&[outcome.label()])
         .inc();
     drop(permit);
+}
+
+/// Implicit FTPS: the TLS handshake comes before the greeting. Garbage instead of a
+/// ClientHello ends here, counted, without touching anything else.
+async fn implicit_handshake(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    max_line: usize,
+) -> Option<LineConn> {
+    let client_tls = shared.client_tls.as_ref()?;
+    let result = tls::accept(&client_tls.acceptor(), stream).await;
+    let outcome = if result.is_ok() {
+        labels::OK
+    } else {
+        labels::ERROR
+    };
+    shared
+        .metrics
+        .tls_handshakes_total
+        .with_label_values(&["client", outcome])
+        .inc();
+    match result {
+        Ok(secured) => Some(LineConn::upgraded(Box::new(secured), peer, max_line)),
+        Err(e) => {
+            info!(error = %e, "implicit FTPS handshake failed");
+            None
+        }
+    }
 }

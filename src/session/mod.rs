@@ -1,7 +1,7 @@
 //! One client control session: greeting, pre-login commands, login at the chosen backend,
 //! the command/reply relay, and the proxy's own handling of data-connection commands.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +18,9 @@ use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
 use crate::ports::{canonical_ip, PortPool};
+use crate::tls::{BackendTlsConfig, ClientTls};
 
+mod security;
 mod transfer;
 
 /// What every session shares: configuration, metrics, the port pool and the router.
@@ -28,6 +30,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub pool: PortPool,
     pub router: Router,
+    /// TLS towards clients, when `[tls]` is on.
+    pub client_tls: Option<Arc<ClientTls>>,
+    /// TLS towards each backend that uses it, by backend name.
+    pub backend_tls: HashMap<String, BackendTlsConfig>,
 }
 
 /// How a session ended, for `ftpfront_sessions_total{result}`.
@@ -89,6 +95,10 @@ pub struct Session {
     utf8_requested: bool,
     /// REST is held and sent right before the transfer command (see `transfer`).
     pending_rest: Option<Command>,
+    /// The control connection runs over TLS (after AUTH TLS, or implicit FTPS).
+    control_tls: bool,
+    /// PROT P: data connections are TLS.
+    prot_private: bool,
     queued: VecDeque<Command>,
     span: tracing::Span,
 }
@@ -113,9 +123,17 @@ impl Session {
             epsv_all: false,
             utf8_requested: false,
             pending_rest: None,
+            control_tls: false,
+            prot_private: false,
             queued: VecDeque::new(),
             span,
         }
+    }
+
+    /// A session whose control connection arrived over implicit FTPS.
+    pub fn with_implicit_tls(mut self) -> Session {
+        self.control_tls = true;
+        self
     }
 
     /// Runs the session to its end; never panics on peer input.
@@ -262,6 +280,9 @@ impl Session {
     async fn handle(&mut self, command: Command) -> Result<Flow, SessionError> {
         match command.verb {
             Verb::Quit => self.quit().await,
+            Verb::User | Verb::Pass | Verb::Acct if self.tls_required_first() => {
+                self.refuse_plaintext_login().await
+            }
             Verb::User => self.user(command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
             Verb::Rein => self.reinitialize().await,
@@ -273,18 +294,15 @@ impl Session {
             Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| Flow::Continue),
             Verb::Host => self.host(command).await,
             Verb::Opts if !self.logged_in() => self.opts_before_login(command).await,
-            Verb::Auth => self
-                .reply(
-                    502,
-                    "AUTH is not available: TLS is not enabled on this proxy.",
-                )
+            Verb::Auth => self.auth(command).await,
+            Verb::Pbsz => self.pbsz(command).await,
+            Verb::Prot => self.prot(command).await,
+            Verb::Ccc => self
+                .reply(533, "CCC refused: the control connection stays encrypted.")
                 .await
                 .map(|_| Flow::Continue),
-            Verb::Pbsz | Verb::Prot | Verb::Ccc | Verb::Adat => self
-                .reply(
-                    503,
-                    "Security commands need AUTH TLS first, and TLS is not enabled.",
-                )
+            Verb::Adat => self
+                .reply(504, "ADAT is not supported: use AUTH TLS.")
                 .await
                 .map(|_| Flow::Continue),
             Verb::Pret => self
@@ -407,15 +425,20 @@ impl Session {
         self.span.record("user", user.as_str());
         self.span.record("backend", config.name.as_str());
         let started = Instant::now();
-        let control = match backend::connect(&config, &self.shared.metrics).await {
-            Ok(control) => control,
+        let tls = self.shared.backend_tls.get(&config.name);
+        let (control, tls) = match backend::connect(&config, tls, &self.shared.metrics).await {
+            Ok(connected) => connected,
             Err(e) => {
                 warn!(error = %e, "backend unavailable");
                 self.reply(421, &format!("Service not available: backend `{}` is unreachable; closing control connection.", config.name)).await?;
                 return Ok(Flow::Close(Outcome::Error));
             }
         };
-        let leg = self.backend.insert(BackendLeg { control, config });
+        let leg = self.backend.insert(BackendLeg {
+            control,
+            config,
+            tls,
+        });
         let reply = leg.control.command(&command, "sending USER").await?;
         self.send(&reply).await?;
         self.after_login_reply(&reply, user, started).await?;
@@ -543,7 +566,8 @@ impl Session {
             }
             _ => default_backend_features(&shared).await,
         };
-        self.send(&features::reply(backend_features)).await?;
+        let tls = self.shared.client_tls.is_some();
+        self.send(&features::reply(backend_features, tls)).await?;
         Ok(Flow::Continue)
     }
 
@@ -771,7 +795,8 @@ async fn default_backend_features(shared: &Shared) -> Vec<String> {
     if let Some(cached) = shared.features.fresh(&backend.name) {
         return cached;
     }
-    match features::probe(backend, &shared.metrics).await {
+    let tls = shared.backend_tls.get(&backend.name);
+    match features::probe(backend, tls, &shared.metrics).await {
         Some(found) => {
             shared.features.store(&backend.name, found.clone());
             found

@@ -15,11 +15,13 @@ use super::{
 use crate::conn::BackendLegError;
 use crate::data::{
     self, client_data_stream, open_backend_data, BackendData, BackendDataError, ClientData,
-    DataError,
+    DataError, DataStream,
 };
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::labels;
+use crate::tls;
+use tokio_rustls::rustls::HandshakeKind;
 
 /// How often a running transfer is checked for progress.
 const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -37,6 +39,15 @@ impl Session {
             self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
             return Ok(Flow::Continue);
         };
+        if self.plaintext_data_refused() {
+            self.count_plaintext_refused("data");
+            self.reply(
+                521,
+                "Data connections must be encrypted: send PROT P first.",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        }
         let client_stream = match self.await_client_data(setup).await? {
             Waited::Ready(stream) => stream,
             Waited::Failed(reply) => {
@@ -92,12 +103,25 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        // TLS on the data legs starts after the 150: clients begin their handshake only then.
+        let (client_leg, backend_leg) =
+            match self.secure_data_legs(client_stream, backend_stream).await {
+                Ok(legs) => legs,
+                Err(refusal) => {
+                    warn!(reason = %refusal.text, "data connection TLS failed");
+                    self.reply(refusal.code, &refusal.text).await?;
+                    self.resync_backend().await?;
+                    self.count_transfer(direction, labels::FAILED, 0, None);
+                    return Ok(Flow::Continue);
+                }
+            };
         let progress = Arc::new(AtomicU64::new(0));
         let (from, to) = match direction {
-            TransferDirection::Upload => (client_stream, backend_stream),
-            _ => (backend_stream, client_stream),
+            TransferDirection::Upload => (client_leg, backend_leg),
+            _ => (backend_leg, client_leg),
         };
-        let pump = AbortOnDropHandle::new(tokio::spawn(data::pump_tcp(from, to, progress.clone())));
+        let pump =
+            AbortOnDropHandle::new(tokio::spawn(data::pump_legs(from, to, progress.clone())));
         let run = RunningTransfer {
             direction,
             path: command.arg_str().to_string(),
@@ -348,26 +372,101 @@ impl Session {
         let moved = run.progress.load(Ordering::Relaxed);
         self.reply(426, "Connection closed; transfer aborted.")
             .await?;
-        if let Some(leg) = self.backend.as_mut() {
-            leg.control
-                .send(&Command::new("ABOR", None), "sending ABOR")
-                .await?;
-            let marker = Command::new("PWD", None);
-            leg.control
-                .send(&marker, "synchronising after ABOR")
-                .await?;
-            loop {
-                let reply = leg.control.read_reply("synchronising after ABOR").await?;
-                if reply.code == 257 {
-                    break;
-                }
-                debug!(code = reply.code, "backend reply to the aborted transfer");
-            }
-        }
+        self.resync_backend().await?;
         self.reply(226, "ABOR command successful.").await?;
         self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
         info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
         Ok(Flow::Continue)
+    }
+
+    /// Ends the backend's side of a transfer that ftpfront gave up on. It owes a reply for
+    /// the transfer (unless already sent) and one for ABOR, but servers differ, so a PWD
+    /// sent after ABOR marks where those replies end: its 257 is a code neither a transfer
+    /// nor ABOR can produce.
+    async fn resync_backend(&mut self) -> Result<(), SessionError> {
+        let Some(leg) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        leg.control
+            .send(&Command::new("ABOR", None), "sending ABOR")
+            .await?;
+        leg.control
+            .send(&Command::new("PWD", None), "synchronising after ABOR")
+            .await?;
+        loop {
+            let reply = leg.control.read_reply("synchronising after ABOR").await?;
+            if reply.code == 257 {
+                return Ok(());
+            }
+            debug!(code = reply.code, "backend reply to the abandoned transfer");
+        }
+    }
+
+    /// Wraps the data legs in TLS where the session uses it: towards the client after PROT
+    /// P (ftpfront is the TLS server, resuming the control session), towards a TLS backend
+    /// always (ftpfront is the TLS client). Both handshakes run at once.
+    async fn secure_data_legs(
+        &mut self,
+        client: tokio::net::TcpStream,
+        backend: tokio::net::TcpStream,
+    ) -> Result<(DataStream, DataStream), DataRefusal> {
+        let acceptor = match (&self.shared.client_tls, self.prot_private) {
+            (Some(tls), true) => Some(tls.acceptor()),
+            _ => None,
+        };
+        let connector = self.backend.as_ref().and_then(|leg| leg.tls.clone());
+        let require_reuse = self.shared.config.tls.require_data_session_reuse;
+        let client_side = async {
+            let Some(acceptor) = acceptor else {
+                return Ok(DataStream::Plain(client));
+            };
+            let secured = tls::accept(&acceptor, client)
+                .await
+                .map_err(|e| DataRefusal {
+                    code: 425,
+                    text: format!("Can't open data connection: TLS handshake failed ({e})."),
+                })?;
+            let resumed = secured.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            if require_reuse && !resumed {
+                return Err(DataRefusal {
+                    code: 522,
+                    text: "Data connection must resume the control connection's TLS session."
+                        .into(),
+                });
+            }
+            Ok(DataStream::ClientTls(Box::new(secured)))
+        };
+        let backend_side = async {
+            let Some(connector) = connector else {
+                return Ok(DataStream::Plain(backend));
+            };
+            let secured = connector.connect(backend).await.map_err(|e| DataRefusal {
+                code: 425,
+                text: format!(
+                    "Can't open data connection to the backend: TLS handshake failed ({e})."
+                ),
+            })?;
+            Ok(DataStream::BackendTls(Box::new(secured)))
+        };
+        let (client_leg, backend_leg) = tokio::join!(client_side, backend_side);
+        self.count_data_handshakes(&client_leg, &backend_leg);
+        Ok((client_leg?, backend_leg?))
+    }
+
+    fn count_data_handshakes(
+        &self,
+        client: &Result<DataStream, DataRefusal>,
+        backend: &Result<DataStream, DataRefusal>,
+    ) {
+        let handshakes = &self.shared.metrics.tls_handshakes_total;
+        for (side, leg) in [("client", client), ("backend", backend)] {
+            let result = match leg {
+                Ok(DataStream::Plain(_)) => continue,
+                Ok(_) => labels::OK,
+                Err(_) => labels::ERROR,
+            };
+            handshakes.with_label_values(&[side, result]).inc();
+        }
     }
 
     /// Both the pump and the backend are done: the client gets the backend's final reply,
@@ -452,6 +551,12 @@ struct RunningTransfer {
     last_progress: (u64, Instant),
     /// Set when the data is done: the backend then has `reply_timeout` for its final reply.
     reply_deadline: Option<tokio::time::Instant>,
+}
+
+/// Why a data connection was refused after the backend started the transfer.
+struct DataRefusal {
+    code: u16,
+    text: String,
 }
 
 /// How the wait for a client's data connection ended.

@@ -1,0 +1,137 @@
+//! The client's FTPS state in a session (RFC 4217): AUTH TLS upgrades the control
+//! connection, PBSZ/PROT choose protected data connections, and `tls.mode = "required"`
+//! refuses plaintext logins and transfers.
+
+use tracing::{debug, warn};
+
+use super::{Flow, Outcome, Session, SessionError};
+use crate::config::TlsMode;
+use crate::conn::LineConn;
+use crate::ftp::Command;
+use crate::metrics::labels;
+use crate::tls;
+
+impl Session {
+    pub(super) async fn auth(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let Some(client_tls) = self.shared.client_tls.clone() else {
+            self.reply(
+                504,
+                "AUTH is not available: TLS is not enabled on this proxy.",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        };
+        let mechanism = command.arg_str().trim().to_ascii_uppercase();
+        if !matches!(mechanism.as_str(), "TLS" | "TLS-C" | "SSL") {
+            let text = format!("AUTH {mechanism} is not supported: use AUTH TLS.");
+            self.reply(504, &text).await?;
+            return Ok(Flow::Continue);
+        }
+        if self.control_tls {
+            self.reply(503, "The control connection already uses TLS.")
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        self.reply(234, "AUTH TLS successful; start the TLS handshake.")
+            .await?;
+        let peer = self.client.peer();
+        let plain = std::mem::replace(&mut self.client, LineConn::placeholder(peer));
+        let stream = match plain.into_stream() {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "client broke the AUTH TLS exchange");
+                self.count_client_handshake(false);
+                return Ok(Flow::Close(Outcome::Error));
+            }
+        };
+        match tls::accept(&client_tls.acceptor(), stream).await {
+            Ok(secured) => {
+                self.count_client_handshake(true);
+                let max_line = self.shared.config.limits.max_line_length;
+                self.client = LineConn::upgraded(Box::new(secured), peer, max_line);
+                self.control_tls = true;
+                // RFC 4217: after AUTH, data stays clear until PROT P.
+                self.prot_private = false;
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                debug!(error = %e, "TLS handshake on the control connection failed");
+                self.count_client_handshake(false);
+                Ok(Flow::Close(Outcome::Error))
+            }
+        }
+    }
+
+    pub(super) fn count_client_handshake(&self, ok: bool) {
+        let result = if ok { labels::OK } else { labels::ERROR };
+        self.shared
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&["client", result])
+            .inc();
+    }
+
+    pub(super) async fn pbsz(&mut self, command: Command) -> Result<Flow, SessionError> {
+        if !self.control_tls {
+            self.reply(503, "PBSZ needs AUTH TLS first.").await?;
+        } else if command.arg_str().trim().parse::<u64>().is_err() {
+            self.reply(501, "PBSZ needs a number (0 for TLS).").await?;
+        } else {
+            // TLS has no protection buffer: the only valid size is 0 (RFC 4217 9).
+            self.reply(200, "PBSZ=0").await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn prot(&mut self, command: Command) -> Result<Flow, SessionError> {
+        if !self.control_tls {
+            self.reply(503, "PROT needs AUTH TLS first.").await?;
+            return Ok(Flow::Continue);
+        }
+        match command.arg_str().trim().to_ascii_uppercase().as_str() {
+            "P" => {
+                self.prot_private = true;
+                self.reply(200, "Protection level set to Private.").await?;
+            }
+            "C" => {
+                self.prot_private = false;
+                self.reply(200, "Protection level set to Clear.").await?;
+            }
+            "S" | "E" => {
+                self.reply(536, "Only PROT P and PROT C are supported.")
+                    .await?
+            }
+            _ => self.reply(504, "Unknown protection level.").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn tls_mode(&self) -> TlsMode {
+        self.shared.config.tls.mode
+    }
+
+    /// `tls.mode = "required"` and the control connection is still plaintext.
+    pub(super) fn tls_required_first(&self) -> bool {
+        self.tls_mode() == TlsMode::Required && !self.control_tls
+    }
+
+    /// `tls.mode = "required"` and the data connection would be plaintext.
+    pub(super) fn plaintext_data_refused(&self) -> bool {
+        self.tls_mode() == TlsMode::Required && !self.prot_private
+    }
+
+    pub(super) fn count_plaintext_refused(&self, what: &str) {
+        self.shared
+            .metrics
+            .tls_plaintext_refused_total
+            .with_label_values(&[what])
+            .inc();
+    }
+
+    pub(super) async fn refuse_plaintext_login(&mut self) -> Result<Flow, SessionError> {
+        self.count_plaintext_refused("login");
+        self.reply(530, "TLS is required: send AUTH TLS before logging in.")
+            .await?;
+        Ok(Flow::Continue)
+    }
+}
