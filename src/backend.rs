@@ -175,15 +175,7 @@ async fn handshake(
     metrics: &Metrics,
 ) -> Result<tokio_rustls::client::TlsStream<BoxStream>, ConnectError> {
     let result = session.connect(stream).await;
-    let outcome = if result.is_ok() {
-        labels::OK
-    } else {
-        labels::ERROR
-    };
-    metrics
-        .tls_handshakes_total
-        .with_label_values(&["backend", outcome])
-        .inc();
+    metrics.count_tls_handshake("backend", result.is_ok());
     result.map_err(|e| ConnectError::Tls {
         name: backend.name.clone(),
         reason: e.to_string(),

@@ -231,6 +231,14 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// One TLS handshake on `side` ("client" or "backend").
+    pub fn count_tls_handshake(&self, side: &str, ok: bool) {
+        let result = if ok { labels::OK } else { labels::ERROR };
+        self.tls_handshakes_total
+            .with_label_values(&[side, result])
+            .inc();
+    }
+
     pub fn count_protocol_error(&self, side: &str, kind: &str) {
         self.protocol_errors_total
             .with_label_values(&[side, kind])

@@ -341,16 +341,7 @@ async fn implicit_handshake(
 ) -> Option<LineConn> {
     let client_tls = shared.client_tls.as_ref()?;
     let result = tls::accept(&client_tls.acceptor(), stream).await;
-    let outcome = if result.is_ok() {
-        labels::OK
-    } else {
-        labels::ERROR
-    };
-    shared
-        .metrics
-        .tls_handshakes_total
-        .with_label_values(&["client", outcome])
-        .inc();
+    shared.metrics.count_tls_handshake("client", result.is_ok());
     match result {
         Ok(secured) => Some(LineConn::upgraded(Box::new(secured), peer, max_line)),
         Err(e) => {

@@ -8,7 +8,6 @@ use super::{Flow, Outcome, Session, SessionError};
 use crate::config::TlsMode;
 use crate::conn::LineConn;
 use crate::ftp::Command;
-use crate::metrics::labels;
 use crate::tls;
 
 impl Session {
@@ -63,12 +62,7 @@ impl Session {
     }
 
     pub(super) fn count_client_handshake(&self, ok: bool) {
-        let result = if ok { labels::OK } else { labels::ERROR };
-        self.shared
-            .metrics
-            .tls_handshakes_total
-            .with_label_values(&["client", result])
-            .inc();
+        self.shared.metrics.count_tls_handshake("client", ok);
     }
 
     pub(super) async fn pbsz(&mut self, command: Command) -> Result<Flow, SessionError> {

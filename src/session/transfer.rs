@@ -458,14 +458,11 @@ impl Session {
         client: &Result<DataStream, DataRefusal>,
         backend: &Result<DataStream, DataRefusal>,
     ) {
-        let handshakes = &self.shared.metrics.tls_handshakes_total;
         for (side, leg) in [("client", client), ("backend", backend)] {
-            let result = match leg {
-                Ok(DataStream::Plain(_)) => continue,
-                Ok(_) => labels::OK,
-                Err(_) => labels::ERROR,
-            };
-            handshakes.with_label_values(&[side, result]).inc();
+            match leg {
+                Ok(DataStream::Plain(_)) => {}
+                leg => self.shared.metrics.count_tls_handshake(side, leg.is_ok()),
+            }
         }
     }
 
