@@ -262,6 +262,11 @@ pub async fn pump_legs(
         (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
         (from, to) => pump(from, to, progress).await,
     };
+    // TLS closes in both directions: a sender that ended with close_notify (an FTPS upload)
+    // may wait for ours before it reads the final reply.
+    if result.is_ok() && !matches!(from, DataStream::Plain(_)) {
+        let _ = tokio::time::timeout(TLS_CLOSE_WAIT, from.shutdown()).await;
+    }
     match &result {
         Ok(_) if matches!(to, DataStream::BackendTls(_)) => {
             let mut sink = [0u8; 4096];
