@@ -16,7 +16,7 @@ set -euo pipefail
 PREFIX="${FTP_TESTS_PREFIX:-/opt/ftpfront-test}"
 
 APT_PACKAGES=(
-    curl lftp iproute2 iptables python3 vsftpd
+    curl lftp iproute2 iptables python3 openssl vsftpd
     # vsftpd and the extracted servers
     libwrap0
     # proftpd (+ mod_proxy, mod_tls)

@@ -1,7 +1,10 @@
 //! The acceptance test of issue 3: `tests/e2e/run.sh` builds a dual-NAT network out of
 //! network namespaces (two client LANs behind MASQUERADE routers, an edge router that
 //! forwards only port 21 and the passive range, a DMZ with ftpfront, a backend LAN) and
-//! drives vsftpd, pure-ftpd and proftpd through ftpfront with curl, lftp and Python ftplib.
+//! drives vsftpd, pure-ftpd and proftpd through ftpfront with curl, lftp and Python ftplib;
+//! then FTPS (issue 4): explicit and implicit FTPS from both client NATs through ftpfront to
+//! the plain vsftpd and to an FTPS vsftpd, with certificates from a test CA made by openssl,
+//! and the control case (FTPS straight to the FTPS vsftpd through the NATs cannot list).
 //!
 //! It needs root and those programs (`scripts/install-test-deps.sh` installs them); without
 //! them it prints `SKIPPED: needs ...` and passes, unless `FTP_TESTS_REQUIRE_EXTERNAL=1`.
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::external::{external_available, find_program, is_root};
 
-/// The harness takes about 2 minutes; this only stops a hang from blocking CI forever.
+/// The harness takes about 3 minutes; this only stops a hang from blocking CI forever.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(12 * 60);
 /// After SIGTERM, the harness tears its network down (trap) before this runs out.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -72,6 +75,7 @@ fn dual_nat_network_with_real_servers_and_clients() {
         ("curl", None),
         ("lftp", None),
         ("python3", None),
+        ("openssl", None),
         ("vsftpd", None),
         ("pure-ftpd", Some("pure-ftpd")),
         ("proftpd", Some("proftpd-core")),

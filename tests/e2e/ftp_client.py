@@ -9,6 +9,13 @@ are printed as "SPEED <MiB/s>", "ELAPSED <seconds>", "OUTCOME <word>". Errors pr
 Passive mode: PASV trusts the address in the 227 reply (trust_server_pasv_ipv4_address),
 so a wrong address fails; EPSV is sent by hand (ftplib sends it only on IPv6).
 
+FTPS: --tls explicit is ftplib.FTP_TLS (AUTH TLS before the login, then PBSZ 0 / PROT P);
+--tls implicit wraps the socket in TLS at connect (a small subclass: ftplib has no implicit
+mode; use --port 990), then PBSZ 0 / PROT P. The server's certificate is verified against
+--ca and the host name (an IP address here). ftplib does not resume the control
+connection's TLS session on data connections.
+
+  ftp_client.py HOST USER PASSWORD [--port N] [--tls explicit|implicit --ca CA.pem] ...
   ftp_client.py HOST USER PASSWORD list   [--passive PASV|EPSV]
   ftp_client.py HOST USER PASSWORD mlsd   [--passive PASV|EPSV]
   ftp_client.py HOST USER PASSWORD get    REMOTE LOCAL [--passive ...]
@@ -22,6 +29,7 @@ import argparse
 import ftplib
 import os
 import socket
+import ssl
 import sys
 import time
 
@@ -52,12 +60,39 @@ class Client(ftplib.FTP):
         return ftplib.parse227(self.sendcmd("PASV"))
 
 
+class TlsClient(Client, ftplib.FTP_TLS):
+    """Client over explicit FTPS (AUTH TLS at login) or, with implicit = True, implicit FTPS
+    (TLS from the first byte, then login over it: FTP_TLS.login skips AUTH on a TLS socket)."""
+
+    implicit = False
+
+    def connect(self, host="", port=0, timeout=-999, source_address=None):
+        if not self.implicit:
+            return super().connect(host, port, timeout, source_address)
+        self.host, self.port = host, port
+        if timeout != -999:
+            self.timeout = timeout
+        sock = socket.create_connection((host, port), self.timeout)
+        self.af = sock.family
+        self.sock = self.context.wrap_socket(sock, server_hostname=host)
+        print(f"TLS {self.sock.version()} (implicit)", flush=True)
+        self.file = self.sock.makefile("r", encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+
 def connect(args):
-    ftp = Client()
+    if args.tls == "none":
+        ftp = Client()
+    else:
+        ftp = TlsClient(context=ssl.create_default_context(cafile=args.ca))
+        ftp.implicit = args.tls == "implicit"
     ftp.trust_server_pasv_ipv4_address = True
     ftp.passive_command = args.passive
-    ftp.connect(args.host, 21, timeout=TIMEOUT)
+    ftp.connect(args.host, args.port, timeout=TIMEOUT)
     ftp.login(args.user, args.password)
+    if args.tls != "none":
+        ftp.prot_p()
     ftp.voidcmd("TYPE I")
     return ftp
 
@@ -206,6 +241,9 @@ def main():
     parser.add_argument("user")
     parser.add_argument("password")
     parser.add_argument("--passive", choices=["PASV", "EPSV"], default="PASV")
+    parser.add_argument("--port", type=int, default=21)
+    parser.add_argument("--tls", choices=["none", "explicit", "implicit"], default="none")
+    parser.add_argument("--ca", help="PEM CA certificate(s) to verify the server with")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list").set_defaults(run=cmd_list)
     sub.add_parser("mlsd").set_defaults(run=cmd_mlsd)
@@ -236,7 +274,10 @@ def main():
     try:
         args.run(args)
     except (OSError, EOFError, ftplib.Error) as e:
-        print(f"ERROR {type(e).__name__}: {e}", flush=True)
+        hint = ""
+        if isinstance(e, ssl.SSLEOFError):
+            hint = " (the server closed a TLS connection without close_notify)"
+        print(f"ERROR {type(e).__name__}: {e}{hint}", flush=True)
         sys.exit(1)
 
 

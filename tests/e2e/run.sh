@@ -5,9 +5,10 @@
 #     cargo build && sudo bash tests/e2e/run.sh        # or: cargo test --test e2e
 #
 # Environment: FTPFRONT_BIN (default target/debug/ftpfront), E2E_SERVERS (default
-# "vsftpd pure-ftpd proftpd"), E2E_KEEP=1 keeps the work directory (logs, configs),
-# E2E_PROXY_LOG_FILTER (default debug). Needs ip, iptables, curl, lftp, python3, vsftpd,
-# pure-ftpd and proftpd (scripts/install-test-deps.sh installs them).
+# "vsftpd pure-ftpd proftpd"), E2E_FTPS=0 skips the FTPS scenarios 8 and 9, E2E_KEEP=1
+# keeps the work directory (logs, configs, certificates), E2E_PROXY_LOG_FILTER (default
+# debug). Needs ip, iptables, curl, lftp, python3, openssl, vsftpd, pure-ftpd and proftpd
+# (scripts/install-test-deps.sh installs them).
 #
 #   client LAN 1                   the internet: 203.0.113.0/24
 #   192.168.1.0/24                 (a bridge in namespace ffe-wan)
@@ -22,11 +23,13 @@
 #                                 +--- .10 [edge] ---10.10.0.1--- DMZ ---10.10.0.2 [proxy]
 #                                           |                                    ftpfront
 #                                           |  DNAT: 21 and 30000-30009 -> proxy (scenario 7:
-#                                           |  21 and 30000 only; scenario 1: 21 -> a server)
+#                                           |  21 and 30000 only; scenario 9: also 990;
+#                                           |  scenarios 1 and 8: 21 -> a server)
 #                                           |
 #                                           +---10.20.0.1--- backend LAN 10.20.0.0/24
 #                                                            [backend] vsftpd .2,
-#                                                            pure-ftpd .3, proftpd .4
+#                                                            pure-ftpd .3, proftpd .4,
+#                                                            vsftpd-tls .2:2121 (FTPS)
 #
 # - The client NAT routers have NO default route, only their WAN subnet: like real clients,
 #   they cannot reach anybody's private addresses (a 10.20.x address in a 227 is a dead end).
@@ -52,6 +55,15 @@
 #   6  two clients behind the same NAT transfer at the same time, data not mixed
 #   7  one forwarded data port (Kubernetes): two NATs share it; a second client behind the
 #      same NAT gets 425 at once while the port is pending for its address, then succeeds
+#
+# FTPS (issue 4; certificates from a test CA made with openssl, see lib/ftps.sh), once:
+#   8  without ftpfront (edge forwards 21 to vsftpd-tls): curl with explicit FTPS from c1
+#      and c2 logs in over TLS, cannot list/get (no NAT can rewrite an encrypted 227)
+#   9  through ftpfront (tls.mode optional, implicit FTPS on 990) to the plain vsftpd and to
+#      vsftpd-tls (backend tls = "explicit", verified with the test CA): from c1 and c2,
+#      explicit FTPS with curl --ssl-reqd, lftp ftp:ssl-force + ssl-protect-data and ftplib
+#      FTP_TLS + prot_p(); implicit FTPS with curl ftps:// and ftplib; each verifies the
+#      certificate, downloads and uploads 20 MiB (SHA-256 equal); every 227 is public
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -69,6 +81,8 @@ source "$E2E_DIR/lib/topology.sh"
 source "$E2E_DIR/lib/proxy.sh"
 # shellcheck source=lib/clients.sh
 source "$E2E_DIR/lib/clients.sh"
+# shellcheck source=lib/ftps.sh
+source "$E2E_DIR/lib/ftps.sh"
 
 FOREIGN_IP_REJECTS='ftpfront_data_connections_rejected_total{reason="foreign_ip"}'
 SLOW_RATE=$((4 * 1024 * 1024)) # bytes/s: long enough for transfers to overlap
@@ -401,6 +415,66 @@ same_nat_waits_for_the_one_port() {
     report_note "$code... in $(awk '$1 == "ELAPSED" { print $2 }' "$d/ask.out")s; retry ok $overlap"
 }
 
+# --- scenario 8: FTPS without ftpfront ----------------------------------------------------
+
+scenario_8_ftps_without_ftpfront() {
+    edge_publishes_server "$FTPS_SERVER_IP" "$FTPS_SERVER_PORT"
+    local ns
+    for ns in c1 c2; do
+        run_ftps_check "curl explicit|8|$ns" "8 FTPS no proxy ($ns): LIST+RETR fail" \
+            "$FTPS_SERVER" curl ftps_client_logs_in_but_cannot_list_or_get "$ns"
+    done
+}
+
+# TLS and the login work (the server's certificate is valid for the public address too), but
+# the encrypted 227/229 name the server's private address and an unforwarded port.
+ftps_client_logs_in_but_cannot_list_or_get() {
+    local ns=$1 list_status=0 get_status=0
+    curl_ftps_in "$ns" "ftp://$PUBLIC_IP/" >"$CHECK_DIR/list.out" 2>&1 || list_status=$?
+    curl_ftps_in "$ns" --disable-epsv --no-ftp-skip-pasv-ip -o "$CHECK_DIR/ftps.bin" \
+        "ftp://$PUBLIC_IP/ftps.bin" >"$CHECK_DIR/get.out" 2>&1 || get_status=$?
+    cat "$CHECK_DIR/list.out" "$CHECK_DIR/get.out"
+    assert_ftps_conversation "$CHECK_DIR/list.out" explicit
+    assert_ftps_conversation "$CHECK_DIR/get.out" explicit
+    ((list_status != 0)) || fail "curl listed the directory over FTPS without ftpfront"
+    assert_lacks "$CHECK_DIR/list.out" 'ftps\.bin' "a listing reached the client"
+    ((get_status != 0)) || fail "curl downloaded over FTPS without ftpfront"
+    if [[ -f "$CHECK_DIR/ftps.bin" ]] && [[ "$(sha256_of "$CHECK_DIR/ftps.bin")" == "$FTPS_SHA" ]]; then
+        fail "the file arrived without ftpfront"
+    fi
+    report_note "exit $list_status/$get_status: $(first_error "$CHECK_DIR/list.out")"
+}
+
+# --- scenario 9: FTPS through ftpfront ----------------------------------------------------
+
+scenario_9_ftps_through_ftpfront() {
+    local backend=$1 entry client mode ns
+    for entry in "${FTPS_CLIENTS[@]}"; do
+        read -r client mode <<<"$entry"
+        for ns in c1 c2; do
+            run_ftps_check "$entry|9 $backend|$ns" "9 $mode via $ns: 20M get+put, 227s" \
+                "$backend" "$client" ftps_transfers_through_ftpfront "$client" "$mode" "$ns"
+        done
+    done
+}
+
+ftps_transfers_through_ftpfront() {
+    local client=$1 mode=$2 ns=$3 get_out="$CHECK_DIR/get.out" put_out="$CHECK_DIR/put.out" remote checked
+    remote="up-ftps-$client-$mode-$ns.bin"
+    ftps_get "$client" "$mode" "$ns" ftps.bin "$CHECK_DIR/ftps.bin" >"$get_out" ||
+        { cat "$get_out"; fail "$client: download over $mode FTPS failed"; }
+    ftps_put "$client" "$mode" "$ns" "$WORK/clients/upload-ftps.bin" "$remote" >"$put_out" ||
+        { cat "$get_out" "$put_out"; fail "$client: upload over $mode FTPS failed"; }
+    cat "$get_out" "$put_out"
+    assert_ftps_conversation "$get_out" "$mode"
+    assert_ftps_conversation "$put_out" "$mode"
+    assert_same_content "$CHECK_DIR/ftps.bin" "$FTPS_SHA"
+    assert_same_content "$FTP_HOME/$remote" "$FTPS_UPLOAD_SHA"
+    rm -f "$CHECK_DIR/ftps.bin" "$FTP_HOME/$remote"
+    checked=$(assert_passive_replies_public "$PASSIVE_FIRST" "$PASSIVE_LAST" "$get_out" "$put_out")
+    report_note "get $(speed_in "$get_out"), put $(speed_in "$put_out") MiB/s; $checked"
+}
+
 # --- the run ----------------------------------------------------------------------------
 
 teardown() {
@@ -432,6 +506,7 @@ main() {
     find_clients
     find_servers
     find_proxy
+    if ftps_wanted; then find_openssl; fi
     take_lock
     remove_leftovers
     trap teardown EXIT
@@ -445,6 +520,12 @@ main() {
     create_ftp_user
     create_sample_files
     start_ftp_servers
+    if ftps_wanted; then
+        step "FTPS: a test CA and certificates (openssl), $FTPS_SERVER"
+        make_certificates
+        create_ftps_files
+        start_ftps_vsftpd
+    fi
 
     local server
     for server in ${E2E_SERVERS:-${SERVERS[*]}}; do
@@ -468,7 +549,21 @@ main() {
         stop_proxy
     done
 
+    if ftps_wanted; then
+        step "FTPS: 8 without ftpfront (edge forwards 21 to $FTPS_SERVER $FTPS_SERVER_IP:$FTPS_SERVER_PORT)"
+        scenario_8_ftps_without_ftpfront
+        edge_publishes_proxy "$PASSIVE_FIRST" "$PASSIVE_LAST" "$IMPLICIT_PORT"
+        for server in vsftpd "$FTPS_SERVER"; do
+            step "FTPS: 9 through ftpfront (explicit on 21, implicit on $IMPLICIT_PORT) to $server"
+            start_ftps_proxy "$server"
+            scenario_9_ftps_through_ftpfront "$server"
+        done
+        stop_proxy
+    fi
+
     print_matrix "${E2E_SERVERS:-${SERVERS[*]}}" "${CLIENTS[*]}"
+    if ftps_wanted; then print_ftps_matrix; fi
+    print_summary
     ((FAILURES == 0))
 }
 

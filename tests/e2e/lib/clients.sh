@@ -24,11 +24,11 @@ curl_in() {
 }
 
 # lftp_in NS "COMMANDS": lftp with its protocol debug output (on stdout), PASV (not EPSV),
-# few retries.
+# few retries; plain FTP unless LFTP_TLS holds FTPS settings (lib/ftps.sh: lftps_in).
 lftp_in() {
     local ns=$1 commands=$2
     # One line: lftp ignores the site argument when -e starts with a newline.
-    local settings="set cmd:fail-exit yes; set ftp:ssl-allow no; set net:max-retries 2;"
+    local settings="set cmd:fail-exit yes; ${LFTP_TLS:-set ftp:ssl-allow no;} set net:max-retries 2;"
     settings+=" set net:timeout 10; set net:reconnect-interval-base 1;"
     settings+=" set net:reconnect-interval-max 2; set ftp:passive-mode on;"
     settings+=" set ftp:prefer-epsv no; set xfer:clobber on;"

@@ -131,7 +131,7 @@ run_check() {
         FAILURES=$((FAILURES + 1))
     fi
     RESULTS+=("$scenario|$server|$client|$result|$speed|$note")
-    printf '  %-4s %-40s %-9s %-11s %6s  %ss%s\n' "$result" "$scenario" "$server" "$client" \
+    printf '  %-4s %-40s %-10s %-11s %6s  %ss%s\n' "$result" "$scenario" "$server" "$client" \
         "${speed:+$speed}" "$((SECONDS - started))" "${note:+  ($note)}"
     if ((status != 0)); then
         say "  ---- log of the failed check (exit $status) ----"
@@ -144,7 +144,7 @@ run_check() {
 
 record_not_applicable() {
     RESULTS+=("$1|$2|$3|n/a||$4")
-    printf '  %-4s %-40s %-9s %-11s %6s  %s\n' n/a "$1" "$2" "$3" "" "($4)"
+    printf '  %-4s %-40s %-10s %-11s %6s  %s\n' n/a "$1" "$2" "$3" "" "($4)"
 }
 
 report_speed() { printf '%s' "$1" >"$CHECK_DIR/speed"; }
@@ -156,9 +156,8 @@ fail() {
     return 1
 }
 
-# The short matrix: one row per server x client, one column per scenario (pass only if
-# every check of that scenario passed), and the speeds of the 50 MiB transfers; then the
-# failed checks by name (their logs were printed when they failed).
+# The short matrix: one row per server x client, one column per scenario 1-7 (pass only if
+# every check of that scenario passed), and the speeds of the 50 MiB transfers.
 print_matrix() {
     local servers=$1 clients=$2
     step "results ($(((SECONDS - RUN_STARTED) / 60))m$(((SECONDS - RUN_STARTED) % 60))s)"
@@ -190,6 +189,11 @@ print_matrix() {
     done
     say "(1 no proxy: LIST/RETR fail | 2 LIST, MLSD, 50 MiB get+put | 3 227s public | 4 active"
     say " mode refused | 5 foreign IP refused | 6 same NAT at once | 7 one data port; - = not run)"
+}
+
+# The verdict: every failed check by name (their logs were printed when they failed).
+print_summary() {
+    local row scenario server client result speed note
     say ""
     if ((FAILURES > 0)); then
         say "e2e: $FAILURES of ${#RESULTS[@]} checks FAILED:"

@@ -58,8 +58,16 @@ sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 server_dir() { printf '%s\n' "$WORK/servers/$1"; }
 
 start_vsftpd() {
-    local dir ip=${SERVER_IP[vsftpd]} range=${SERVER_PASV_RANGE[vsftpd]}
+    local dir
     dir=$(server_dir vsftpd)
+    write_vsftpd_config "$dir" "${SERVER_IP[vsftpd]}" 21 "${SERVER_PASV_RANGE[vsftpd]}"
+    spawn_in backend "$VSFTPD_BIN" "$dir/vsftpd.conf" >"$dir/stderr.log" 2>&1
+}
+
+# write_vsftpd_config DIR IP PORT RANGE: a vsftpd for the FTP user on IP:PORT with passive
+# ports RANGE, in DIR (config, logs). The FTPS instance (lib/ftps.sh) appends its TLS lines.
+write_vsftpd_config() {
+    local dir=$1 ip=$2 port=$3 range=$4
     mkdir -p "$dir/empty"
     chmod 755 "$dir/empty"
     # Normal privileged mode (a session runs as the user, chrooted to the home): local logins
@@ -68,7 +76,7 @@ start_vsftpd() {
 listen=YES
 listen_ipv6=NO
 listen_address=$ip
-listen_port=21
+listen_port=$port
 background=NO
 seccomp_sandbox=NO
 secure_chroot_dir=$dir/empty
@@ -93,7 +101,6 @@ idle_session_timeout=300
 data_connection_timeout=60
 CONF
     chmod 600 "$dir/vsftpd.conf" # vsftpd refuses a config others can write
-    spawn_in backend "$VSFTPD_BIN" "$dir/vsftpd.conf" >"$dir/stderr.log" 2>&1
 }
 
 start_pure_ftpd() {
@@ -141,12 +148,13 @@ CONF
     spawn_in backend "$PROFTPD_BIN" -n -c "$dir/proftpd.conf" >"$dir/stderr.log" 2>&1
 }
 
+# ftp_greets IP [PORT]: an FTP server there sends its 220.
 ftp_greets() {
     in_ns backend bash -c '
-        exec 3<>"/dev/tcp/$1/21" || exit 1
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
         read -r -t 2 line <&3 || exit 1
         printf "QUIT\r\n" >&3
-        [[ $line == 220* ]]' _ "$1"
+        [[ $line == 220* ]]' _ "$1" "${2:-21}"
 }
 
 start_ftp_servers() {

@@ -120,19 +120,23 @@ build_topology() {
     make_edge_router
 }
 
-# Scenario 1's edge: port 21 goes straight to one FTP server (no ftpfront).
+# Scenarios 1 and 8's edge: port 21 goes straight to one FTP server on IP:PORT (default 21),
+# no ftpfront.
 edge_publishes_server() {
-    local ip=$1
+    local ip=$1 port=${2:-21}
     in_ns edge iptables -t nat -F PUBLISHED
-    in_ns edge iptables -t nat -A PUBLISHED -p tcp --dport 21 -j DNAT --to-destination "$ip:21"
+    in_ns edge iptables -t nat -A PUBLISHED -p tcp --dport 21 -j DNAT --to-destination "$ip:$port"
 }
 
 # The edge as ftpfront wants it: port 21 and ONE fixed passive range (FIRST-LAST) go to
-# ftpfront, nothing else.
+# ftpfront, nothing else; plus the control PORTS given after them (FTPS rows: 990).
 edge_publishes_proxy() {
-    local first=$1 last=$2
+    local first=$1 last=$2 port
+    shift 2
     in_ns edge iptables -t nat -F PUBLISHED
-    in_ns edge iptables -t nat -A PUBLISHED -p tcp --dport 21 -j DNAT --to-destination "$PROXY_IP:21"
+    for port in 21 "$@"; do
+        in_ns edge iptables -t nat -A PUBLISHED -p tcp --dport "$port" -j DNAT --to-destination "$PROXY_IP:$port"
+    done
     in_ns edge iptables -t nat -A PUBLISHED -p tcp --dport "$first:$last" -j DNAT --to-destination "$PROXY_IP"
 }
 
