@@ -14,7 +14,9 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio_rustls::rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
+use tokio_rustls::rustls::server::{
+    ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+};
 use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
     SupportedProtocolVersion,
@@ -91,17 +93,30 @@ fn versions(max: Option<TlsVersion>) -> &'static [&'static SupportedProtocolVers
     }
 }
 
+/// What makes data connections able to resume the control connection's session, and
+/// survives a certificate reload.
+#[derive(Clone)]
+struct ServerResumption {
+    /// TLS 1.2 session IDs.
+    sessions: Arc<dyn StoresServerSessions>,
+    /// Stateless tickets. TLS 1.3 resumption through the session cache is single-use, but
+    /// FTPS clients (lftp with GnuTLS, for one) resume every data connection with the
+    /// ticket of the control connection, so tickets must be reusable.
+    tickets: Arc<dyn ProducesTickets>,
+}
+
 fn server_config(
     cert: &Path,
     key: &Path,
     max_version: Option<TlsVersion>,
-    sessions: Arc<dyn StoresServerSessions>,
+    resumption: &ServerResumption,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(max_version))?
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    config.session_storage = sessions;
+    config.session_storage = resumption.sessions.clone();
+    config.ticketer = resumption.tickets.clone();
     Ok(Arc::new(config))
 }
 
@@ -111,7 +126,7 @@ pub struct ClientTls {
     cert: PathBuf,
     key: PathBuf,
     max_version: Option<TlsVersion>,
-    sessions: Arc<dyn StoresServerSessions>,
+    resumption: ServerResumption,
     current: RwLock<Arc<ServerConfig>>,
 }
 
@@ -121,14 +136,16 @@ impl ClientTls {
         let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
             return Ok(None);
         };
-        let sessions: Arc<dyn StoresServerSessions> =
-            ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-        let current = server_config(cert, key, tls.max_version, sessions.clone())?;
+        let resumption = ServerResumption {
+            sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            tickets: ring::Ticketer::new()?,
+        };
+        let current = server_config(cert, key, tls.max_version, &resumption)?;
         Ok(Some(ClientTls {
             cert: cert.clone(),
             key: key.clone(),
             max_version: tls.max_version,
-            sessions,
+            resumption,
             current: RwLock::new(current),
         }))
     }
@@ -144,12 +161,7 @@ impl ClientTls {
 
     /// Re-reads the certificate and key; on error the old ones stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = server_config(
-            &self.cert,
-            &self.key,
-            self.max_version,
-            self.sessions.clone(),
-        )?;
+        let fresh = server_config(&self.cert, &self.key, self.max_version, &self.resumption)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
