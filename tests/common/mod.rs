@@ -3,4 +3,5 @@
 
 pub mod external;
 pub mod harness;
+pub mod tls;
 pub mod vsftpd;

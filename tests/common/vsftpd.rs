@@ -65,6 +65,50 @@ pub struct VsftpdOptions {
     pub files: Vec<(String, Vec<u8>)>,
     /// Extra raw `key=value` lines appended to vsftpd.conf.
     pub extra_config: Vec<String>,
+    /// FTPS (`ssl_enable=YES`); `None`, the default, is plain FTP only.
+    pub tls: Option<VsftpdTls>,
+}
+
+/// vsftpd's FTPS settings. [`VsftpdTls::new`] gives explicit FTPS (AUTH TLS) with
+/// `require_ssl_reuse=YES` and TLS forced on logins and data, as a strict real server.
+///
+/// Debian's vsftpd 3.0.3 has no per-version switches for TLS 1.2/1.3 (only `ssl_sslv2`,
+/// `ssl_sslv3`, `ssl_tlsv1`): it offers every TLS version OpenSSL allows, 1.3 included, so a
+/// test pins the version on the client side. Its default `ssl_ciphers=DES-CBC3-SHA` is refused
+/// by OpenSSL 3 and by rustls, which leaves TLS 1.2 with no cipher at all ("handshake
+/// failure"); TLS 1.3 suites are not governed by `ssl_ciphers`. Hence `ciphers = "HIGH"`.
+#[derive(Debug, Clone)]
+pub struct VsftpdTls {
+    /// PEM certificate chain (`rsa_cert_file`; an ECDSA certificate works too).
+    pub cert: PathBuf,
+    /// PEM private key (`rsa_private_key_file`).
+    pub key: PathBuf,
+    /// `implicit_ssl=YES`: TLS from the first byte (FTPS on a "990"-style port).
+    pub implicit: bool,
+    /// `require_ssl_reuse`: data connections must resume the control connection's session.
+    pub require_ssl_reuse: bool,
+    /// `force_{anon,local}_{logins,data}_ssl`: refuse plaintext logins and data.
+    pub force: bool,
+    /// `ssl_ciphers` (TLS 1.2 and below).
+    pub ciphers: String,
+}
+
+impl VsftpdTls {
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> VsftpdTls {
+        VsftpdTls {
+            cert: cert.into(),
+            key: key.into(),
+            implicit: false,
+            require_ssl_reuse: true,
+            force: true,
+            ciphers: "HIGH".to_string(),
+        }
+    }
+
+    pub fn implicit(mut self, implicit: bool) -> VsftpdTls {
+        self.implicit = implicit;
+        self
+    }
 }
 
 /// A running vsftpd; killed (with the session processes it forked) on drop.
@@ -79,6 +123,8 @@ pub struct Vsftpd {
     pub config_path: PathBuf,
     /// vsftpd's own log (`vsftpd_log_file`), handy when a test fails.
     pub log_path: PathBuf,
+    /// Implicit FTPS (`implicit_ssl=YES`): the control connection starts with TLS.
+    pub implicit_tls: bool,
     child: Child,
     stderr_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -214,6 +260,27 @@ impl Vsftpd {
             conf.push(format!("pasv_min_port={min}"));
             conf.push(format!("pasv_max_port={max}"));
         }
+        if let Some(tls) = &opts.tls {
+            let force = yes_no(tls.force);
+            conf.extend([
+                "ssl_enable=YES".to_string(),
+                "allow_anon_ssl=YES".to_string(),
+                format!("rsa_cert_file={}", tls.cert.display()),
+                format!("rsa_private_key_file={}", tls.key.display()),
+                format!("implicit_ssl={}", yes_no(tls.implicit)),
+                format!("require_ssl_reuse={}", yes_no(tls.require_ssl_reuse)),
+                format!("force_anon_logins_ssl={force}"),
+                format!("force_anon_data_ssl={force}"),
+                format!("force_local_logins_ssl={force}"),
+                format!("force_local_data_ssl={force}"),
+                "ssl_sslv2=NO".to_string(),
+                "ssl_sslv3=NO".to_string(),
+                "ssl_tlsv1=YES".to_string(),
+                format!("ssl_ciphers={}", tls.ciphers),
+                // Logs each TLS handshake (and session reuse) to vsftpd_log_file.
+                "debug_ssl=YES".to_string(),
+            ]);
+        }
         conf.extend(opts.extra_config.iter().cloned());
         let mut text = conf.join("\n");
         text.push('\n');
@@ -237,6 +304,7 @@ impl Vsftpd {
             upload_dir,
             config_path,
             log_path,
+            implicit_tls: opts.tls.as_ref().is_some_and(|t| t.implicit),
             child,
             stderr_path,
             _dir: dir,
@@ -255,6 +323,19 @@ impl Vsftpd {
                 ));
             }
             if let Ok(stream) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) {
+                if self.implicit_tls {
+                    // No plaintext greeting to read: the server waits for a ClientHello.
+                    // Accepting the connection while still running is the readiness signal.
+                    drop(stream);
+                    std::thread::sleep(Duration::from_millis(100));
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Err(format!(
+                            "vsftpd exited with {status} at start: {}",
+                            self.stderr_text().trim()
+                        ));
+                    }
+                    return Ok(());
+                }
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut line = String::new();
                 let read = BufReader::new(&stream).read_line(&mut line);
@@ -294,9 +375,10 @@ impl Vsftpd {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// `ftp://127.0.0.1:PORT/` + `path` (no leading slash needed).
+    /// `ftp://127.0.0.1:PORT/` + `path` (no leading slash needed); `ftps://` for implicit FTPS.
     pub fn url(&self, path: &str) -> String {
-        format!("ftp://{}/{}", self.addr, path.trim_start_matches('/'))
+        let scheme = if self.implicit_tls { "ftps" } else { "ftp" };
+        format!("{scheme}://{}/{}", self.addr, path.trim_start_matches('/'))
     }
 }
 
