@@ -23,6 +23,8 @@ use crate::metrics::labels;
 use crate::tls;
 use tokio_rustls::rustls::HandshakeKind;
 
+/// How long a backend may take to notice that ftpfront closed a transfer's data connection.
+const ABANDONED_TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How often a running transfer is checked for progress.
 const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -110,7 +112,7 @@ impl Session {
                 Err(refusal) => {
                     warn!(reason = %refusal.text, "data connection TLS failed");
                     self.reply(refusal.code, &refusal.text).await?;
-                    self.resync_backend().await?;
+                    self.resync_backend(held_final.is_none()).await?;
                     self.count_transfer(direction, labels::FAILED, 0, None);
                     return Ok(Flow::Continue);
                 }
@@ -363,30 +365,52 @@ impl Session {
         }
     }
 
-    /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and resynchronise with
-    /// the backend. It owes a reply for the transfer (unless already sent) and one for ABOR,
-    /// but servers differ, so a PWD sent after ABOR marks where those replies end: its 257
-    /// is a code neither a transfer nor ABOR can produce.
+    /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and bring the backend
+    /// back in step (`resync_backend`).
     async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         run.pump.abort();
         let moved = run.progress.load(Ordering::Relaxed);
         self.reply(426, "Connection closed; transfer aborted.")
             .await?;
-        self.resync_backend().await?;
+        // The pump owns both data connections: they are closed once it has stopped.
+        if run.pump_result.is_none() {
+            let _ = (&mut run.pump).await;
+        }
+        self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(226, "ABOR command successful.").await?;
         self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
         info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
         Ok(Flow::Continue)
     }
 
-    /// Ends the backend's side of a transfer that ftpfront gave up on. It owes a reply for
-    /// the transfer (unless already sent) and one for ABOR, but servers differ, so a PWD
-    /// sent after ABOR marks where those replies end: its 257 is a code neither a transfer
-    /// nor ABOR can produce.
-    async fn resync_backend(&mut self) -> Result<(), SessionError> {
+    /// Ends the backend's side of a transfer that ftpfront gave up on (its data connection
+    /// is closed by now). The backend usually answers the broken transfer by itself, so that
+    /// reply is awaited first: sending ABOR at once races with it, and some servers
+    /// (libunftp) then answer ABOR and the next command before the transfer. Only a backend
+    /// that stays silent gets ABOR, and a PWD after it marks where those replies end: its
+    /// 257 is a code neither a transfer nor ABOR produces.
+    async fn resync_backend(&mut self, transfer_reply_pending: bool) -> Result<(), SessionError> {
         let Some(leg) = self.backend.as_mut() else {
             return Ok(());
         };
+        if transfer_reply_pending {
+            let settle = async {
+                loop {
+                    let reply = leg
+                        .control
+                        .next_reply("ending an abandoned transfer")
+                        .await?;
+                    debug!(code = reply.code, "backend reply to the abandoned transfer");
+                    if !reply.is_preliminary() {
+                        return Ok::<_, BackendLegError>(());
+                    }
+                }
+            };
+            match tokio::time::timeout(ABANDONED_TRANSFER_WAIT, settle).await {
+                Ok(settled) => return Ok(settled?),
+                Err(_) => debug!("backend silent about the abandoned transfer; sending ABOR"),
+            }
+        }
         leg.control
             .send(&Command::new("ABOR", None), "sending ABOR")
             .await?;
