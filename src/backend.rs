@@ -302,3 +302,59 @@ async fn read_greeting(
         }
     }
 }
+
+/// Probes every backend on `health.probe_interval` (connect, TLS when configured, 220
+/// greeting, QUIT), feeding `ftpfront_backend_up` and so `/readyz`. The later failover
+/// work picks healthy backends from the same gauge.
+pub async fn probe_loop(
+    config: Arc<Config>,
+    tls: Arc<std::collections::HashMap<String, BackendTlsConfig>>,
+    metrics: Arc<Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(config.health.probe_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        for backend in &config.backends {
+            probe(
+                backend,
+                tls.get(&backend.name),
+                &metrics,
+                config.health.probe_timeout,
+            )
+            .await;
+        }
+    }
+}
+
+async fn probe(
+    backend: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
+    metrics: &Metrics,
+    timeout: Duration,
+) {
+    match tokio::time::timeout(timeout, connect(backend, tls, metrics)).await {
+        Ok(Ok((mut control, _))) => {
+            let quit = Command::new("QUIT", None);
+            let _ = tokio::time::timeout(timeout, control.command(&quit, "ending a health probe"))
+                .await;
+            control.shutdown().await;
+        }
+        Ok(Err(e)) => tracing::warn!(backend = %backend.name, error = %e, "health probe failed"),
+        Err(_) => {
+            tracing::warn!(backend = %backend.name, ?timeout, "health probe timed out");
+            metrics
+                .backend_up
+                .with_label_values(&[&backend.name])
+                .set(0);
+            metrics
+                .backend_connect_errors_total
+                .with_label_values(&[&backend.name, labels::TIMEOUT])
+                .inc();
+        }
+    }
+}

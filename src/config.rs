@@ -29,8 +29,30 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
+    pub health: HealthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// `[health]`: the periodic backend probe behind `ftpfront_backend_up` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each backend is probed (TCP connect, TLS if configured, 220 greeting).
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// How long one probe may take before the backend counts as down.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[listen]`: the client-facing control listeners.
@@ -653,6 +675,16 @@ impl Config {
         check_backends(&self.backends, &mut problems);
         self.check_routing(&mut problems);
         check_limits(&self.limits, &mut problems);
+        check_duration(
+            &["health", "probe_interval"],
+            self.health.probe_interval,
+            &mut problems,
+        );
+        check_duration(
+            &["health", "probe_timeout"],
+            self.health.probe_timeout,
+            &mut problems,
+        );
         check_log(&self.log, &mut problems);
         if problems.is_empty() {
             Ok(())

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 pub struct Metrics {
     registry: Registry,
     ready: AtomicBool,
+    backends: std::sync::RwLock<Vec<String>>,
     pub sessions_active: IntGauge,
     pub sessions_total: IntCounterVec,
     pub logins_total: IntCounterVec,
@@ -210,6 +211,7 @@ impl Metrics {
             backend_login_duration_seconds,
             registry: r,
             ready: AtomicBool::new(false),
+            backends: std::sync::RwLock::new(Vec::new()),
         })
     }
 
@@ -227,8 +229,65 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Ready: the listeners are bound and at least one backend passed its last probe.
     pub fn is_ready(&self) -> bool {
+        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
         self.ready.load(Ordering::Relaxed)
+            && backends
+                .iter()
+                .any(|name| self.backend_up.with_label_values(&[name]).get() == 1)
+    }
+
+    /// Creates every series whose labels are known at start (each configured backend, each
+    /// result and direction) at zero, so dashboards and alerts never query a series that
+    /// does not exist yet.
+    pub fn init_known_series(&self, backends: &[String]) {
+        *self.backends.write().unwrap_or_else(|p| p.into_inner()) = backends.to_vec();
+        let directions = ["download", "upload", "listing"];
+        for result in [labels::OK, labels::REJECTED, labels::ERROR] {
+            self.sessions_total.with_label_values(&[result]);
+        }
+        for backend in backends.iter().map(String::as_str) {
+            self.backend_up.with_label_values(&[backend]);
+            for result in [labels::OK, labels::FAILED] {
+                self.logins_total.with_label_values(&[backend, result]);
+            }
+            for reason in [
+                "resolve",
+                labels::CONNECT_FAILED,
+                labels::TIMEOUT,
+                labels::REFUSED,
+                labels::BAD_GREETING,
+                "tls",
+            ] {
+                self.backend_connect_errors_total
+                    .with_label_values(&[backend, reason]);
+            }
+            for direction in directions {
+                self.transfer_bytes_total
+                    .with_label_values(&[backend, direction]);
+                for result in [labels::OK, labels::FAILED, labels::ERROR, labels::ABORTED] {
+                    self.transfers_total
+                        .with_label_values(&[backend, direction, result]);
+                }
+            }
+        }
+        for direction in directions {
+            self.transfer_duration_seconds
+                .with_label_values(&[direction]);
+        }
+        for side in ["client", "backend"] {
+            for result in [labels::OK, labels::ERROR] {
+                self.tls_handshakes_total.with_label_values(&[side, result]);
+            }
+        }
+        for what in ["login", "data"] {
+            self.tls_plaintext_refused_total.with_label_values(&[what]);
+        }
+        for reason in [labels::FOREIGN_IP, labels::TIMEOUT] {
+            self.data_connections_rejected_total
+                .with_label_values(&[reason]);
+        }
     }
 
     /// One TLS handshake on `side` ("client" or "backend").

@@ -68,7 +68,10 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         metrics.clone(),
     );
     let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
-    let backend_tls = backend_tls_configs(&config)?;
+    let backend_tls = Arc::new(backend_tls_configs(&config)?);
+    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+    metrics.init_known_series(&backend_names);
+    let shared_backend_tls = backend_tls.clone();
     let shared = Arc::new(Shared {
         config: config.clone(),
         features: Default::default(),
@@ -119,6 +122,12 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         tasks.push(tokio::spawn(implicit_acceptor.run(listener)));
     }
     tasks.push(tokio::spawn(acceptor.run(control)));
+    tasks.push(tokio::spawn(crate::backend::probe_loop(
+        config.clone(),
+        shared_backend_tls,
+        metrics.clone(),
+        shutdown.subscribe(),
+    )));
     metrics.set_ready(true);
     info!(control = %control_addr, implicit_tls = ?implicit_addr, metrics = ?metrics_addr, passive = %config.passive.ports, "ftpfront listening");
     Ok(RunningProxy {

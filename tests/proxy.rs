@@ -159,19 +159,50 @@ async fn backend_down_gives_421() {
     let reply = client.cmd("USER alice").await;
     assert_eq!(reply.code, 421, "{reply:?}");
     let scrape = scrape(&proxy).await;
-    // One for the FEAT probe of the default backend's features, one for USER.
-    assert_eq!(
+    // The FEAT probe of the default backend's features, USER, and the health probe.
+    assert!(
         metric_value(
             &scrape,
             r#"ftpfront_backend_connect_errors_total{backend="main",reason="connect_failed"}"#
-        ),
-        2.0,
+        ) >= 2.0,
         "{scrape}"
     );
     assert_eq!(
         metric_value(&scrape, r#"ftpfront_backend_up{backend="main"}"#),
         0.0
     );
+    assert!(
+        wait_for_readyz(&proxy, 503).await,
+        "not ready without a live backend"
+    );
+    assert!(http_get(&proxy, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_marks_a_live_backend_up_and_ready() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    assert!(
+        wait_for_readyz(&proxy, 200).await,
+        "ready once the probe found the backend"
+    );
+    let scrape = scrape(&proxy).await;
+    assert_eq!(
+        metric_value(&scrape, r#"ftpfront_backend_up{backend="main"}"#),
+        1.0,
+        "{scrape}"
+    );
+    // Series known at start exist before any traffic (no dead panels or alerts).
+    for series in [
+        r#"ftpfront_logins_total{backend="main",result="failed"} 0"#,
+        r#"ftpfront_transfers_total{backend="main",direction="upload",result="error"} 0"#,
+        r#"ftpfront_data_connections_rejected_total{reason="foreign_ip"} 0"#,
+    ] {
+        assert!(scrape.contains(series), "{series} missing:\n{scrape}");
+    }
     proxy.shutdown().await;
 }
 

@@ -33,7 +33,7 @@ pub struct Shared {
     /// TLS towards clients, when `[tls]` is on.
     pub client_tls: Option<Arc<ClientTls>>,
     /// TLS towards each backend that uses it, by backend name.
-    pub backend_tls: HashMap<String, BackendTlsConfig>,
+    pub backend_tls: Arc<HashMap<String, BackendTlsConfig>>,
 }
 
 /// How a session ended, for `ftpfront_sessions_total{result}`.

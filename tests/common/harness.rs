@@ -115,15 +115,30 @@ pub async fn start_proxy(config: Config) -> RunningProxy {
 }
 
 pub async fn scrape(proxy: &RunningProxy) -> String {
+    http_get(proxy, "/metrics").await
+}
+
+/// GET `path` from the proxy's metrics endpoint; the whole response, status line included.
+pub async fn http_get(proxy: &RunningProxy, path: &str) -> String {
     let addr = proxy.metrics_addr.expect("metrics enabled");
     let mut stream = TcpStream::connect(addr).await.expect("connect metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
     let mut out = String::new();
     stream.read_to_string(&mut out).await.expect("read");
     out
+}
+
+/// Polls `/readyz` until it answers `status` (the health probe runs in the background).
+pub async fn wait_for_readyz(proxy: &RunningProxy, status: u16) -> bool {
+    let expected = format!("HTTP/1.1 {status}");
+    for _ in 0..100 {
+        if http_get(proxy, "/readyz").await.starts_with(&expected) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// The value of one sample line (`name{labels} value`) in a scrape, 0 when absent.
