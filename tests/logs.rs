@@ -1,0 +1,101 @@
+//! Logs as a pipeline reads them: with `log.format = "json"` every line of the running
+//! binary is a JSON object, each transfer has one xferlog-like line, and the password is
+//! nowhere.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::external::require_program;
+use common::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_transfer_line_and_no_password() {
+    let Some(curl) = require_program("curl") else {
+        return;
+    };
+    let backend = TestBackend::start().await;
+    let digest = backend.put_file("logged.bin", 300_000, 8);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port_block(1);
+    let passive = free_port_block(2);
+    let config = dir.path().join("ftpfront.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[listen]
+control = "127.0.0.1:{port}"
+[passive]
+ports = "{passive}-{}"
+public_address = "127.0.0.1"
+[[backends]]
+name = "main"
+address = "{}"
+[metrics]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+filter = "info"
+"#,
+            passive + 1,
+            backend.server.addr
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("ftpfront.log");
+    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ftpfront");
+    let url = format!("ftp://{USER}:{PASSWORD}@127.0.0.1:{port}/logged.bin");
+    let mut body = None;
+    for _ in 0..100 {
+        let out = tokio::process::Command::new(&curl)
+            .args(["-sS", "--max-time", "20", &url])
+            .output()
+            .await
+            .expect("curl runs");
+        if out.status.success() {
+            body = Some(out.stdout);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sha256(&body.expect("download through the binary")), digest);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = proxy.start_kill();
+    let _ = proxy.wait().await;
+
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(
+        !text.contains(PASSWORD),
+        "the password leaked into the log:\n{text}"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let transfers: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "transfer")
+        .collect();
+    assert_eq!(transfers.len(), 1, "one transfer line:\n{text}");
+    let fields = &transfers[0]["fields"];
+    assert!(transfers[0]["timestamp"].is_string(), "{text}");
+    assert_eq!(fields["user"], USER);
+    assert_eq!(fields["backend"], "main");
+    assert_eq!(fields["direction"], "download");
+    assert_eq!(fields["path"], "logged.bin");
+    assert_eq!(fields["bytes"], 300_000);
+    assert_eq!(fields["result"], "ok");
+    assert!(fields["client"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("127.0.0.1")));
+    assert!(fields["duration_ms"].is_u64());
+}
