@@ -288,6 +288,20 @@ impl Metrics {
             self.data_connections_rejected_total
                 .with_label_values(&[reason]);
         }
+        let protocol_errors = [
+            ("client", "line_too_long"),
+            ("client", "malformed_command"),
+            ("backend", "unsolicited_reply"),
+            ("backend", "malformed_reply"),
+            ("backend", "line_too_long"),
+            ("backend", "reply_too_large"),
+            ("backend", "timeout"),
+            ("backend", "closed"),
+            ("backend", "io"),
+        ];
+        for (side, kind) in protocol_errors {
+            self.protocol_errors_total.with_label_values(&[side, kind]);
+        }
     }
 
     /// One TLS handshake on `side` ("client" or "backend").

@@ -6,12 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::external::require_program;
 use common::harness::*;
+use common::observability::{repo_file, run_ok, write_temp};
 use common::tls::{
     enable_client_tls, garbage_on_fresh_connection, not_a_client_hello, ControlClient, TestPki,
 };
@@ -19,41 +18,6 @@ use ftpfront::config::TlsMode;
 use ftpfront::server::RunningProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn repo_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-}
-
-/// Runs `program args`, optionally feeding `stdin`; panics with its output unless it exits 0.
-fn run_ok(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    let text = format!(
-        "{} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        program.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
 
 #[test]
 fn alert_rules_pass_promtool_check_and_unit_tests() {
@@ -180,12 +144,6 @@ async fn scrape_after_traffic() -> String {
 
     wait_for_series(&proxy, "ftpfront_backend_connect_errors_total").await;
     wait_for_series(&proxy, "ftpfront_tls_handshakes_total").await
-}
-
-fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    path
 }
 
 /// Structural checks of the dashboard, and the metric names of the dashboard and the alerts

@@ -3,5 +3,6 @@
 
 pub mod external;
 pub mod harness;
+pub mod observability;
 pub mod tls;
 pub mod vsftpd;
