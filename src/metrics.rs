@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -41,7 +41,9 @@ pub struct Metrics {
     pub tls_plaintext_refused_total: IntCounterVec,
     pub data_connections_rejected_total: IntCounterVec,
     pub protocol_errors_total: IntCounterVec,
-    pub backend_login_duration_seconds: Histogram,
+    pub backend_login_duration_seconds: HistogramVec,
+    pub transfers_active: IntGauge,
+    pub data_connections_total: IntCounterVec,
 }
 
 /// Session results, transfer results and rejection reasons are fixed label sets, so client
@@ -97,13 +99,14 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("histogram malformed: {e}"));
         register(&r, transfer_duration_seconds.clone());
-        let backend_login_duration_seconds = Histogram::with_opts(
+        let backend_login_duration_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "backend_login_duration_seconds",
-                "Time from USER to the backend's final reply to PASS.",
+                "Time from USER to the backend's final reply to PASS, per backend.",
             )
             .namespace("ftpfront")
             .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["backend"],
         )
         .unwrap_or_else(|e| panic!("histogram malformed: {e}"));
         register(&r, backend_login_duration_seconds.clone());
@@ -209,6 +212,17 @@ impl Metrics {
                 &["side", "kind"],
             ),
             backend_login_duration_seconds,
+            transfers_active: gauge(
+                &r,
+                "transfers_active",
+                "Transfers whose data is flowing now.",
+            ),
+            data_connections_total: counter_vec(
+                &r,
+                "data_connections_total",
+                "Data connections opened, by side (client, backend).",
+                &["side"],
+            ),
             registry: r,
             ready: AtomicBool::new(false),
             backends: std::sync::RwLock::new(Vec::new()),
@@ -247,8 +261,13 @@ impl Metrics {
         for result in [labels::OK, labels::REJECTED, labels::ERROR] {
             self.sessions_total.with_label_values(&[result]);
         }
+        for side in ["client", "backend"] {
+            self.data_connections_total.with_label_values(&[side]);
+        }
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
+            self.backend_login_duration_seconds
+                .with_label_values(&[backend]);
             for result in [labels::OK, labels::FAILED] {
                 self.logins_total.with_label_values(&[backend, result]);
             }

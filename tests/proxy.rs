@@ -88,6 +88,18 @@ async fn client_library_lists_downloads_uploads_and_resumes() {
         metric_value(&scrape, "ftpfront_passive_reservations_active"),
         0.0
     );
+    assert_eq!(metric_value(&scrape, "ftpfront_transfers_active"), 0.0);
+    for side in ["client", "backend"] {
+        let series = format!(r#"ftpfront_data_connections_total{{side="{side}"}}"#);
+        assert!(metric_value(&scrape, &series) >= 8.0, "{series}: {scrape}");
+    }
+    assert!(
+        metric_value(
+            &scrape,
+            r#"ftpfront_backend_login_duration_seconds_count{backend="main"}"#
+        ) >= 3.0,
+        "{scrape}"
+    );
     proxy.shutdown().await;
 }
 

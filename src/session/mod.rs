@@ -487,6 +487,7 @@ impl Session {
                     .inc();
                 metrics
                     .backend_login_duration_seconds
+                    .with_label_values(&[&backend_name])
                     .observe(started.elapsed().as_secs_f64());
                 info!(%user, backend = %backend_name, "login ok");
                 self.login = Login::LoggedIn { user };

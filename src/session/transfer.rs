@@ -105,6 +105,9 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        let connections = &self.shared.metrics.data_connections_total;
+        connections.with_label_values(&["client"]).inc();
+        connections.with_label_values(&["backend"]).inc();
         // TLS on the data legs starts after the 150: clients begin their handshake only then.
         let (client_leg, backend_leg) =
             match self.secure_data_legs(client_stream, backend_stream).await {
@@ -134,6 +137,8 @@ impl Session {
             final_reply: held_final,
             last_progress: (0, Instant::now()),
             reply_deadline: None,
+            counted: std::cell::Cell::new(0),
+            _active: ActiveTransfer::start(self.shared.metrics.clone()),
         };
         self.supervise(run).await
     }
@@ -260,7 +265,7 @@ impl Session {
                         ClientInput::Answered => continue,
                         ClientInput::Gone => {
                             let moved = run.progress.load(Ordering::Relaxed);
-                            self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
+                            self.count_run(&run, labels::ABORTED, moved);
                             return Ok(Flow::Close(Outcome::Ok));
                         }
                         ClientInput::Command(command) => command,
@@ -300,7 +305,7 @@ impl Session {
             run.pump.abort();
             self.send(&reply).await?;
             let moved = run.progress.load(Ordering::Relaxed);
-            self.count_transfer(run.direction, labels::ERROR, moved, Some(run.started));
+            self.count_run(run, labels::ERROR, moved);
             return Ok(Some(Flow::Close(Outcome::Error)));
         }
         if reply.is_error() && run.pump_result.is_none() {
@@ -313,6 +318,7 @@ impl Session {
 
     /// Aborts a pump that moved no byte for `limits.idle_timeout`.
     fn check_stall(&self, run: &mut RunningTransfer) {
+        self.count_progress(run);
         let moved = run.progress.load(Ordering::Relaxed);
         let (last, since) = run.last_progress;
         if moved != last {
@@ -378,7 +384,7 @@ impl Session {
         }
         self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(226, "ABOR command successful.").await?;
-        self.count_transfer(run.direction, labels::ABORTED, moved, Some(run.started));
+        self.count_run(run, labels::ABORTED, moved);
         info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
         Ok(Flow::Continue)
     }
@@ -494,11 +500,12 @@ impl Session {
     /// unless the data connection broke, which a 2xx from the backend cannot excuse.
     async fn complete(
         &mut self,
-        run: RunningTransfer,
+        mut run: RunningTransfer,
         pumped: Result<u64, String>,
     ) -> Result<Flow, SessionError> {
         let final_reply = run
             .final_reply
+            .take()
             .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
         let (reply, result, bytes) = match pumped {
             Ok(bytes) if final_reply.is_completion() => (final_reply, labels::OK, bytes),
@@ -518,7 +525,7 @@ impl Session {
             ),
         };
         self.send(&reply).await?;
-        self.count_transfer(run.direction, result, bytes, Some(run.started));
+        self.count_run(&run, result, bytes);
         info!(
             client = %self.client_ip,
             user = self.user_name(),
@@ -531,6 +538,25 @@ impl Session {
             "transfer"
         );
         Ok(Flow::Continue)
+    }
+
+    /// Counts a finished running transfer; its bytes went into the counter as they moved
+    /// (`count_progress`), only the rest is added now.
+    fn count_run(&self, run: &RunningTransfer, result: &str, bytes: u64) {
+        let rest = bytes.saturating_sub(run.counted.get());
+        self.count_transfer(run.direction, result, rest, Some(run.started));
+    }
+
+    /// Adds the bytes moved since the last call, so throughput graphs follow long transfers
+    /// instead of jumping when they end.
+    fn count_progress(&self, run: &RunningTransfer) {
+        let moved = run.progress.load(Ordering::Relaxed);
+        let new = moved.saturating_sub(run.counted.replace(moved));
+        self.shared
+            .metrics
+            .transfer_bytes_total
+            .with_label_values(&[self.backend_name(), run.direction.as_str()])
+            .inc_by(new);
     }
 
     fn count_transfer(
@@ -572,6 +598,25 @@ struct RunningTransfer {
     last_progress: (u64, Instant),
     /// Set when the data is done: the backend then has `reply_timeout` for its final reply.
     reply_deadline: Option<tokio::time::Instant>,
+    /// Bytes already added to `ftpfront_transfer_bytes_total`.
+    counted: std::cell::Cell<u64>,
+    _active: ActiveTransfer,
+}
+
+/// Keeps `ftpfront_transfers_active` right on every way a transfer can end.
+struct ActiveTransfer(Arc<crate::metrics::Metrics>);
+
+impl ActiveTransfer {
+    fn start(metrics: Arc<crate::metrics::Metrics>) -> ActiveTransfer {
+        metrics.transfers_active.inc();
+        ActiveTransfer(metrics)
+    }
+}
+
+impl Drop for ActiveTransfer {
+    fn drop(&mut self) {
+        self.0.transfers_active.dec();
+    }
 }
 
 /// Why a data connection was refused after the backend started the transfer.
