@@ -292,12 +292,18 @@ pub enum RoutingPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
+    /// HTTP basic auth for `/metrics` (both or neither); `/healthz` and `/readyz` stay
+    /// open for orchestrator probes.
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password: Option<String>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9477))),
+            basic_auth_user: None,
+            basic_auth_password: None,
         }
     }
 }
@@ -628,8 +634,7 @@ const INLINE_SOURCE: &str = "<toml>";
 /// What [`Config::render_effective`] writes instead of a secret.
 const MASK: &str = "****";
 /// Key paths whose values are secrets (`*` matches every array element).
-/// None exist yet; e.g. a future `backends.*.password` belongs here.
-const SECRET_KEYS: &[&str] = &[];
+const SECRET_KEYS: &[&str] = &["metrics.basic_auth_password"];
 
 impl Config {
     /// defaults <- TOML file <- FTPFRONT_<SECTION>__<KEY> env vars, then validate()
@@ -685,6 +690,7 @@ impl Config {
             self.health.probe_timeout,
             &mut problems,
         );
+        check_metrics(&self.metrics, &mut problems);
         check_log(&self.log, &mut problems);
         if problems.is_empty() {
             Ok(())
@@ -1266,6 +1272,14 @@ fn check_host_name(host: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("\"{host}\" is not a host name or IPv4 address"))
+    }
+}
+
+fn check_metrics(metrics: &MetricsConfig, problems: &mut Vec<Problem>) {
+    if metrics.basic_auth_user.is_some() != metrics.basic_auth_password.is_some() {
+        let message =
+            "basic auth needs both metrics.basic_auth_user and metrics.basic_auth_password";
+        problems.push(Problem::new(&["metrics", "basic_auth_user"], message));
     }
 }
 
@@ -2227,6 +2241,20 @@ address = "192.168.1.10"
                 "routing policies among backend groups are not available yet",
             );
         }
+    }
+
+    #[test]
+    fn metrics_basic_auth_needs_both_halves_and_is_masked() {
+        assert_error(
+            "[metrics]\nbasic_auth_user = \"prom\"\n",
+            "metrics.basic_auth_user",
+            "needs both",
+        );
+        let text = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n[metrics]\nbasic_auth_user = \"prom\"\nbasic_auth_password = \"hunter2\"\n";
+        let config = Config::from_toml_str(text).expect("valid");
+        let shown = config.render_effective();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("basic_auth_password = \"****\""), "{shown}");
     }
 
     #[test]

@@ -347,8 +347,45 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     response
 }
 
-fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The expected `Authorization` header value when `/metrics` needs basic auth.
+pub fn basic_auth_header(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
+}
+
+/// Constant-time comparison: the time taken must not tell how much of a guess was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorized(req: &Request<Incoming>, expected: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    req.headers()
+        .get("authorization")
+        .is_some_and(|given| same_secret(given.as_bytes(), expected.as_bytes()))
+}
+
+fn route(metrics: &Metrics, req: &Request<Incoming>, auth: Option<&str>) -> Response<Full<Bytes>> {
     match req.uri().path() {
+        "/metrics" if !authorized(req, auth) => {
+            let mut response = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "unauthorized\n".into(),
+            );
+            if let Ok(value) = "Basic realm=\"ftpfront\"".parse() {
+                response.headers_mut().insert("www-authenticate", value);
+            }
+            response
+        }
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -365,12 +402,15 @@ fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Serves the metrics endpoint on `listener` until `shutdown` changes.
+/// Serves the metrics endpoint on `listener` until `shutdown` changes; `auth` is the
+/// `Authorization` header `/metrics` requires, if any.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    auth: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let auth: Option<Arc<str>> = auth.map(Arc::from);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -384,9 +424,10 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let metrics = metrics.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = route(&metrics, &req);
+                let response = route(&metrics, &req, auth.as_deref());
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

@@ -97,9 +97,17 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
             let bound = listener
                 .local_addr()
                 .map_err(|source| ServerError::BindMetrics { addr, source })?;
+            let auth = match (
+                &config.metrics.basic_auth_user,
+                &config.metrics.basic_auth_password,
+            ) {
+                (Some(user), Some(password)) => Some(metrics::basic_auth_header(user, password)),
+                _ => None,
+            };
             tasks.push(tokio::spawn(metrics::serve(
                 listener,
                 metrics.clone(),
+                auth,
                 shutdown_rx.clone(),
             )));
             Some(bound)

@@ -123,3 +123,33 @@ async fn every_metric_moves_with_the_traffic() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_guards_metrics_but_not_health_probes() {
+    let backend = TestBackend::start().await;
+    let mut config = proxy_config(backend.server.addr, 1);
+    config.metrics.basic_auth_user = Some("prometheus".into());
+    config.metrics.basic_auth_password = Some("s3cret".into());
+    let proxy = start_proxy(config).await;
+    let denied = http_get(&proxy, "/metrics").await;
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    assert!(
+        denied.to_lowercase().contains("www-authenticate: basic"),
+        "{denied}"
+    );
+    let wrong = ftpfront::metrics::basic_auth_header("prometheus", "guess");
+    let guessed = http_get_with(&proxy, "/metrics", &format!("Authorization: {wrong}\r\n")).await;
+    assert!(guessed.starts_with("HTTP/1.1 401"), "{guessed}");
+    let right = ftpfront::metrics::basic_auth_header("prometheus", "s3cret");
+    let allowed = http_get_with(&proxy, "/metrics", &format!("Authorization: {right}\r\n")).await;
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    assert!(allowed.contains("ftpfront_sessions_active"));
+    assert!(http_get(&proxy, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(
+        wait_for_readyz(&proxy, 200).await,
+        "readiness stays open to probes"
+    );
+    proxy.shutdown().await;
+}

@@ -120,9 +120,14 @@ pub async fn scrape(proxy: &RunningProxy) -> String {
 
 /// GET `path` from the proxy's metrics endpoint; the whole response, status line included.
 pub async fn http_get(proxy: &RunningProxy, path: &str) -> String {
+    http_get_with(proxy, path, "").await
+}
+
+/// GET with extra header lines (each ending in CRLF), e.g. an `Authorization` header.
+pub async fn http_get_with(proxy: &RunningProxy, path: &str, headers: &str) -> String {
     let addr = proxy.metrics_addr.expect("metrics enabled");
     let mut stream = TcpStream::connect(addr).await.expect("connect metrics");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut out = String::new();
     stream.read_to_string(&mut out).await.expect("read");
