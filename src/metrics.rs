@@ -43,6 +43,7 @@ pub struct Metrics {
     pub protocol_errors_total: IntCounterVec,
     pub backend_login_duration_seconds: HistogramVec,
     pub transfers_active: IntGauge,
+    pub passive_port_reservations_max: IntGauge,
     pub data_connections_total: IntCounterVec,
 }
 
@@ -212,6 +213,11 @@ impl Metrics {
                 &["side", "kind"],
             ),
             backend_login_duration_seconds,
+            passive_port_reservations_max: gauge(
+                &r,
+                "passive_port_reservations_max",
+                "Pending reservations on the busiest passive port (client addresses sharing it).",
+            ),
             transfers_active: gauge(
                 &r,
                 "transfers_active",

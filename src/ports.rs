@@ -272,6 +272,12 @@ impl Inner {
         self.metrics
             .passive_ports_in_use
             .set(i64::try_from(state.pending.len()).unwrap_or(i64::MAX));
+        // How many client addresses share the busiest port: one series instead of one
+        // per port, which a wide range would turn into thousands.
+        let busiest = state.pending.values().map(Vec::len).max().unwrap_or(0);
+        self.metrics
+            .passive_port_reservations_max
+            .set(i64::try_from(busiest).unwrap_or(i64::MAX));
     }
 }
 
@@ -417,6 +423,7 @@ mod tests {
         assert_eq!(metrics.passive_port_exhausted_total.get(), 1);
         assert_eq!(metrics.passive_reservations_active.get(), 2);
         assert_eq!(metrics.passive_ports_in_use.get(), 1);
+        assert_eq!(metrics.passive_port_reservations_max.get(), 2);
         drop(a);
         assert_eq!(metrics.passive_reservations_active.get(), 1);
         let again = pool.reserve(ip(1)).expect("released slot is reusable");
