@@ -382,16 +382,19 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn free_port_pair() -> u16 {
-        // Two consecutive free ports below the ephemeral range, derived from the pid to keep
-        // parallel test binaries apart; retried until both bind.
-        let base = 20000 + (std::process::id() % 5000) as u16 * 2;
-        (0..500)
-            .map(|i| base.wrapping_add(i * 2) % 12000 + 20000)
-            .find(|p| {
-                std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", *p + 1)).is_ok()
-            })
-            .unwrap_or(29990)
+        // Two consecutive free ports below the ephemeral range. Tests run in parallel and
+        // bind lazily, so each call takes its own slot (the counter) instead of the first
+        // free pair, which two tests would otherwise both pick.
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let base = (std::process::id() % 3000) as u16 * 2;
+        loop {
+            let slot = NEXT.fetch_add(2, Ordering::SeqCst);
+            let port = 20000 + base.wrapping_add(slot) % 12000;
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if free(port) && free(port + 1) {
+                return port;
+            }
+        }
     }
 
     fn pool(len: u16, multiplex: bool) -> (PortPool, Arc<Metrics>) {
