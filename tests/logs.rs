@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::external::require_program;
@@ -20,11 +19,8 @@ async fn json_logs_have_one_transfer_line_and_no_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port_block(1);
     let passive = free_port_block(2);
-    let config = dir.path().join("ftpfront.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [listen]
 control = "127.0.0.1:{port}"
 [passive]
@@ -39,20 +35,10 @@ listen = "127.0.0.1:0"
 format = "json"
 filter = "info"
 "#,
-            passive + 1,
-            backend.server.addr
-        ),
-    )
-    .expect("write config");
-    let log_path = dir.path().join("ftpfront.log");
-    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ftpfront");
+        passive + 1,
+        backend.server.addr
+    );
+    let mut proxy = run_binary(dir.path(), port, &config).await;
     let url = format!("ftp://{USER}:{PASSWORD}@127.0.0.1:{port}/logged.bin");
     let mut body = None;
     for _ in 0..100 {
@@ -69,10 +55,10 @@ filter = "info"
     }
     assert_eq!(sha256(&body.expect("download through the binary")), digest);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = proxy.start_kill();
-    let _ = proxy.wait().await;
+    let _ = proxy.child.start_kill();
+    let _ = proxy.child.wait().await;
 
-    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let text = std::fs::read_to_string(&proxy.log).expect("read log");
     assert!(
         !text.contains(PASSWORD),
         "the password leaked into the log:\n{text}"

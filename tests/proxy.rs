@@ -379,16 +379,9 @@ async fn ipv6_client_lists_and_downloads_through_epsv() {
         .await
         .expect("listen");
     let port = listener.local_addr().expect("addr").port();
-    let reply = client.cmd(&format!("EPRT |2|::1|{port}|")).await;
-    assert_eq!(reply.code, 200, "{reply:?}");
-    client.send("RETR six.bin").await;
-    let (mut data, _) = listener.accept().await.expect("proxy connects over IPv6");
-    assert_eq!(client.reply().await.code, 150);
-    let mut bytes = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
-        .await
-        .expect("data");
-    assert_eq!(client.reply().await.code, 226);
+    let announce = format!("EPRT |2|::1|{port}|");
+    let (bytes, done) = retr_active(&mut client, &announce, "six.bin", &listener).await;
+    assert_eq!(done.code, 226);
     assert_eq!(sha256(&bytes), digest);
     proxy.shutdown().await;
 }
@@ -410,18 +403,9 @@ async fn client_active_mode_policy() {
         .await
         .expect("listen");
     let port = listener.local_addr().expect("addr").port();
-    let reply = client
-        .cmd(&format!("PORT 127,0,0,1,{},{}", port / 256, port % 256))
-        .await;
-    assert_eq!(reply.code, 200, "{reply:?}");
-    client.send("RETR hello.txt").await;
-    let (mut data, _) = listener.accept().await.expect("proxy connects");
-    assert_eq!(client.reply().await.code, 150);
-    let mut bytes = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
-        .await
-        .expect("data");
-    assert_eq!(client.reply().await.code, 226);
+    let announce = format!("PORT 127,0,0,1,{},{}", port / 256, port % 256);
+    let (bytes, done) = retr_active(&mut client, &announce, "hello.txt", &listener).await;
+    assert_eq!(done.code, 226);
     assert_eq!(bytes, b"hello through the proxy\n");
     proxy.shutdown().await;
 

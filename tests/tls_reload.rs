@@ -4,11 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::harness::free_port_block;
+use common::harness::{free_port_block, run_binary};
 use common::tls::{TestPki, WRONG_HOST};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -80,11 +79,8 @@ async fn sighup_swaps_the_certificate_and_keeps_sessions() {
     install(&pki.server_cert, &pki.server_key, &live_cert, &live_key);
     let port = free_port_block(1);
     let passive = free_port_block(2);
-    let config = pki.dir.path().join("ftpfront.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [listen]
 control = "127.0.0.1:{port}"
 [passive]
@@ -99,28 +95,13 @@ address = "127.0.0.1:9"
 [metrics]
 listen = "127.0.0.1:0"
 "#,
-            passive + 1,
-            live_cert.display(),
-            live_key.display()
-        ),
-    )
-    .expect("write config");
-    let log = pki.dir.path().join("ftpfront.log");
-    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ftpfront");
-    let pid = proxy.id().expect("pid");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        passive + 1,
+        live_cert.display(),
+        live_key.display()
+    );
+    let mut proxy = run_binary(pki.dir.path(), port, &config).await;
+    let pid = proxy.child.id().expect("pid");
+    let addr = proxy.control;
     // A fresh client configuration per connection: a cached session would be resumed
     // without looking at the certificate again.
     let tls = || pki.client_config();
@@ -163,11 +144,14 @@ listen = "127.0.0.1:0"
     explicit_tls(addr, tls(), WRONG_HOST)
         .await
         .expect("the previous certificate is still served");
-    let logged = std::fs::read_to_string(&log).expect("read log");
+    let logged = std::fs::read_to_string(&proxy.log).expect("read log");
     assert!(
         logged.contains("TLS certificate reload failed"),
         "the failed reload is logged:\n{logged}"
     );
-    assert!(proxy.try_wait().expect("status").is_none(), "still running");
-    let _ = proxy.start_kill();
+    assert!(
+        proxy.child.try_wait().expect("status").is_none(),
+        "still running"
+    );
+    let _ = proxy.child.start_kill();
 }

@@ -281,6 +281,24 @@ impl RawClient {
     }
 }
 
+/// RETR in active mode: `announce` (a PORT or EPRT line naming `listener`) first, then
+/// ftpfront connects to `listener`; returns the bytes and the final reply.
+pub async fn retr_active(
+    client: &mut RawClient,
+    announce: &str,
+    path: &str,
+    listener: &tokio::net::TcpListener,
+) -> (Vec<u8>, RawReply) {
+    let reply = client.cmd(announce).await;
+    assert_eq!(reply.code, 200, "{announce}: {reply:?}");
+    client.send(&format!("RETR {path}")).await;
+    let (mut data, _) = listener.accept().await.expect("proxy connects");
+    assert_eq!(client.reply().await.code, 150);
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.expect("data");
+    (bytes, client.reply().await)
+}
+
 pub fn parse_227(text: &str) -> SocketAddr {
     let inner = text
         .split('(')
@@ -302,4 +320,43 @@ pub fn loopback(last: u8) -> IpAddr {
 
 pub fn read_file(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The `ftpfront` binary itself, running a config written to a directory.
+pub struct BinaryProxy {
+    pub child: tokio::process::Child,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+    pub control: SocketAddr,
+}
+
+/// Writes `config` to `dir/ftpfront.toml`, starts `ftpfront run` on it (log in
+/// `dir/ftpfront.log`, `RUST_LOG` cleared so the config's filter applies) and waits until
+/// `control_port` accepts.
+pub async fn run_binary(dir: &Path, control_port: u16, config: &str) -> BinaryProxy {
+    let config_path = dir.join("ftpfront.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let log = dir.join("ftpfront.log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log).expect("log file"),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ftpfront");
+    let control = SocketAddr::from(([127, 0, 0, 1], control_port));
+    for _ in 0..200 {
+        if TcpStream::connect(control).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    BinaryProxy {
+        child,
+        log,
+        control,
+    }
 }
