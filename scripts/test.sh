@@ -38,6 +38,7 @@ else
 fi
 
 extra=(
+    "$PREFIX/venv/bin"
     "$PREFIX/pure-ftpd/usr/sbin"
     "$PREFIX/proftpd-core/usr/sbin"
     "$PREFIX/prometheus/usr/bin"
@@ -75,6 +76,11 @@ show_skips() {
         { print; fflush() }
     '
 }
+
+# The Dockerfile's build stage runs exactly this (tests/shipping.rs checks it), so CI
+# proves the image would build.
+step "cargo build --release --locked --bin ftpfront"
+cargo build --release --locked --bin ftpfront
 
 step "cargo test --all-targets $*"
 cargo test --all-targets "${test_args[@]}" 2>&1 | show_skips

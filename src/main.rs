@@ -29,6 +29,12 @@ enum Commands {
     Run,
     /// Validate the configuration and print the effective settings.
     Check,
+    /// Exit 0 when the metrics endpoint answers /healthz (for container HEALTHCHECKs).
+    Healthcheck {
+        /// Address of the metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:9477")]
+        address: String,
+    },
     /// Start an embedded FTP server and the proxy on loopback, and print commands to try.
     Demo {
         /// Control port of the demo proxy.
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Commands::Run) {
         Commands::Check => check(&cli.config),
+        Commands::Healthcheck { address } => healthcheck(&address),
         Commands::Run => run(&cli.config),
         Commands::Demo {
             port,
@@ -69,6 +76,40 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET of /healthz: no runtime, no dependencies, for a HEALTHCHECK.
+fn healthcheck(address: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let addr = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        stream.take(4096).read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response)
+            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") =>
+        {
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("unhealthy: {}", response.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {address}: {e}");
             ExitCode::FAILURE
         }
     }
