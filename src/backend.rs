@@ -338,12 +338,7 @@ async fn probe(
     timeout: Duration,
 ) {
     match tokio::time::timeout(timeout, connect(backend, tls, metrics)).await {
-        Ok(Ok((mut control, _))) => {
-            let quit = Command::new("QUIT", None);
-            let _ = tokio::time::timeout(timeout, control.command(&quit, "ending a health probe"))
-                .await;
-            control.shutdown().await;
-        }
+        Ok(Ok((control, _))) => control.quit(timeout).await,
         Ok(Err(e)) => tracing::warn!(backend = %backend.name, error = %e, "health probe failed"),
         Err(_) => {
             tracing::warn!(backend = %backend.name, ?timeout, "health probe timed out");

@@ -73,11 +73,6 @@ impl LineConn {
         Ok(self.stream)
     }
 
-    /// Replaces the stream with its TLS successor (keeps the line limit).
-    pub fn upgraded(stream: BoxStream, peer: SocketAddr, max_line_length: usize) -> Self {
-        LineConn::new(stream, peer, max_line_length)
-    }
-
     /// Next line or overlong-line event; `None` at end of stream.
     pub async fn next_event(&mut self) -> io::Result<Option<LineEvent>> {
         let mut chunk = [0u8; READ_CHUNK];
@@ -341,6 +336,17 @@ impl BackendControl {
 
     pub async fn shutdown(&mut self) {
         self.conn.shutdown().await;
+    }
+
+    /// Ends the session politely: QUIT, its reply (within `timeout`: the backend may be the
+    /// one that failed), then the connection is closed.
+    pub async fn quit(mut self, timeout: Duration) {
+        let goodbye = async {
+            let quit = Command::new("QUIT", None);
+            self.command(&quit, "sending QUIT").await
+        };
+        let _ = tokio::time::timeout(timeout, goodbye).await;
+        self.shutdown().await;
     }
 
     /// The stream, for the TLS upgrade after AUTH TLS.

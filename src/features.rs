@@ -91,10 +91,7 @@ pub async fn probe(
             "asking FEAT for the feature cache",
         )
         .await;
-    let _ = control
-        .command(&Command::new("QUIT", None), "leaving the feature probe")
-        .await;
-    control.shutdown().await;
+    control.quit(config.reply_timeout).await;
     asked.ok().map(|reply| relayable(&reply))
 }
 

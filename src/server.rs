@@ -360,7 +360,7 @@ async fn implicit_handshake(
     let result = tls::accept(&client_tls.acceptor(), stream).await;
     shared.metrics.count_tls_handshake("client", result.is_ok());
     match result {
-        Ok(secured) => Some(LineConn::upgraded(Box::new(secured), peer, max_line)),
+        Ok(secured) => Some(LineConn::new(Box::new(secured), peer, max_line)),
         Err(e) => {
             info!(error = %e, "implicit FTPS handshake failed");
             None

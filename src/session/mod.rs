@@ -541,15 +541,8 @@ impl Session {
 
     /// Says goodbye to the backend (best effort: it may be the one that failed).
     async fn close_backend(&mut self) {
-        if let Some(mut leg) = self.backend.take() {
-            let goodbye = async {
-                leg.control
-                    .send(&Command::new("QUIT", None), "sending QUIT")
-                    .await?;
-                leg.control.read_reply("waiting for QUIT's reply").await
-            };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), goodbye).await;
-            leg.control.shutdown().await;
+        if let Some(leg) = self.backend.take() {
+            leg.control.quit(std::time::Duration::from_secs(2)).await;
         }
     }
 

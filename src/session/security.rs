@@ -47,7 +47,7 @@ impl Session {
             Ok(secured) => {
                 self.count_client_handshake(true);
                 let max_line = self.shared.config.limits.max_line_length;
-                self.client = LineConn::upgraded(Box::new(secured), peer, max_line);
+                self.client = LineConn::new(Box::new(secured), peer, max_line);
                 self.control_tls = true;
                 // RFC 4217: after AUTH, data stays clear until PROT P.
                 self.prot_private = false;
