@@ -2,7 +2,7 @@
 # Installs the outside programs that ftpfront's integration tests and benchmarks use
 # (Debian 12, as root). Idempotent: a second run installs and extracts nothing.
 #
-# - apt-get install: curl lftp iproute2 iptables python3 vsftpd, plus the shared libraries
+# - apt-get install: curl lftp iproute2 iptables python3 vsftpd haproxy, plus the shared libraries
 #   that the extracted servers below need.
 # - Debian's FTP servers conflict as packages (each provides ftp-server), so pure-ftpd and
 #   proftpd (with mod_proxy and mod_tls) are only downloaded and unpacked with `dpkg -x` into
@@ -16,7 +16,7 @@ set -euo pipefail
 PREFIX="${FTP_TESTS_PREFIX:-/opt/ftpfront-test}"
 
 APT_PACKAGES=(
-    curl lftp iproute2 iptables python3 python3-venv openssl vsftpd
+    curl lftp iproute2 iptables python3 python3-venv openssl vsftpd haproxy
     # vsftpd and the extracted servers
     libwrap0
     # proftpd (+ mod_proxy, mod_tls)

@@ -1,16 +1,18 @@
 //! Backends: choosing one for a login (routing) and opening its control connection
-//! (resolve, connect with timeout, keepalive, greeting).
+//! (resolve, connect with timeout, keepalive, PROXY header, greeting, TLS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::config::{BackendConfig, BackendTls, Config};
 use crate::conn::{BackendControl, BackendLegError, BoxStream};
 use crate::ftp::Command;
 use crate::metrics::{labels, Metrics};
+use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
 
 /// Keepalive on control legs: NATs drop idle control connections during long transfers,
@@ -104,13 +106,15 @@ impl ConnectError {
 
 /// Opens the backend control connection, consumes its greeting and, when the backend
 /// uses TLS, secures it (implicit: before the greeting; explicit: AUTH TLS after it) and
-/// asks for protected data connections (PBSZ 0, PROT P).
+/// asks for protected data connections (PBSZ 0, PROT P). With `proxy_protocol` set, a
+/// PROXY header naming `client` comes first (`None`: ftpfront's own probes).
 pub async fn connect(
     backend: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
+    client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
-    let result = connect_and_greet(backend, tls, metrics).await;
+    let result = connect_and_greet(backend, tls, metrics, client).await;
     let up = metrics.backend_up.with_label_values(&[&backend.name]);
     match &result {
         Ok(_) => up.set(1),
@@ -129,9 +133,10 @@ async fn connect_and_greet(
     backend: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
+    client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let timeout = backend.connect_timeout;
-    let stream = tokio::time::timeout(timeout, open_stream(backend))
+    let mut stream = tokio::time::timeout(timeout, open_stream(backend))
         .await
         .map_err(|_| ConnectError::Timeout {
             name: backend.name.clone(),
@@ -149,6 +154,16 @@ async fn connect_and_greet(
         addr: unknown,
         source,
     })?;
+    if let Some(header) = encode_header(backend.proxy_protocol, client, peer) {
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|source| ConnectError::Connect {
+                name: backend.name.clone(),
+                addr: peer,
+                source,
+            })?;
+    }
     let session_tls = tls.map(BackendTlsConfig::session_connector);
     let implicit = tls.map(|t| t.mode) == Some(BackendTls::Implicit);
     let first: BoxStream = match (&session_tls, implicit) {
@@ -337,7 +352,7 @@ async fn probe(
     metrics: &Metrics,
     timeout: Duration,
 ) {
-    match tokio::time::timeout(timeout, connect(backend, tls, metrics)).await {
+    match tokio::time::timeout(timeout, connect(backend, tls, metrics, None)).await {
         Ok(Ok((control, _))) => control.quit(timeout).await,
         Ok(Err(e)) => tracing::warn!(backend = %backend.name, error = %e, "health probe failed"),
         Err(_) => {

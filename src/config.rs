@@ -61,12 +61,16 @@ impl Default for HealthConfig {
 pub struct ListenConfig {
     /// Plain FTP (and, later, explicit AUTH TLS).
     pub control: SocketAddr,
-    /// Implicit FTPS listener; reserved for a later version.
+    /// Implicit FTPS listener (TLS from the first byte).
     pub implicit_tls: Option<SocketAddr>,
-    /// Expect a PROXY header; reserved for a later version.
+    /// Every connection on the control, implicit and passive listeners starts with a
+    /// PROXY v1/v2 header naming the real client (behind a load balancer).
     pub proxy_protocol: bool,
-    /// Peers allowed to send a PROXY header; reserved for a later version.
+    /// The only peers allowed to connect while `proxy_protocol` is on (the load balancers).
     pub proxy_protocol_from: Vec<IpNet>,
+    /// How long a trusted peer may take to send its PROXY header.
+    #[serde(with = "humantime_serde")]
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl Default for ListenConfig {
@@ -76,6 +80,7 @@ impl Default for ListenConfig {
             implicit_tls: None,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -673,8 +678,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.reject_unbuilt_features(&mut problems);
-        // [listen] has no rule beyond its types: port 0 (ephemeral) is legitimate in
-        // tests, and its later-work keys are checked in reject_unbuilt_features.
+        // Port 0 (ephemeral) is legitimate in tests, so [listen] checks only PROXY settings.
+        check_listen(&self.listen, &mut problems);
         check_passive(&self.passive, &mut problems);
         self.check_tls(&mut problems);
         check_backends(&self.backends, &mut problems);
@@ -1001,7 +1006,27 @@ fn mask_path(value: &mut toml::Value, segments: &[&str]) {
 // Validation
 // ---------------------------------------------------------------------------
 
-const PROXY_MISSING: &str = "PROXY protocol is not available yet";
+/// PROXY headers are trusted only from listed peers: on without a list would refuse every
+/// connection, and a list without the switch would be ignored.
+fn check_listen(listen: &ListenConfig, problems: &mut Vec<Problem>) {
+    match (listen.proxy_protocol, listen.proxy_protocol_from.is_empty()) {
+        (true, true) => problems.push(Problem::new(
+            &["listen", "proxy_protocol_from"],
+            "must list the load balancers' addresses (CIDRs) while listen.proxy_protocol = true; every other peer is refused".to_string(),
+        )),
+        (false, false) => problems.push(Problem::new(
+            &["listen", "proxy_protocol_from"],
+            "is unused while listen.proxy_protocol = false; set listen.proxy_protocol = true, or remove it".to_string(),
+        )),
+        _ => {}
+    }
+    check_duration(
+        &["listen", "proxy_protocol_timeout"],
+        listen.proxy_protocol_timeout,
+        problems,
+    );
+}
+
 const POLICY_MISSING: &str = "routing policies among backend groups are not available yet";
 
 impl Config {
@@ -1011,26 +1036,6 @@ impl Config {
         let inert = |path: &[&str], missing: &str, fix: &str| {
             Problem::new(path, format!("{missing}; {fix}"))
         };
-        if self.listen.proxy_protocol {
-            let fix = "set listen.proxy_protocol = false";
-            problems.push(inert(&["listen", "proxy_protocol"], PROXY_MISSING, fix));
-        }
-        if !self.listen.proxy_protocol_from.is_empty() {
-            let fix = "remove listen.proxy_protocol_from";
-            problems.push(inert(
-                &["listen", "proxy_protocol_from"],
-                PROXY_MISSING,
-                fix,
-            ));
-        }
-        for (index, backend) in self.backends.iter().enumerate() {
-            let i = index.to_string();
-            if backend.proxy_protocol != BackendProxyProtocol::Off {
-                let fix = format!("set backends[{i}].proxy_protocol = \"off\"");
-                let path = ["backends", &i, "proxy_protocol"];
-                problems.push(inert(&path, PROXY_MISSING, &fix));
-            }
-        }
         if self.routing.policy != RoutingPolicy::RoundRobin {
             let fix = "remove routing.policy or set it to \"round_robin\"";
             problems.push(inert(&["routing", "policy"], POLICY_MISSING, fix));
@@ -2217,22 +2222,6 @@ address = "192.168.1.10"
 
     #[test]
     fn unbuilt_features_are_accepted_only_when_inert() {
-        let proxy = "PROXY protocol is not available yet";
-        assert_error(
-            "[listen]\nproxy_protocol = true\n",
-            "listen.proxy_protocol",
-            proxy,
-        );
-        assert_error(
-            "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
-            "listen.proxy_protocol_from",
-            proxy,
-        );
-        let backend = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\n";
-        for value in ["v1", "v2"] {
-            let text = format!("{backend}proxy_protocol = \"{value}\"\n");
-            assert_error(&text, "backends[0].proxy_protocol", proxy);
-        }
         for value in ["least_conn", "random", "first"] {
             let text = format!("[routing]\npolicy = \"{value}\"\n");
             assert_error(
@@ -2241,6 +2230,30 @@ address = "192.168.1.10"
                 "routing policies among backend groups are not available yet",
             );
         }
+    }
+
+    #[test]
+    fn proxy_protocol_needs_its_trusted_peers_and_vice_versa() {
+        assert_error(
+            "[listen]\nproxy_protocol = true\n",
+            "listen.proxy_protocol_from",
+            "must list the load balancers",
+        );
+        assert_error(
+            "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
+            "listen.proxy_protocol_from",
+            "is unused while listen.proxy_protocol = false",
+        );
+        assert_error(
+            "[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\nproxy_protocol_timeout = \"0s\"\n",
+            "listen.proxy_protocol_timeout",
+            "greater than 0",
+        );
+        let on = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\nproxy_protocol = \"v2\"\n[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"fd00::/8\"]\n";
+        let config = Config::from_toml_str(on).expect("valid");
+        assert!(config.listen.proxy_protocol);
+        assert_eq!(config.listen.proxy_protocol_from.len(), 2);
+        assert_eq!(config.backends[0].proxy_protocol, BackendProxyProtocol::V2);
     }
 
     #[test]

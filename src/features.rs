@@ -84,7 +84,7 @@ pub async fn probe(
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
 ) -> Option<Vec<String>> {
-    let (mut control, _) = backend::connect(config, tls, metrics).await.ok()?;
+    let (mut control, _) = backend::connect(config, tls, metrics, None).await.ok()?;
     let asked: Result<Reply, BackendLegError> = control
         .command(
             &Command::new("FEAT", None),

@@ -2,7 +2,7 @@
 //!
 //! The modules follow DESIGN.md's map: a pure protocol codec (`ftp`), configuration,
 //! control connections (`conn`), sessions, backends, data channels, the passive port pool,
-//! admission limits, metrics, the server wiring and the embedded demo.
+//! admission limits, the PROXY protocol, metrics, the server wiring and the embedded demo.
 
 pub mod backend;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ports;
+pub mod proxy_protocol;
 pub mod server;
 pub mod session;
 pub mod tls;

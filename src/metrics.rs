@@ -45,6 +45,7 @@ pub struct Metrics {
     pub transfers_active: IntGauge,
     pub passive_port_reservations_max: IntGauge,
     pub data_connections_total: IntCounterVec,
+    pub proxy_protocol_total: IntCounterVec,
 }
 
 /// Session results, transfer results and rejection reasons are fixed label sets, so client
@@ -60,7 +61,11 @@ pub mod labels {
     pub const CONNECT_FAILED: &str = "connect_failed";
     pub const REFUSED: &str = "refused";
     pub const BAD_GREETING: &str = "bad_greeting";
+    pub const PROXY_PROTOCOL: &str = "proxy_protocol";
 }
+
+/// The `listener` label values of `ftpfront_proxy_protocol_total`.
+pub const PROXY_LISTENERS: [&str; 3] = ["control", "implicit_tls", "passive"];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help).namespace("ftpfront"), labels)
@@ -229,10 +234,46 @@ impl Metrics {
                 "Data connections opened, by side (client, backend).",
                 &["side"],
             ),
+            proxy_protocol_total: counter_vec(
+                &r,
+                "proxy_protocol_total",
+                "Connections on a PROXY-protocol listener (control, implicit_tls, passive), by result (ok, untrusted_peer, malformed, timeout, closed).",
+                &["listener", "result"],
+            ),
             registry: r,
             ready: AtomicBool::new(false),
             backends: std::sync::RwLock::new(Vec::new()),
         })
+    }
+
+    /// With `listen.proxy_protocol` on: every listener/result pair at zero, and the
+    /// passive listener's refusal reason.
+    pub fn init_proxy_protocol_series(&self) {
+        for listener in PROXY_LISTENERS {
+            self.proxy_protocol_total
+                .with_label_values(&[listener, labels::OK]);
+            for reason in crate::proxy_protocol::ERROR_REASONS {
+                self.proxy_protocol_total
+                    .with_label_values(&[listener, reason]);
+            }
+        }
+        self.data_connections_rejected_total
+            .with_label_values(&[labels::PROXY_PROTOCOL]);
+    }
+
+    /// Counts one connection's PROXY header outcome on `listener`.
+    pub fn count_proxy_header<T>(
+        &self,
+        listener: &str,
+        result: &Result<T, crate::proxy_protocol::ProxyHeaderError>,
+    ) {
+        let label = match result {
+            Ok(_) => labels::OK,
+            Err(e) => e.reason(),
+        };
+        self.proxy_protocol_total
+            .with_label_values(&[listener, label])
+            .inc();
     }
 
     /// The registry rendered in the Prometheus text format.

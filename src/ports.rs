@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::config::PortRange;
 use crate::metrics::{labels, Metrics};
+use crate::proxy_protocol::ProxyPolicy;
 
 /// Client addresses are compared after unmapping IPv4-mapped IPv6 addresses, because a
 /// dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
@@ -70,6 +71,7 @@ struct Inner {
     bind: IpAddr,
     multiplex: bool,
     accept_timeout: Duration,
+    proxy: Option<Arc<ProxyPolicy>>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     next_id: AtomicU64,
@@ -87,6 +89,8 @@ pub struct PoolSettings {
     pub bind: IpAddr,
     pub multiplex: bool,
     pub accept_timeout: Duration,
+    /// Data connections start with a PROXY header from a trusted load balancer.
+    pub proxy: Option<Arc<ProxyPolicy>>,
 }
 
 impl PortPool {
@@ -100,6 +104,7 @@ impl PortPool {
             bind: settings.bind,
             multiplex: settings.multiplex,
             accept_timeout: settings.accept_timeout,
+            proxy: settings.proxy,
             metrics,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -316,13 +321,45 @@ async fn accept_loop(pool: Weak<Inner>, listener: TcpListener, port: u16) {
             return;
         };
         match accepted {
-            Ok((stream, peer)) => inner.dispatch(port, stream, peer),
+            Ok((stream, peer)) => match inner.proxy.clone() {
+                None => inner.dispatch(port, stream, peer),
+                // Read the header aside: a slow balancer must not stall the port's accept.
+                Some(policy) => {
+                    tokio::spawn(dispatch_after_header(inner, policy, port, stream, peer));
+                }
+            },
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the port stays bound.
                 warn!(port, error = %e, "passive accept failed");
                 drop(inner);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// Dispatches a data connection by the client address its PROXY header names.
+async fn dispatch_after_header(
+    inner: Arc<Inner>,
+    policy: Arc<ProxyPolicy>,
+    port: u16,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(inner.bind, port));
+    let result = policy.accept(&mut stream, peer, local).await;
+    inner.metrics.count_proxy_header("passive", &result);
+    match result {
+        Ok(endpoints) => inner.dispatch(port, stream, endpoints.client),
+        Err(e) => {
+            warn!(port, %peer, error = %e, "data connection refused");
+            inner
+                .metrics
+                .data_connections_rejected_total
+                .with_label_values(&[labels::PROXY_PROTOCOL])
+                .inc();
         }
     }
 }
@@ -408,6 +445,7 @@ mod tests {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             multiplex,
             accept_timeout: Duration::from_secs(5),
+            proxy: None,
         };
         (PortPool::new(settings, metrics.clone()), metrics)
     }
@@ -496,6 +534,7 @@ mod tests {
                 bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 multiplex: true,
                 accept_timeout: Duration::from_millis(50),
+                proxy: None,
             },
             metrics.clone(),
         );

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::{set_keepalive, Router};
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::conn::LineConn;
 use crate::limits::{Limiter, Permit};
 use crate::metrics::{self, labels, Metrics};
 use crate::ports::{bind_listener, PoolSettings, PortPool};
+use crate::proxy_protocol::{Endpoints, ProxyHeaderError, ProxyPolicy};
 use crate::session::{Session, Shared};
 use crate::tls::{self, BackendTlsConfig, ClientTls, TlsError};
 
@@ -58,12 +59,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
+    let proxy_policy = ProxyPolicy::from_config(&config.listen).map(Arc::new);
+    if proxy_policy.is_some() {
+        metrics.init_proxy_protocol_series();
+    }
     let pool = PortPool::new(
         PoolSettings {
             range: config.passive.ports,
             bind: config.passive.bind,
             multiplex: config.passive.multiplex,
             accept_timeout: config.limits.data_accept_timeout,
+            proxy: proxy_policy.clone(),
         },
         metrics.clone(),
     );
@@ -121,6 +127,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         sessions: sessions.clone(),
         shutdown: shutdown_rx,
         implicit_tls: false,
+        proxy: proxy_policy,
     };
     if let Some((listener, _)) = implicit {
         let implicit_acceptor = Acceptor {
@@ -208,6 +215,8 @@ struct Acceptor {
     shutdown: watch::Receiver<bool>,
     /// Connections on this listener start with a TLS handshake (implicit FTPS).
     implicit_tls: bool,
+    /// Connections start with a PROXY header from a trusted load balancer.
+    proxy: Option<Arc<ProxyPolicy>>,
 }
 
 impl Acceptor {
@@ -220,7 +229,7 @@ impl Acceptor {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    self.admit(stream, peer, next_id);
+                    self.accepted(stream, peer, next_id);
                     next_id += 1;
                 }
                 Err(e) => {
@@ -232,13 +241,84 @@ impl Acceptor {
         }
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr, id: u64) {
-        let metrics = self.shared.metrics.clone();
-        match self.limiter.admit(peer.ip()) {
+    fn listener_label(&self) -> &'static str {
+        if self.implicit_tls {
+            "implicit_tls"
+        } else {
+            "control"
+        }
+    }
+
+    fn accepted(&self, stream: TcpStream, peer: SocketAddr, id: u64) {
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot read the local address of a new connection");
+                self.count_session(labels::ERROR);
+                return;
+            }
+        };
+        let endpoints = Endpoints {
+            client: peer,
+            local,
+        };
+        match self.proxy.clone() {
+            None => self.admit(stream, endpoints, id),
+            // The header is read in its own task: a slow balancer must not stall accept.
+            Some(policy) => {
+                let acceptor = self.clone();
+                self.sessions
+                    .spawn(acceptor.admit_after_header(policy, stream, endpoints, id));
+            }
+        }
+    }
+
+    async fn admit_after_header(
+        self,
+        policy: Arc<ProxyPolicy>,
+        mut stream: TcpStream,
+        tcp: Endpoints,
+        id: u64,
+    ) {
+        let result = policy.accept(&mut stream, tcp.client, tcp.local).await;
+        self.shared
+            .metrics
+            .count_proxy_header(self.listener_label(), &result);
+        match result {
+            Ok(endpoints) => {
+                debug!(client = %endpoints.client, via = %tcp.client, "PROXY header accepted");
+                self.admit(stream, endpoints, id);
+            }
+            Err(e) => {
+                info!(peer = %tcp.client, listener = self.listener_label(), error = %e, "connection refused");
+                self.count_session(labels::REJECTED);
+                if !self.implicit_tls {
+                    let text = match e {
+                        ProxyHeaderError::UntrustedPeer(_) => {
+                            "Service not available: connect through the load balancer."
+                        }
+                        _ => "Service not available: bad PROXY protocol header.",
+                    };
+                    refuse(stream, text).await;
+                }
+            }
+        }
+    }
+
+    fn count_session(&self, result: &str) {
+        self.shared
+            .metrics
+            .sessions_total
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    fn admit(&self, stream: TcpStream, endpoints: Endpoints, id: u64) {
+        match self.limiter.admit(endpoints.client.ip()) {
             Ok(permit) => {
                 let start = SessionStart {
                     stream,
-                    peer,
+                    endpoints,
                     id,
                     permit,
                     implicit_tls: self.implicit_tls,
@@ -247,23 +327,18 @@ impl Acceptor {
                 self.sessions.spawn(session);
             }
             Err(rejection) => {
-                info!(%peer, reason = %rejection, "connection rejected");
-                metrics
-                    .sessions_total
-                    .with_label_values(&[labels::REJECTED])
-                    .inc();
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let line = format!("421 {}\r\n", rejection.reply_text());
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        stream.write_all(line.as_bytes()),
-                    )
-                    .await;
-                });
+                info!(peer = %endpoints.client, reason = %rejection, "connection rejected");
+                self.count_session(labels::REJECTED);
+                tokio::spawn(refuse(stream, rejection.reply_text()));
             }
         }
     }
+}
+
+/// Tells a refused client why (421), without waiting long for a peer that does not read.
+async fn refuse(mut stream: TcpStream, text: impl std::fmt::Display) {
+    let line = format!("421 {text}\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
 }
 
 /// Keeps `sessions_active` right even if a session task panics.
@@ -278,7 +353,8 @@ impl Drop for ActiveGuard {
 /// A newly accepted control connection and what the session needs to know about it.
 struct SessionStart {
     stream: TcpStream,
-    peer: SocketAddr,
+    /// The real client (after any PROXY header) and the address it connected to.
+    endpoints: Endpoints,
     id: u64,
     permit: Permit,
     implicit_tls: bool,
@@ -287,7 +363,10 @@ struct SessionStart {
 async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::Receiver<bool>) {
     let SessionStart {
         stream,
-        peer,
+        endpoints: Endpoints {
+            client: peer,
+            local,
+        },
         id,
         permit,
         implicit_tls,
@@ -300,17 +379,6 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::
     let _ = stream.set_nodelay(true);
     // ABOR sent with MSG_OOB (Python's ftplib does) must stay in the byte stream.
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
-    let local = match stream.local_addr() {
-        Ok(local) => local,
-        Err(e) => {
-            warn!(%peer, error = %e, "cannot read the local address of a new connection");
-            metrics
-                .sessions_total
-                .with_label_values(&[labels::ERROR])
-                .inc();
-            return;
-        }
-    };
     let max_line = shared.config.limits.max_line_length;
     let client = if implicit_tls {
         match implicit_handshake(&shared, stream, peer, max_line)

@@ -532,3 +532,52 @@ async fn a_stalled_upload_ends_with_426_instead_of_pinning_the_session() {
     drop(data);
     proxy.shutdown().await;
 }
+
+/// A trusted balancer that sends garbage, or nothing, instead of a PROXY header gets a 421
+/// and a count, while a good one opens a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestBackend::start().await;
+    let mut config = proxy_config(backend.server.addr, 2);
+    config.listen.proxy_protocol = true;
+    config.listen.proxy_protocol_from = vec!["127.0.0.9/32".parse().expect("cidr")];
+    config.listen.proxy_protocol_timeout = std::time::Duration::from_millis(300);
+    let proxy = start_proxy(config).await;
+    let addr = proxy.control_addr;
+
+    let refused = |mut stream: tokio::net::TcpStream| async move {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text).await;
+        text
+    };
+    let mut garbage = connect_from(loopback(9), addr).await.expect("connect");
+    garbage.write_all(b"USER alice\r\n").await.expect("send");
+    assert!(refused(garbage)
+        .await
+        .starts_with("421 Service not available: bad PROXY"));
+    let silent = connect_from(loopback(9), addr).await.expect("connect");
+    assert!(refused(silent).await.starts_with("421 "));
+
+    // A good v1 header from the balancer: the session is the named client's.
+    let mut lb = connect_from(loopback(9), addr).await.expect("connect");
+    let header = format!("PROXY TCP4 127.0.0.2 127.0.0.1 40000 {}\r\n", addr.port());
+    lb.write_all(header.as_bytes()).await.expect("header");
+    let mut greeting = [0u8; 4];
+    lb.read_exact(&mut greeting).await.expect("greeting");
+    assert_eq!(&greeting, b"220 ");
+
+    let text = scrape(&proxy).await;
+    let series = |result: &str| {
+        format!("ftpfront_proxy_protocol_total{{listener=\"control\",result=\"{result}\"}}")
+    };
+    assert_eq!(metric_value(&text, &series("malformed")), 1.0, "{text}");
+    assert_eq!(metric_value(&text, &series("timeout")), 1.0, "{text}");
+    assert_eq!(metric_value(&text, &series("ok")), 1.0, "{text}");
+    assert_eq!(
+        metric_value(&text, "ftpfront_sessions_total{result=\"rejected\"}"),
+        2.0
+    );
+    drop(lb);
+    proxy.shutdown().await;
+}

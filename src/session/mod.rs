@@ -426,7 +426,10 @@ impl Session {
         self.span.record("backend", config.name.as_str());
         let started = Instant::now();
         let tls = self.shared.backend_tls.get(&config.name);
-        let (control, tls) = match backend::connect(&config, tls, &self.shared.metrics).await {
+        let client = Some(self.client.peer());
+        let (control, tls) = match backend::connect(&config, tls, &self.shared.metrics, client)
+            .await
+        {
             Ok(connected) => connected,
             Err(e) => {
                 warn!(error = %e, "backend unavailable");
