@@ -9,11 +9,33 @@ use ftpfront::{demo, logging, server};
 
 const DEFAULT_CONFIG: &str = "/etc/ftpfront/ftpfront.toml";
 
+const HELP_FOOTER: &str = "\
+Examples:
+  ftpfront demo                                  try it: embedded FTP server + proxy on loopback
+  ftpfront check -c /etc/ftpfront/ftpfront.toml  validate; print the effective settings
+  ftpfront run -c /etc/ftpfront/ftpfront.toml    serve (run is the default command)
+  FTPFRONT_PASSIVE__PUBLIC_ADDRESS=203.0.113.10 ftpfront run
+
+Configuration: TOML, then FTPFRONT_<SECTION>__<KEY> environment variables (double
+underscore). Every key with its default: config/ftpfront.toml in the source tree.
+
+Signals: SIGTERM/SIGINT stop accepting, tell idle sessions 421 and let transfers finish
+(up to 30 s); SIGHUP re-reads the TLS certificate and key.
+
+Logs go to stderr (log.format = text | json; RUST_LOG overrides log.filter).
+Metrics: http://127.0.0.1:9477/metrics, /healthz, /readyz (metrics.listen).";
+
 #[derive(Parser)]
 #[command(
     name = "ftpfront",
     version,
-    about = "FTP reverse proxy for servers behind NAT"
+    about = "FTP reverse proxy for servers behind NAT",
+    long_about = "FTP reverse proxy for servers behind NAT.\n\n\
+        Terminates client control sessions (plain FTP, AUTH TLS, implicit FTPS), answers \
+        every PASV/EPSV with the configured public address and a port from one fixed, \
+        forwarded range (shared between client addresses), logs in to a backend FTP server \
+        and relays commands, replies and data in both directions.",
+    after_long_help = HELP_FOOTER
 )]
 struct Cli {
     /// Configuration file (TOML); FTPFRONT_<SECTION>__<KEY> variables override it.
