@@ -148,17 +148,60 @@ where
     let mut buffer = vec![0u8; PUMP_BUFFER];
     let mut total = 0u64;
     loop {
-        let n = from.read(&mut buffer).await?;
+        let n = from.read(&mut buffer).await.map_err(at_read)?;
         if n == 0 {
             break;
         }
-        to.write_all(&buffer[..n]).await?;
+        to.write_all(&buffer[..n]).await.map_err(at_write)?;
         total += n as u64;
         progress.store(total, Ordering::Relaxed);
     }
-    to.flush().await?;
-    to.shutdown().await?;
+    to.flush().await.map_err(at_write)?;
+    to.shutdown().await.map_err(at_write)?;
     Ok(total)
+}
+
+/// An I/O error of a pump, with the end it happened at (named later by [`name_leg`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+struct AtEnd {
+    reading: bool,
+    source: io::Error,
+}
+
+fn at_read(source: io::Error) -> io::Error {
+    io::Error::new(
+        source.kind(),
+        AtEnd {
+            reading: true,
+            source,
+        },
+    )
+}
+
+fn at_write(source: io::Error) -> io::Error {
+    io::Error::new(
+        source.kind(),
+        AtEnd {
+            reading: false,
+            source,
+        },
+    )
+}
+
+/// "reading from the client: Connection reset by peer" instead of the bare OS error.
+fn name_leg(error: io::Error, from: &str, to: &str) -> io::Error {
+    let kind = error.kind();
+    let text = error.to_string();
+    let at_end = error
+        .into_inner()
+        .and_then(|inner| inner.downcast::<AtEnd>().ok());
+    let text = match at_end {
+        Some(at) if at.reading => format!("reading from the {from}: {}", at.source),
+        Some(at) => format!("writing to the {to}: {}", at.source),
+        None => text,
+    };
+    io::Error::new(kind, text)
 }
 
 /// Pumps between two plain TCP sockets: zero-copy `splice(2)` through a pipe on Linux (the
@@ -257,11 +300,14 @@ pub async fn pump_legs(
     mut from: DataStream,
     mut to: DataStream,
     progress: Arc<AtomicU64>,
+    [from_name, to_name]: [&'static str; 2],
 ) -> io::Result<u64> {
     let result = match (&mut from, &mut to) {
         (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
         (from, to) => pump(from, to, progress).await,
     };
+    // Operators need to know which leg broke: name it in the error.
+    let result = result.map_err(|e| name_leg(e, from_name, to_name));
     // TLS closes in both directions: a sender that ended with close_notify (an FTPS upload)
     // may wait for ours before it reads the final reply.
     if result.is_ok() && !matches!(from, DataStream::Plain(_)) {
@@ -390,16 +436,18 @@ mod splice {
     ) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            let n = fill(from, pipe).await?;
+            let n = fill(from, pipe).await.map_err(super::at_read)?;
             if n == 0 {
                 break;
             }
-            drain(to, pipe, n).await?;
+            drain(to, pipe, n).await.map_err(super::at_write)?;
             total += n as u64;
             progress.store(total, Ordering::Relaxed);
         }
         // The half-close that tells the receiver (an uploading backend) the data is complete.
-        socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
+        socket2::SockRef::from(to)
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(super::at_write)?;
         Ok(total)
     }
 }
@@ -590,6 +638,7 @@ mod tests {
             DataStream::Plain(from),
             DataStream::Plain(to),
             progress.clone(),
+            ["backend", "client"],
         ));
         let mut received = Vec::new();
         sink.read_to_end(&mut received).await.expect("read to EOF");
@@ -599,6 +648,24 @@ mod tests {
             expected.len() as u64
         );
         assert_eq!(received, expected);
+    }
+
+    #[test]
+    fn pump_errors_name_the_leg_that_broke() {
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        let named = name_leg(at_read(reset()), "client", "backend");
+        assert_eq!(named.kind(), io::ErrorKind::ConnectionReset);
+        assert!(
+            named.to_string().starts_with("reading from the client: "),
+            "{named}"
+        );
+        let named = name_leg(at_write(reset()), "client", "backend");
+        assert!(
+            named.to_string().starts_with("writing to the backend: "),
+            "{named}"
+        );
+        let untagged = name_leg(io::Error::other("odd"), "client", "backend");
+        assert_eq!(untagged.to_string(), "odd");
     }
 
     #[tokio::test]

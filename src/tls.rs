@@ -105,19 +105,35 @@ struct ServerResumption {
     tickets: Arc<dyn ProducesTickets>,
 }
 
-fn server_config(
+/// The server configurations for control and for data connections.
+struct ServerConfigs {
+    /// Control connections and data connections that the client reads (downloads,
+    /// listings): TLS 1.3 tickets for the following data connections.
+    control: Arc<ServerConfig>,
+    /// Upload data connections: no TLS 1.3 tickets. An uploading client never reads them,
+    /// and a socket closed with unread bytes sends a reset instead of a FIN, which a load
+    /// balancer in between turns into a truncated upload.
+    upload: Arc<ServerConfig>,
+}
+
+fn server_configs(
     cert: &Path,
     key: &Path,
     max_version: Option<TlsVersion>,
     resumption: &ServerResumption,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<ServerConfigs, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(max_version))?
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.session_storage = resumption.sessions.clone();
     config.ticketer = resumption.tickets.clone();
-    Ok(Arc::new(config))
+    let mut upload = config.clone();
+    upload.send_tls13_tickets = 0;
+    Ok(ServerConfigs {
+        control: Arc::new(config),
+        upload: Arc::new(upload),
+    })
 }
 
 /// The client-facing TLS configuration; `reload` swaps the certificate without dropping
@@ -127,7 +143,8 @@ pub struct ClientTls {
     key: PathBuf,
     max_version: Option<TlsVersion>,
     resumption: ServerResumption,
-    current: RwLock<Arc<ServerConfig>>,
+    require_data_session_reuse: bool,
+    current: RwLock<ServerConfigs>,
 }
 
 impl ClientTls {
@@ -140,28 +157,38 @@ impl ClientTls {
             sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
             tickets: ring::Ticketer::new()?,
         };
-        let current = server_config(cert, key, tls.max_version, &resumption)?;
+        let current = server_configs(cert, key, tls.max_version, &resumption)?;
         Ok(Some(ClientTls {
             cert: cert.clone(),
             key: key.clone(),
             max_version: tls.max_version,
             resumption,
+            require_data_session_reuse: tls.require_data_session_reuse,
             current: RwLock::new(current),
         }))
     }
 
+    /// For control connections (AUTH TLS, implicit FTPS).
     pub fn acceptor(&self) -> TlsAcceptor {
-        let config = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        TlsAcceptor::from(config)
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        TlsAcceptor::from(current.control.clone())
+    }
+
+    /// For data connections after `PROT P`. Uploads get no new tickets, unless every data
+    /// connection must resume: curl uses each TLS 1.3 ticket once, so its next data
+    /// connection needs a fresh one (README, "TLS").
+    pub fn data_acceptor(&self, upload: bool) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if upload && !self.require_data_session_reuse {
+            TlsAcceptor::from(current.upload.clone())
+        } else {
+            TlsAcceptor::from(current.control.clone())
+        }
     }
 
     /// Re-reads the certificate and key; on error the old ones stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = server_config(&self.cert, &self.key, self.max_version, &self.resumption)?;
+        let fresh = server_configs(&self.cert, &self.key, self.max_version, &self.resumption)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::external::require_program;
 use common::harness::*;
+use common::tls::TestPki;
 use ftpfront::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,17 +80,28 @@ impl Haproxy {
 impl Drop for Haproxy {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!("HAProxy's log:\n{}", self.log());
+        }
     }
 }
 
 /// One ftpfront instance behind the balancer: its own address, control port and passive
 /// sub-range, trusting PROXY headers from the balancer's source address only.
-fn instance_config(backend: SocketAddr, address: &str, control: u16, first_port: u16) -> Config {
+fn instance_config(
+    backend: SocketAddr,
+    pki: &TestPki,
+    address: &str,
+    [control, implicit]: [u16; 2],
+    first_port: u16,
+) -> Config {
     let last_port = first_port + PORTS_PER_INSTANCE - 1;
+    let (cert, key) = (pki.server_cert.display(), pki.server_key.display());
     let text = format!(
         r#"
 [listen]
 control = "{address}:{control}"
+implicit_tls = "{address}:{implicit}"
 proxy_protocol = true
 proxy_protocol_from = ["{LB_SOURCE}/32"]
 
@@ -107,6 +119,11 @@ listen = "127.0.0.1:0"
 
 [limits]
 data_accept_timeout = "10s"
+
+[tls]
+mode = "optional"
+cert = "{cert}"
+key = "{key}"
 "#
     );
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("instance config: {e}\n{text}"))
@@ -114,11 +131,22 @@ data_accept_timeout = "10s"
 
 struct Ports {
     lb_control: u16,
-    control: [u16; 2],
+    lb_implicit: u16,
+    /// Per instance: control and implicit FTPS ports.
+    control: [[u16; 2]; 2],
     passive: [u16; 2],
 }
 
 fn balancer_config(ports: &Ports) -> String {
+    // Control connections (plain or implicit FTPS) go to either instance.
+    let control_section = |name: &str, port: u16, which: usize| {
+        let (a, b) = (ports.control[0][which], ports.control[1][which]);
+        format!(
+            "frontend {name}\n    bind {LB}:{port}\n    default_backend {name}\n\
+             backend {name}\n    balance roundrobin\n    source {LB_SOURCE}\n\
+             \x20   server a 127.0.0.11:{a} send-proxy-v2\n    server b 127.0.0.12:{b} send-proxy-v2\n"
+        )
+    };
     let data_section = |name: &str, instance: &str, first: u16| {
         let last = first + PORTS_PER_INSTANCE - 1;
         // No port on the server line: HAProxy keeps the port the client connected to.
@@ -129,37 +157,73 @@ fn balancer_config(ports: &Ports) -> String {
     };
     format!(
         "global\n    log stdout format raw local0 info\n\
-         defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
-         frontend control\n    bind {LB}:{lb}\n    default_backend control\n\
-         backend control\n    balance roundrobin\n    source {LB_SOURCE}\n\
-         \x20   server a 127.0.0.11:{ca} send-proxy-v2\n    server b 127.0.0.12:{cb} send-proxy-v2\n{da}{db}",
-        lb = ports.lb_control,
-        ca = ports.control[0],
-        cb = ports.control[1],
+         defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         {control}{implicit}{da}{db}",
+        control = control_section("control", ports.lb_control, 0),
+        implicit = control_section("implicit", ports.lb_implicit, 1),
         da = data_section("a", "127.0.0.11", ports.passive[0]),
         db = data_section("b", "127.0.0.12", ports.passive[1]),
     )
 }
 
-/// One curl session from `source` through the balancer: a download or an upload, checked
-/// by checksum against the backend's files.
+/// Where clients reach the balancer, and the CA that signed the instances' certificate.
+struct Entry {
+    control: SocketAddr,
+    implicit: SocketAddr,
+    ca: PathBuf,
+}
+
+impl Entry {
+    /// Every fifth session uses explicit FTPS and every fifth implicit FTPS; the name
+    /// `localhost` (in the certificate) is pinned to the balancer's address.
+    fn curl_args(&self, index: usize) -> (String, Vec<String>) {
+        let pin = |addr: SocketAddr| {
+            let port = addr.port();
+            vec![
+                "--cacert".to_string(),
+                self.ca.display().to_string(),
+                "--connect-to".to_string(),
+                format!("localhost:{port}:{}:{port}", addr.ip()),
+            ]
+        };
+        match index % 5 {
+            3 => {
+                let mut args = pin(self.control);
+                args.push("--ssl-reqd".to_string());
+                let port = self.control.port();
+                (format!("ftp://{USER}:{PASSWORD}@localhost:{port}"), args)
+            }
+            4 => {
+                let port = self.implicit.port();
+                let url = format!("ftps://{USER}:{PASSWORD}@localhost:{port}");
+                (url, pin(self.implicit))
+            }
+            _ => (
+                format!("ftp://{USER}:{PASSWORD}@{}", self.control),
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+/// One curl session from `source` through the balancer: a download or an upload, plain
+/// or FTPS, checked by checksum against the backend's files.
 async fn curl_session(
     curl: &Path,
     source: &str,
-    lb: SocketAddr,
+    entry: &Entry,
     backend: &TestBackend,
     index: usize,
     work: &Path,
 ) {
-    let url = format!("ftp://{USER}:{PASSWORD}@{lb}");
-    let interface = ["--interface", source];
+    let (url, mut args) = entry.curl_args(index);
+    args.extend(["-sS", "--max-time", "60", "--interface", source].map(String::from));
     if index % 2 == 0 {
         let name = format!("down{index}.bin");
         let digest = backend.put_file(&name, 700_000 + index * 1000, index as u32);
         let out = work.join(&name);
         let output = Command::new(curl)
-            .args(["-sS", "--max-time", "60"])
-            .args(interface)
+            .args(&args)
             .arg(format!("{url}/{name}"))
             .arg("-o")
             .arg(&out)
@@ -174,8 +238,7 @@ async fn curl_session(
         let local = work.join(&name);
         std::fs::write(&local, &bytes).expect("write upload");
         let output = Command::new(curl)
-            .args(["-sS", "--max-time", "60"])
-            .args(interface)
+            .args(&args)
             .arg("-T")
             .arg(&local)
             .arg(format!("{url}/upload/{name}"))
@@ -197,17 +260,21 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
     let (Some(haproxy), Some(curl)) = (require_program("haproxy"), require_program("curl")) else {
         return;
     };
+    common::tls::init_test_logging();
     let backend = TestBackend::start().await;
-    let block = free_port_block(2 * PORTS_PER_INSTANCE + 3);
+    let pki = TestPki::generate();
+    let block = free_port_block(2 * PORTS_PER_INSTANCE + 6);
     let ports = Ports {
         lb_control: block,
-        control: [block + 1, block + 2],
-        passive: [block + 3, block + 3 + PORTS_PER_INSTANCE],
+        lb_implicit: block + 1,
+        control: [[block + 2, block + 3], [block + 4, block + 5]],
+        passive: [block + 6, block + 6 + PORTS_PER_INSTANCE],
     };
     let mut instances = Vec::new();
     for (i, address) in ["127.0.0.11", "127.0.0.12"].into_iter().enumerate() {
         let config = instance_config(
             backend.server.addr,
+            &pki,
             address,
             ports.control[i],
             ports.passive[i],
@@ -215,9 +282,15 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
         instances.push(start_proxy(config).await);
     }
     let lb = SocketAddr::new(LB, ports.lb_control);
+    let entry = Entry {
+        control: lb,
+        implicit: SocketAddr::new(LB, ports.lb_implicit),
+        ca: pki.ca.clone(),
+    };
     let balancer = Haproxy::start(&haproxy, &balancer_config(&ports), lb).await;
 
-    // 20 sessions from two client addresses, in two waves of ten at once.
+    // 20 sessions from two client addresses, in two waves of ten at once; eight of them
+    // FTPS (explicit and implicit), whose TLS data connections follow a PROXY header too.
     let work = tempfile::tempdir().expect("tempdir");
     for wave in 0..2 {
         let sessions = (0..10).map(|i| {
@@ -227,7 +300,7 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
             } else {
                 "127.0.0.3"
             };
-            curl_session(&curl, source, lb, &backend, index, work.path())
+            curl_session(&curl, source, &entry, &backend, index, work.path())
         });
         futures::future::join_all(sessions).await;
     }
@@ -255,7 +328,7 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
     // Bypassing the balancer: the instances refuse peers outside proxy_protocol_from.
     let mut direct = connect_from(
         loopback(5),
-        SocketAddr::from(([127, 0, 0, 11], ports.control[0])),
+        SocketAddr::from(([127, 0, 0, 11], ports.control[0][0])),
     )
     .await
     .expect("direct connect");
@@ -281,17 +354,21 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
             "instance {name} served {sessions} sessions:\n{text}\n{log}"
         );
     }
-    // 20 curl sessions, the owner's, and the connection that waited for HAProxy to listen.
+    // 20 curl sessions, the owner's, and the connection that waited for HAProxy to listen;
+    // four of the curl sessions came in on the implicit FTPS listener.
+    let total = |series: &str| sum_over(&scrapes, series);
+    assert_eq!(total("ftpfront_sessions_total{result=\"ok\"}"), 22.0);
+    let proxied = |listener: &str| {
+        total(&format!(
+            "ftpfront_proxy_protocol_total{{listener=\"{listener}\",result=\"ok\"}}"
+        ))
+    };
+    assert_eq!(proxied("control"), 18.0);
+    assert_eq!(proxied("implicit_tls"), 4.0);
     assert_eq!(
-        sum_over(&scrapes, "ftpfront_sessions_total{result=\"ok\"}"),
-        22.0
-    );
-    assert_eq!(
-        sum_over(
-            &scrapes,
-            "ftpfront_proxy_protocol_total{listener=\"control\",result=\"ok\"}"
-        ),
-        22.0
+        total("ftpfront_tls_handshakes_total{result=\"ok\",side=\"client\"}"),
+        16.0,
+        "8 FTPS sessions: a control and a data handshake each"
     );
     assert_eq!(
         sum_over(

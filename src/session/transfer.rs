@@ -109,24 +109,27 @@ impl Session {
         connections.with_label_values(&["client"]).inc();
         connections.with_label_values(&["backend"]).inc();
         // TLS on the data legs starts after the 150: clients begin their handshake only then.
-        let (client_leg, backend_leg) =
-            match self.secure_data_legs(client_stream, backend_stream).await {
-                Ok(legs) => legs,
-                Err(refusal) => {
-                    warn!(reason = %refusal.text, "data connection TLS failed");
-                    self.reply(refusal.code, &refusal.text).await?;
-                    self.resync_backend(held_final.is_none()).await?;
-                    self.count_transfer(direction, labels::FAILED, 0, None);
-                    return Ok(Flow::Continue);
-                }
-            };
-        let progress = Arc::new(AtomicU64::new(0));
-        let (from, to) = match direction {
-            TransferDirection::Upload => (client_leg, backend_leg),
-            _ => (backend_leg, client_leg),
+        let upload = direction == TransferDirection::Upload;
+        let (client_leg, backend_leg) = match self
+            .secure_data_legs(client_stream, backend_stream, upload)
+            .await
+        {
+            Ok(legs) => legs,
+            Err(refusal) => {
+                warn!(reason = %refusal.text, "data connection TLS failed");
+                self.reply(refusal.code, &refusal.text).await?;
+                self.resync_backend(held_final.is_none()).await?;
+                self.count_transfer(direction, labels::FAILED, 0, None);
+                return Ok(Flow::Continue);
+            }
         };
-        let pump =
-            AbortOnDropHandle::new(tokio::spawn(data::pump_legs(from, to, progress.clone())));
+        let progress = Arc::new(AtomicU64::new(0));
+        let (from, to, names) = match direction {
+            TransferDirection::Upload => (client_leg, backend_leg, ["client", "backend"]),
+            _ => (backend_leg, client_leg, ["backend", "client"]),
+        };
+        let pump = data::pump_legs(from, to, progress.clone(), names);
+        let pump = AbortOnDropHandle::new(tokio::spawn(pump));
         let run = RunningTransfer {
             direction,
             path: command.arg_str().to_string(),
@@ -439,9 +442,10 @@ impl Session {
         &mut self,
         client: tokio::net::TcpStream,
         backend: tokio::net::TcpStream,
+        upload: bool,
     ) -> Result<(DataStream, DataStream), DataRefusal> {
         let acceptor = match (&self.shared.client_tls, self.prot_private) {
-            (Some(tls), true) => Some(tls.acceptor()),
+            (Some(tls), true) => Some(tls.data_acceptor(upload)),
             _ => None,
         };
         let connector = self.backend.as_ref().and_then(|leg| leg.tls.clone());
@@ -507,6 +511,7 @@ impl Session {
             .final_reply
             .take()
             .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
+        let data_error = pumped.as_ref().err().cloned();
         let (reply, result, bytes) = match pumped {
             Ok(bytes) if final_reply.is_completion() => (final_reply, labels::OK, bytes),
             Ok(bytes) => (final_reply, labels::FAILED, bytes),
@@ -535,6 +540,8 @@ impl Session {
             bytes,
             duration_ms = run.started.elapsed().as_millis() as u64,
             result,
+            reply = reply.code,
+            data_error,
             "transfer"
         );
         Ok(Flow::Continue)
