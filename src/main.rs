@@ -92,8 +92,13 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
-            println!("# {}: configuration is valid\n", path.display());
-            print!("{}", config.render_effective());
+            // A closed pipe (`ftpfront check | head`) is not an error of the configuration.
+            let text = format!(
+                "# {}: configuration is valid\n\n{}",
+                path.display(),
+                config.render_effective()
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {
