@@ -1020,6 +1020,18 @@ fn check_listen(listen: &ListenConfig, problems: &mut Vec<Problem>) {
         )),
         _ => {}
     }
+    // Peers are compared unmapped (a dual-stack listener sees ::ffff:a.b.c.d), so a mapped
+    // network would never match.
+    for net in &listen.proxy_protocol_from {
+        if let IpNet::V6(v6) = net {
+            if v6.network().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96 {
+                problems.push(Problem::new(
+                    &["listen", "proxy_protocol_from"],
+                    format!("{net}: write IPv4-mapped networks as IPv4 (e.g. \"10.0.0.0/8\")"),
+                ));
+            }
+        }
+    }
     check_duration(
         &["listen", "proxy_protocol_timeout"],
         listen.proxy_protocol_timeout,
@@ -2248,6 +2260,11 @@ address = "192.168.1.10"
             "[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\nproxy_protocol_timeout = \"0s\"\n",
             "listen.proxy_protocol_timeout",
             "greater than 0",
+        );
+        assert_error(
+            "[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"::ffff:10.0.0.0/104\"]\n",
+            "listen.proxy_protocol_from",
+            "write IPv4-mapped networks as IPv4",
         );
         let on = "[[backends]]\nname = \"a\"\naddress = \"h:21\"\nproxy_protocol = \"v2\"\n[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"fd00::/8\"]\n";
         let config = Config::from_toml_str(on).expect("valid");

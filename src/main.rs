@@ -92,14 +92,19 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
-            // A closed pipe (`ftpfront check | head`) is not an error of the configuration.
             let text = format!(
                 "# {}: configuration is valid\n\n{}",
                 path.display(),
                 config.render_effective()
             );
-            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-            ExitCode::SUCCESS
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+                // A closed pipe (`ftpfront check | head`) is not an error of the configuration.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("ftpfront check: cannot write to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("{e}");

@@ -246,10 +246,13 @@ impl Metrics {
         })
     }
 
-    /// With `listen.proxy_protocol` on: every listener/result pair at zero, and the
-    /// passive listener's refusal reason.
-    pub fn init_proxy_protocol_series(&self) {
-        for listener in PROXY_LISTENERS {
+    /// With `listen.proxy_protocol` on: every result of each running listener at zero,
+    /// and the passive listener's refusal reason.
+    pub fn init_proxy_protocol_series(&self, implicit_tls: bool) {
+        let listeners = PROXY_LISTENERS
+            .into_iter()
+            .filter(|listener| implicit_tls || *listener != "implicit_tls");
+        for listener in listeners {
             self.proxy_protocol_total
                 .with_label_values(&[listener, labels::OK]);
             for reason in crate::proxy_protocol::ERROR_REASONS {

@@ -61,7 +61,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let metrics = Metrics::new();
     let proxy_policy = ProxyPolicy::from_config(&config.listen).map(Arc::new);
     if proxy_policy.is_some() {
-        metrics.init_proxy_protocol_series();
+        metrics.init_proxy_protocol_series(config.listen.implicit_tls.is_some());
     }
     let pool = PortPool::new(
         PoolSettings {
@@ -263,7 +263,7 @@ impl Acceptor {
             local,
         };
         match self.proxy.clone() {
-            None => self.admit(stream, endpoints, id),
+            None => self.admit(stream, endpoints, local, id),
             // The header is read in its own task: a slow balancer must not stall accept.
             Some(policy) => {
                 let acceptor = self.clone();
@@ -287,7 +287,7 @@ impl Acceptor {
         match result {
             Ok(endpoints) => {
                 debug!(client = %endpoints.client, via = %tcp.client, "PROXY header accepted");
-                self.admit(stream, endpoints, id);
+                self.admit(stream, endpoints, tcp.local, id);
             }
             Err(e) => {
                 info!(peer = %tcp.client, listener = self.listener_label(), error = %e, "connection refused");
@@ -313,12 +313,14 @@ impl Acceptor {
             .inc();
     }
 
-    fn admit(&self, stream: TcpStream, endpoints: Endpoints, id: u64) {
+    /// `tcp_local` is our end of the connection, whatever a PROXY header said.
+    fn admit(&self, stream: TcpStream, endpoints: Endpoints, tcp_local: SocketAddr, id: u64) {
         match self.limiter.admit(endpoints.client.ip()) {
             Ok(permit) => {
                 let start = SessionStart {
                     stream,
                     endpoints,
+                    tcp_local,
                     id,
                     permit,
                     implicit_tls: self.implicit_tls,
@@ -355,6 +357,8 @@ struct SessionStart {
     stream: TcpStream,
     /// The real client (after any PROXY header) and the address it connected to.
     endpoints: Endpoints,
+    /// Our end of the TCP connection (a PROXY header may name the balancer's instead).
+    tcp_local: SocketAddr,
     id: u64,
     permit: Permit,
     implicit_tls: bool,
@@ -365,8 +369,9 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::
         stream,
         endpoints: Endpoints {
             client: peer,
-            local,
+            local: reached_at,
         },
+        tcp_local,
         id,
         permit,
         implicit_tls,
@@ -397,7 +402,7 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::
     } else {
         LineConn::plain_tcp(stream, peer, max_line)
     };
-    let mut session = Session::new(shared, client, local, span.clone());
+    let mut session = Session::new(shared, client, [tcp_local, reached_at], span.clone());
     if implicit_tls {
         session = session.with_implicit_tls();
     }

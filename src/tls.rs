@@ -107,8 +107,9 @@ struct ServerResumption {
 
 /// The server configurations for control and for data connections.
 struct ServerConfigs {
-    /// Control connections and data connections that the client reads (downloads,
-    /// listings): TLS 1.3 tickets for the following data connections.
+    /// Control connections, data connections that the client reads (downloads, listings),
+    /// and with `require_data_session_reuse` every data connection: TLS 1.3 tickets for
+    /// the following data connections.
     control: Arc<ServerConfig>,
     /// Upload data connections: no TLS 1.3 tickets. An uploading client never reads them,
     /// and a socket closed with unread bytes sends a reset instead of a FIN, which a load

@@ -543,6 +543,7 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
     config.listen.proxy_protocol = true;
     config.listen.proxy_protocol_from = vec!["127.0.0.9/32".parse().expect("cidr")];
     config.listen.proxy_protocol_timeout = std::time::Duration::from_millis(300);
+    config.passive.public_address = None;
     let proxy = start_proxy(config).await;
     let addr = proxy.control_addr;
 
@@ -559,13 +560,28 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
     let silent = connect_from(loopback(9), addr).await.expect("connect");
     assert!(refused(silent).await.starts_with("421 "));
 
-    // A good v1 header from the balancer: the session is the named client's.
+    // A good v1 header from the balancer, naming a client and a balancer address that is
+    // not on this host: 227 announces the balancer (no public_address is set), and active
+    // mode still leaves from our own address.
     let mut lb = connect_from(loopback(9), addr).await.expect("connect");
-    let header = format!("PROXY TCP4 127.0.0.2 127.0.0.1 40000 {}\r\n", addr.port());
+    let header = format!(
+        "PROXY TCP4 127.0.0.2 203.0.113.10 40000 {}\r\n",
+        addr.port()
+    );
     lb.write_all(header.as_bytes()).await.expect("header");
-    let mut greeting = [0u8; 4];
-    lb.read_exact(&mut greeting).await.expect("greeting");
-    assert_eq!(&greeting, b"220 ");
+    let mut client = RawClient::over(lb, loopback(2)).await;
+    assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
+    assert_eq!(client.cmd(&format!("PASS {PASSWORD}")).await.code, 230);
+    let reply = client.cmd("PASV").await;
+    assert!(reply.text.contains("(203,0,113,10,"), "{reply:?}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("active listener");
+    let port = listener.local_addr().expect("addr").port();
+    let announce = format!("PORT 127,0,0,2,{},{}", port / 256, port % 256);
+    let (bytes, done) = retr_active(&mut client, &announce, "hello.txt", &listener).await;
+    assert_eq!(done.code, 226, "{done:?}");
+    assert_eq!(bytes, b"hello through the proxy\n");
 
     let text = scrape(&proxy).await;
     let series = |result: &str| {
@@ -578,6 +594,6 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
         metric_value(&text, "ftpfront_sessions_total{result=\"rejected\"}"),
         2.0
     );
-    drop(lb);
+    client.cmd("QUIT").await;
     proxy.shutdown().await;
 }

@@ -142,7 +142,7 @@ fn documented_defaults_are_the_real_defaults() {
 fn every_metric_is_in_the_readme_metrics_table() {
     let metrics = ftpfront::metrics::Metrics::new();
     metrics.init_known_series(&["b".to_string()]);
-    metrics.init_proxy_protocol_series();
+    metrics.init_proxy_protocol_series(true);
     let text = metrics.render();
     let names: std::collections::BTreeSet<&str> = text
         .lines()

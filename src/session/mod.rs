@@ -86,7 +86,11 @@ pub struct Session {
     shared: Arc<Shared>,
     client: LineConn,
     client_ip: IpAddr,
+    /// Our end of the control connection: active-mode data connections leave from it.
     local: SocketAddr,
+    /// The address the client connected to: `local`, or the load balancer's address a
+    /// PROXY header names. Announced in 227 when no public address is configured.
+    reached_at: SocketAddr,
     login: Login,
     host: Option<String>,
     backend: Option<BackendLeg>,
@@ -107,7 +111,7 @@ impl Session {
     pub fn new(
         shared: Arc<Shared>,
         client: LineConn,
-        local: SocketAddr,
+        [local, reached_at]: [SocketAddr; 2],
         span: tracing::Span,
     ) -> Session {
         let client_ip = canonical_ip(client.peer().ip());
@@ -116,6 +120,7 @@ impl Session {
             client,
             client_ip,
             local,
+            reached_at,
             login: Login::None,
             host: None,
             backend: None,
@@ -675,7 +680,7 @@ impl Session {
             .config
             .passive
             .public_address_for(self.client_ip)
-            .unwrap_or_else(|| canonical_ip(self.local.ip()))
+            .unwrap_or_else(|| canonical_ip(self.reached_at.ip()))
     }
 
     /// The NAT may translate ports too: announce the matching port of `advertised_ports`.

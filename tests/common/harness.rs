@@ -182,6 +182,11 @@ pub async fn connect_from(source: IpAddr, target: SocketAddr) -> std::io::Result
 impl RawClient {
     pub async fn connect(source: IpAddr, proxy: SocketAddr) -> RawClient {
         let stream = connect_from(source, proxy).await.expect("connect to proxy");
+        RawClient::over(stream, source).await
+    }
+
+    /// A client on an open connection (after a PROXY header, say); reads the greeting.
+    pub async fn over(stream: TcpStream, source: IpAddr) -> RawClient {
         let (read, writer) = stream.into_split();
         let mut client = RawClient {
             reader: BufReader::new(read),
@@ -292,7 +297,11 @@ pub async fn retr_active(
     let reply = client.cmd(announce).await;
     assert_eq!(reply.code, 200, "{announce}: {reply:?}");
     client.send(&format!("RETR {path}")).await;
-    let (mut data, _) = listener.accept().await.expect("proxy connects");
+    let accepted = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await;
+    let Ok(Ok((mut data, _))) = accepted else {
+        let reply = client.reply().await;
+        panic!("the proxy did not connect to {announce}: {reply:?}");
+    };
     assert_eq!(client.reply().await.code, 150);
     let mut bytes = Vec::new();
     data.read_to_end(&mut bytes).await.expect("data");
