@@ -246,8 +246,8 @@ impl Metrics {
         })
     }
 
-    /// With `listen.proxy_protocol` on: every result of each running listener at zero,
-    /// and the passive listener's refusal reason.
+    /// Every PROXY protocol result of each running listener at zero, and the passive
+    /// listener's refusal reason.
     pub fn init_proxy_protocol_series(&self, implicit_tls: bool) {
         let listeners = PROXY_LISTENERS
             .into_iter()

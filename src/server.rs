@@ -60,9 +60,8 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let proxy_policy = ProxyPolicy::from_config(&config.listen).map(Arc::new);
-    if proxy_policy.is_some() {
-        metrics.init_proxy_protocol_series(config.listen.implicit_tls.is_some());
-    }
+    // At zero even while off, so the dashboard panel and the alert never lack a series.
+    metrics.init_proxy_protocol_series(config.listen.implicit_tls.is_some());
     let pool = PortPool::new(
         PoolSettings {
             range: config.passive.ports,

@@ -278,8 +278,8 @@ async fn prometheus_scrapes_every_dashboard_and_alert_selector() {
     let expected: BTreeSet<String> = alert_names().into_iter().collect();
     assert_eq!(
         expected.len(),
-        6,
-        "alerts.yml should have 6 alerts: {expected:?}"
+        7,
+        "alerts.yml should have 7 alerts: {expected:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let rules = loop {
