@@ -62,10 +62,11 @@ pub mod labels {
     pub const REFUSED: &str = "refused";
     pub const BAD_GREETING: &str = "bad_greeting";
     pub const PROXY_PROTOCOL: &str = "proxy_protocol";
+    /// The `listener` label values of `ftpfront_proxy_protocol_total`.
+    pub const CONTROL_LISTENER: &str = "control";
+    pub const IMPLICIT_TLS_LISTENER: &str = "implicit_tls";
+    pub const PASSIVE_LISTENER: &str = "passive";
 }
-
-/// The `listener` label values of `ftpfront_proxy_protocol_total`.
-pub const PROXY_LISTENERS: [&str; 3] = ["control", "implicit_tls", "passive"];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help).namespace("ftpfront"), labels)
@@ -249,9 +250,10 @@ impl Metrics {
     /// Every PROXY protocol result of each running listener at zero, and the passive
     /// listener's refusal reason.
     pub fn init_proxy_protocol_series(&self, implicit_tls: bool) {
-        let listeners = PROXY_LISTENERS
-            .into_iter()
-            .filter(|listener| implicit_tls || *listener != "implicit_tls");
+        let mut listeners = vec![labels::CONTROL_LISTENER, labels::PASSIVE_LISTENER];
+        if implicit_tls {
+            listeners.push(labels::IMPLICIT_TLS_LISTENER);
+        }
         for listener in listeners {
             self.proxy_protocol_total
                 .with_label_values(&[listener, labels::OK]);

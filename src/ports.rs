@@ -350,7 +350,9 @@ async fn dispatch_after_header(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::new(inner.bind, port));
     let result = policy.accept(&mut stream, peer, local).await;
-    inner.metrics.count_proxy_header("passive", &result);
+    inner
+        .metrics
+        .count_proxy_header(labels::PASSIVE_LISTENER, &result);
     match result {
         Ok(endpoints) => inner.dispatch(port, stream, endpoints.client),
         Err(e) => {

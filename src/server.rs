@@ -242,9 +242,9 @@ impl Acceptor {
 
     fn listener_label(&self) -> &'static str {
         if self.implicit_tls {
-            "implicit_tls"
+            labels::IMPLICIT_TLS_LISTENER
         } else {
-            "control"
+            labels::CONTROL_LISTENER
         }
     }
 

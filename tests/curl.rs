@@ -4,33 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use common::external::require_program;
 use common::harness::*;
-
-/// Runs curl with a timeout so a hanging transfer fails the test instead of CI.
-async fn curl(curl: &Path, args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(curl)
-        .args(["--silent", "--show-error", "--max-time", "60"])
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("curl finished")
-        .expect("curl runs")
-}
-
-fn assert_ok(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The 227 lines curl printed in verbose mode.
 fn pasv_lines(stderr: &[u8]) -> Vec<String> {
@@ -58,7 +35,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
     let out_dir = tempfile::tempdir().expect("tempdir");
 
     // PASV, trusting the address in the 227 reply, so the reply must be right.
-    let listing = curl(
+    let listing = run_curl(
         &curl_bin,
         &[
             "-v",
@@ -79,7 +56,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
     }
 
     let pasv_file = out_dir.path().join("pasv.bin");
-    let pasv = curl(
+    let pasv = run_curl(
         &curl_bin,
         &[
             "--disable-epsv",
@@ -95,7 +72,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
 
     // EPSV (curl's default).
     let epsv_file = out_dir.path().join("epsv.bin");
-    let epsv = curl(
+    let epsv = run_curl(
         &curl_bin,
         &[
             "-v",
@@ -116,7 +93,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
     let upload = sample_bytes(7 * 1024 * 1024, 77);
     let upload_file = out_dir.path().join("up.bin");
     std::fs::write(&upload_file, &upload).expect("write");
-    let put = curl(
+    let put = run_curl(
         &curl_bin,
         &[
             "-T",
@@ -130,7 +107,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
         sha256(&read_file(&backend.path("upload/up.bin"))),
         sha256(&upload)
     );
-    let ranged = curl(
+    let ranged = run_curl(
         &curl_bin,
         &["-C", "1048576", "-o", "-", &format!("{base}/upload/up.bin")],
     )
@@ -139,7 +116,7 @@ async fn curl_lists_downloads_and_uploads_with_pasv_and_epsv() {
     assert_eq!(ranged.stdout, upload[1_048_576..]);
 
     // NLST through curl's list-only mode.
-    let names = curl(&curl_bin, &["--list-only", &format!("{base}/")]).await;
+    let names = run_curl(&curl_bin, &["--list-only", &format!("{base}/")]).await;
     assert_ok(&names, "NLST");
     assert!(String::from_utf8_lossy(&names.stdout).contains("hello.txt"));
 
@@ -189,7 +166,7 @@ async fn demo_command_serves_the_printed_curl_commands() {
     let url = format!("ftp://demo:demo@127.0.0.1:{control}/hello.txt");
     let mut fetched = None;
     for _ in 0..100 {
-        let out = curl(&curl_bin, &[&url]).await;
+        let out = run_curl(&curl_bin, &[&url]).await;
         if out.status.success() {
             fetched = Some(out.stdout);
             break;

@@ -19,7 +19,6 @@ use common::harness::*;
 use common::tls::TestPki;
 use ftpfront::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 const LB: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 10));
@@ -59,12 +58,7 @@ impl Haproxy {
             .kill_on_drop(true)
             .spawn()
             .expect("start haproxy");
-        for _ in 0..200 {
-            if TcpStream::connect(wait_for).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_until_listening(wait_for).await;
         Haproxy {
             child,
             log,
@@ -217,35 +211,34 @@ async fn curl_session(
     work: &Path,
 ) {
     let (url, mut args) = entry.curl_args(index);
-    args.extend(["-sS", "--max-time", "60", "--interface", source].map(String::from));
+    args.extend(["--interface", source].map(String::from));
+    let path_text = |path: &Path| path.to_str().expect("UTF-8 temp path").to_string();
     if index % 2 == 0 {
         let name = format!("down{index}.bin");
         let digest = backend.put_file(&name, 700_000 + index * 1000, index as u32);
         let out = work.join(&name);
-        let output = Command::new(curl)
-            .args(&args)
-            .arg(format!("{url}/{name}"))
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .await
-            .expect("run curl");
-        assert!(output.status.success(), "curl download {index}: {output:?}");
+        args.extend([format!("{url}/{name}"), "-o".to_string(), path_text(&out)]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_ok(
+            &run_curl(curl, &args).await,
+            &format!("curl download {index}"),
+        );
         assert_eq!(sha256(&read_file(&out)), digest, "download {index}");
     } else {
         let name = format!("up{index}.bin");
         let bytes = sample_bytes(500_000 + index * 1000, 1000 + index as u32);
         let local = work.join(&name);
         std::fs::write(&local, &bytes).expect("write upload");
-        let output = Command::new(curl)
-            .args(&args)
-            .arg("-T")
-            .arg(&local)
-            .arg(format!("{url}/upload/{name}"))
-            .output()
-            .await
-            .expect("run curl");
-        assert!(output.status.success(), "curl upload {index}: {output:?}");
+        args.extend([
+            "-T".to_string(),
+            path_text(&local),
+            format!("{url}/upload/{name}"),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_ok(
+            &run_curl(curl, &args).await,
+            &format!("curl upload {index}"),
+        );
         let stored = read_file(&backend.path(&format!("upload/{name}")));
         assert_eq!(sha256(&stored), sha256(&bytes), "upload {index}");
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -331,6 +332,17 @@ pub fn read_file(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// Waits (up to 5 s) until something accepts TCP connections on `addr`: a program that
+/// was just started. The caller's own checks report a program that never listens.
+pub async fn wait_until_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The `ftpfront` binary itself, running a config written to a directory.
 pub struct BinaryProxy {
     pub child: tokio::process::Child,
@@ -357,15 +369,33 @@ pub async fn run_binary(dir: &Path, control_port: u16, config: &str) -> BinaryPr
         .spawn()
         .expect("start ftpfront");
     let control = SocketAddr::from(([127, 0, 0, 1], control_port));
-    for _ in 0..200 {
-        if TcpStream::connect(control).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until_listening(control).await;
     BinaryProxy {
         child,
         log,
         control,
     }
+}
+
+/// Runs curl with a timeout so a hanging transfer fails the test instead of CI.
+pub async fn run_curl(curl: &Path, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(curl)
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("curl finished")
+        .expect("curl runs")
+}
+
+/// A program run that must have succeeded; its stderr in the panic.
+pub fn assert_ok(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
