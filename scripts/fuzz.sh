@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fuzzing smoke run of the parsers (fuzz/, cargo-fuzz + libFuzzer): `bash scripts/fuzz.sh`.
+#
+# Builds every fuzz target once, then runs each for FUZZ_SECONDS (default 30) from its
+# committed seed corpus in fuzz/corpus/<target>, on a temporary copy so the tree stays
+# clean. Fails if any target crashes; the crashing input is left in
+# fuzz/artifacts/<target>/ (ignored by git) and printed.
+# Without a nightly toolchain (cargo-fuzz needs one) it runs the property tests of the
+# same codec instead: cargo test --test codec_props.
+# FUZZ_TARGETS="addr reply_parser" picks targets; CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The cargo-fuzz release this script was checked with (builds with --locked here).
+CARGO_FUZZ_VERSION=0.13.2
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-30}"
+read -r -a targets <<<"${FUZZ_TARGETS:-line_splitter_command reply_parser addr proxy_header config_toml}"
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz: no nightly toolchain; running the proptest suite instead"
+    status=0
+    cargo test --test codec_props || status=$?
+    exit "$status"
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+
+# Debug assertions and overflow checks on (-a): an overflow is a finding too.
+echo "fuzz: building the fuzz targets"
+cargo +nightly fuzz build -a
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+failed=()
+for target in "${targets[@]}"; do
+    echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
+    mkdir -p "$work/$target"
+    if [[ -d "fuzz/corpus/$target" ]]; then
+        cp -R "fuzz/corpus/$target/." "$work/$target/"
+    fi
+    if ! cargo +nightly fuzz run -a "$target" "$work/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1; then
+        failed+=("$target")
+        for artifact in fuzz/artifacts/"$target"/*; do
+            [[ -f "$artifact" ]] || continue
+            echo "fuzz: $target: crashing input $artifact:"
+            od -A d -c "$artifact" | head -n 40
+        done
+    fi
+done
+
+if ((${#failed[@]})); then
+    echo "fuzz: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz: ${#targets[@]} targets ran ${SECONDS_PER_TARGET}s each without a crash"
