@@ -372,7 +372,11 @@ async fn client_killed_mid_upload_is_an_aborted_upload_at_the_backend() {
     let (fake, proxy) = start(Behaviour::Normal { retr_bytes: 0 }).await;
     let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
     let data = upload_under_way(&fake, &mut client, 256 * 1024).await;
+    // Control first, as a dying process closes its descriptors in order; the data
+    // connection only once the backend saw the proxy's reaction (or after 5 s), so that
+    // the case checks that reaction, not a race with the pump seeing the data RST.
     client.kill();
+    first_data_end(&fake, |_| true).await;
     kill(data);
     let seen = first_data_end(&fake, |_| true).await;
     let conn = seen.data.first().expect("a data connection");
