@@ -406,6 +406,8 @@ async fn abor_mid_upload_is_an_aborted_upload_at_the_backend() {
     assert_eq!(pwd.code, 257, "PWD after ABOR: {pwd:?}");
     let seen = first_data_end(&fake, |seen| seen.abor).await;
     assert_backend_saw_abort(&seen, "ABOR mid-upload");
+    assert_eq!(client.cmd("QUIT").await.code, 221);
+    drop(client);
     assert_released_and_stop(proxy).await;
 }
 

@@ -401,6 +401,15 @@ pub async fn wait_until_listening(addr: SocketAddr) {
     }
 }
 
+/// The binary the process-level tests run: `FTP_TESTS_FTPFRONT_BINARY` (scripts/test.sh
+/// points it at the release build it has just made from the same tree, so figures such as
+/// CPU per MiB are the product's), else the debug build of this `cargo test`.
+pub fn ftpfront_binary() -> PathBuf {
+    std::env::var_os("FTP_TESTS_FTPFRONT_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ftpfront")))
+}
+
 /// The `ftpfront` binary itself, running a config written to a directory.
 pub struct BinaryProxy {
     pub child: tokio::process::Child,
@@ -416,7 +425,7 @@ pub async fn run_binary(dir: &Path, control_port: u16, config: &str) -> BinaryPr
     let config_path = dir.join("ftpfront.toml");
     std::fs::write(&config_path, config).expect("write config");
     let log = dir.join("ftpfront.log");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
+    let child = tokio::process::Command::new(ftpfront_binary())
         .args(["run", "--config"])
         .arg(&config_path)
         .env_remove("RUST_LOG")
