@@ -70,7 +70,7 @@ pub enum ConnectError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("connecting to backend `{name}` at {address} timed out after {timeout:?}")]
+    #[error("connecting to backend `{name}` at {address} (connect, greeting, TLS) timed out after {timeout:?}")]
     Timeout {
         name: String,
         address: String,
@@ -129,6 +129,9 @@ pub async fn connect(
     result
 }
 
+/// The whole setup (connect, PROXY header, TLS, greeting, PBSZ/PROT) must fit in
+/// `connect_timeout`: a backend that never greets, or sends `120` lines forever, must not
+/// hold the client for the much longer `reply_timeout`.
 async fn connect_and_greet(
     backend: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
@@ -136,13 +139,22 @@ async fn connect_and_greet(
     client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let timeout = backend.connect_timeout;
-    let mut stream = tokio::time::timeout(timeout, open_stream(backend))
+    tokio::time::timeout(timeout, establish(backend, tls, metrics, client))
         .await
         .map_err(|_| ConnectError::Timeout {
             name: backend.name.clone(),
             address: backend.address.clone(),
             timeout,
-        })??;
+        })?
+}
+
+async fn establish(
+    backend: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
+    metrics: &Metrics,
+    client: Option<SocketAddr>,
+) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
+    let mut stream = open_stream(backend).await?;
     set_keepalive(&stream);
     let _ = stream.set_nodelay(true);
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -325,14 +337,14 @@ pub async fn probe_loop(
     config: Arc<Config>,
     tls: Arc<std::collections::HashMap<String, BackendTlsConfig>>,
     metrics: Arc<Metrics>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: crate::shutdown::Receiver,
 ) {
     let mut ticks = tokio::time::interval(config.health.probe_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         }
         for backend in &config.backends {
             probe(

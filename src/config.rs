@@ -30,8 +30,26 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
+    pub shutdown: ShutdownConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// `[shutdown]`: how a SIGTERM/SIGINT ends the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long running transfers may go on after the signal; then they are cut (421).
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[health]`: the periodic backend probe behind `ftpfront_backend_up` and `/readyz`.
@@ -695,6 +713,7 @@ impl Config {
             self.health.probe_timeout,
             &mut problems,
         );
+        check_duration(&["shutdown", "grace"], self.shutdown.grace, &mut problems);
         check_metrics(&self.metrics, &mut problems);
         check_log(&self.log, &mut problems);
         if problems.is_empty() {

@@ -19,15 +19,31 @@ const READ_CHUNK: usize = 4096;
 /// A peer that does not take a reply for this long is not reading its control connection;
 /// without a bound, a client that pipelines commands and never reads pins a session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long closing a connection may take: a TLS close_notify to a peer that stopped
+/// reading would otherwise wait forever, holding the session and its per-IP slot.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes read ahead of the session: a pipelined burst is taken in this much at a
+/// time, so memory per connection stays bounded however fast a peer sends.
+const READ_AHEAD_LIMIT: usize = 64 * 1024;
+/// Most reply bytes held back while the peer's pipelined commands are answered; one write
+/// per this many bytes instead of one per reply.
+const DEFERRED_WRITE_LIMIT: usize = 16 * 1024;
 
 /// Reads lines from a stream with a bounded buffer. `next_event` is cancel-safe: bytes
-/// already read stay in the splitter when a `select!` drops the future.
+/// already read stay in the splitter when a `select!` drops the future, and deferred
+/// replies stay queued until they are written.
 pub struct LineConn {
     stream: BoxStream,
     splitter: LineSplitter,
     peer: SocketAddr,
     urgent: Option<UrgentDrain>,
     eof_pending: bool,
+    /// The urgent drain stopped at the read-ahead limit: more bytes may sit in the socket
+    /// that no readiness event will announce.
+    drain_pending: bool,
+    /// Replies not written yet (see [`LineConn::write_deferred`]).
+    deferred: Vec<u8>,
+    write_timeout: Duration,
 }
 
 impl LineConn {
@@ -38,6 +54,9 @@ impl LineConn {
             peer,
             urgent: None,
             eof_pending: false,
+            drain_pending: false,
+            deferred: Vec::new(),
+            write_timeout: WRITE_TIMEOUT,
         }
     }
 
@@ -51,6 +70,13 @@ impl LineConn {
         let mut conn = LineConn::new(Box::new(stream), peer, max_line_length);
         conn.urgent = Some(urgent);
         conn
+    }
+
+    /// A shorter write timeout (never longer than the default): a client that reads
+    /// nothing for the session's idle timeout is idle.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout.min(WRITE_TIMEOUT);
+        self
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -70,10 +96,14 @@ impl LineConn {
         if !early.is_empty() {
             return Err(UpgradeError::EarlyBytes(early.len()));
         }
+        if !self.deferred.is_empty() {
+            return Err(UpgradeError::UnsentReplies(self.deferred.len()));
+        }
         Ok(self.stream)
     }
 
-    /// Next line or overlong-line event; `None` at end of stream.
+    /// Next line or overlong-line event; `None` at end of stream. Deferred replies are
+    /// written before waiting for the peer, who may be waiting for them.
     pub async fn next_event(&mut self) -> io::Result<Option<LineEvent>> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
@@ -83,23 +113,65 @@ impl LineConn {
             if self.eof_pending {
                 return Ok(None);
             }
+            if self.drain_pending {
+                self.drain_urgent(&mut chunk);
+                continue;
+            }
+            self.flush_deferred().await?;
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
                 return Ok(None);
             }
             self.splitter.push(&chunk[..n]);
-            if let Some(urgent) = &self.urgent {
-                self.eof_pending = urgent.drain_into(&mut self.splitter, &mut chunk);
+            self.drain_urgent(&mut chunk);
+        }
+    }
+
+    fn drain_urgent(&mut self, chunk: &mut [u8]) {
+        self.drain_pending = false;
+        if let Some(urgent) = &self.urgent {
+            match urgent.drain_into(&mut self.splitter, chunk, READ_AHEAD_LIMIT) {
+                Drained::Eof => self.eof_pending = true,
+                Drained::Limit => self.drain_pending = true,
+                Drained::Empty => {}
             }
         }
     }
 
+    /// Writes a reply now (after any deferred ones).
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.deferred.extend_from_slice(bytes);
+        self.flush_deferred().await
+    }
+
+    /// Queues a reply that nothing but the peer's next read depends on, while more of the
+    /// peer's pipelined commands are already buffered: a burst of N commands then costs
+    /// N / (16 KiB of replies) writes instead of N. Written at the latest before the next
+    /// wait for the peer, with the next [`LineConn::write_all`], or at shutdown.
+    pub async fn write_deferred(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.deferred.extend_from_slice(bytes);
+        if self.deferred.len() >= DEFERRED_WRITE_LIMIT || !self.splitter.has_event() {
+            self.flush_deferred().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued replies; cancel-safe (written bytes leave the queue as they go).
+    async fn flush_deferred(&mut self) -> io::Result<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
         let write = async {
-            self.stream.write_all(bytes).await?;
+            while !self.deferred.is_empty() {
+                let n = self.stream.write(&self.deferred).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+                self.deferred.drain(..n);
+            }
             self.stream.flush().await
         };
-        tokio::time::timeout(WRITE_TIMEOUT, write)
+        tokio::time::timeout(self.write_timeout, write)
             .await
             .map_err(|_| {
                 io::Error::new(
@@ -109,10 +181,25 @@ impl LineConn {
             })?
     }
 
+    /// Writes what is queued and closes; bounded in time, best effort (the peer may already
+    /// be gone, and there is nobody left to tell).
     pub async fn shutdown(&mut self) {
-        // Best effort: the peer may already be gone, and there is nobody left to tell.
-        let _ = self.stream.shutdown().await;
+        let close = async {
+            let _ = self.flush_deferred().await;
+            let _ = self.stream.shutdown().await;
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, close).await;
     }
+}
+
+/// How an urgent drain ended.
+enum Drained {
+    /// Nothing more to read now (or an error, which the next awaited read reports).
+    Empty,
+    /// The peer closed its end.
+    Eof,
+    /// The read-ahead limit is reached; the socket may hold more.
+    Limit,
 }
 
 /// Reads what tokio's readiness tracking would leave behind on a plain TCP control socket.
@@ -134,9 +221,13 @@ impl UrgentDrain {
         }
     }
 
-    /// Pushes every immediately available byte; true when the peer's end of stream was seen.
-    fn drain_into(&self, splitter: &mut LineSplitter, chunk: &mut [u8]) -> bool {
+    /// Pushes the immediately available bytes, until `limit` bytes are buffered.
+    fn drain_into(&self, splitter: &mut LineSplitter, chunk: &mut [u8], limit: usize) -> Drained {
         loop {
+            // Without a complete line to hand out, stopping would stall the reader.
+            if splitter.buffered_len() >= limit && splitter.has_event() {
+                return Drained::Limit;
+            }
             // SAFETY: `fd` belongs to the TcpStream owned by the same LineConn, which outlives
             // this call; the buffer is valid for `chunk.len()` bytes.
             let n = unsafe {
@@ -148,10 +239,9 @@ impl UrgentDrain {
                 )
             };
             match n {
-                0 => return true,
+                0 => return Drained::Eof,
                 n if n > 0 => splitter.push(&chunk[..n as usize]),
-                // EAGAIN (nothing more) or a real error, which the next awaited read reports.
-                _ => return false,
+                _ => return Drained::Empty,
             }
         }
     }
@@ -161,6 +251,8 @@ impl UrgentDrain {
 pub enum UpgradeError {
     #[error("{0} bytes arrived before the TLS handshake could start")]
     EarlyBytes(usize),
+    #[error("{0} bytes of replies were not sent before the TLS handshake")]
+    UnsentReplies(usize),
 }
 
 /// What went wrong on the backend control leg, with the phase it happened in.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::BackendLeg;
 use crate::config::{DataMode, PortRange};
@@ -296,15 +297,26 @@ const TLS_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// ends without close_notify is an error (a truncated transfer), and on any error both
 /// legs are reset. After an upload to a TLS backend, the backend's close_notify (and any
 /// TLS 1.3 session tickets, which later data connections resume with) is read.
+///
+/// `stop` ends the transfer early (ABOR, a stall, a client that vanished, shutdown): both
+/// legs are then reset too, never closed with a FIN, because a FIN is all that marks the
+/// end of a plain upload and the backend would record the cut file as complete.
 pub async fn pump_legs(
     mut from: DataStream,
     mut to: DataStream,
     progress: Arc<AtomicU64>,
     [from_name, to_name]: [&'static str; 2],
+    stop: CancellationToken,
 ) -> io::Result<u64> {
-    let result = match (&mut from, &mut to) {
-        (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
-        (from, to) => pump(from, to, progress).await,
+    let moved = async {
+        match (&mut from, &mut to) {
+            (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
+            (from, to) => pump(from, to, progress).await,
+        }
+    };
+    let result = tokio::select! {
+        result = moved => result,
+        _ = stop.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "transfer stopped")),
     };
     // Operators need to know which leg broke: name it in the error.
     let result = result.map_err(|e| name_leg(e, from_name, to_name));
@@ -639,6 +651,7 @@ mod tests {
             DataStream::Plain(to),
             progress.clone(),
             ["backend", "client"],
+            CancellationToken::new(),
         ));
         let mut received = Vec::new();
         sink.read_to_end(&mut received).await.expect("read to EOF");
@@ -666,6 +679,45 @@ mod tests {
         );
         let untagged = name_leg(io::Error::other("odd"), "client", "backend");
         assert_eq!(untagged.to_string(), "odd");
+    }
+
+    /// A stopped upload must not look complete to the receiver: reset, not FIN.
+    #[tokio::test]
+    async fn a_stopped_pump_resets_both_legs() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut source = TcpStream::connect(addr).await.expect("connect");
+        let (from, _) = listener.accept().await.expect("accept");
+        let to = TcpStream::connect(addr).await.expect("connect");
+        let (mut sink, _) = listener.accept().await.expect("accept");
+        source.write_all(b"part of an upload").await.expect("write");
+        let stop = CancellationToken::new();
+        let pumping = tokio::spawn(pump_legs(
+            DataStream::Plain(from),
+            DataStream::Plain(to),
+            Arc::new(AtomicU64::new(0)),
+            ["client", "backend"],
+            stop.clone(),
+        ));
+        let mut first = [0u8; 17];
+        sink.read_exact(&mut first).await.expect("relayed bytes");
+        stop.cancel();
+        let stopped = pumping.await.expect("join");
+        assert_eq!(
+            stopped.map_err(|e| e.kind()),
+            Err(io::ErrorKind::Interrupted)
+        );
+        let mut rest = Vec::new();
+        let end = sink.read_to_end(&mut rest).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset)
+        );
+        let end = source.read_to_end(&mut rest).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset)
+        );
     }
 
     #[tokio::test]

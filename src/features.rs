@@ -2,7 +2,7 @@
 //! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
 //! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,24 +23,94 @@ const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFM
 /// How long a backend's features are trusted before a pre-login FEAT asks again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// The relayable features of each backend, as last seen.
+/// How long a failed probe is remembered: pre-login FEATs then answer without asking a
+/// backend that is down, instead of opening one backend connection each (an amplifier).
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
+/// What was last learnt of a backend's features.
+enum Known {
+    Features(Vec<String>),
+    ProbeFailed,
+}
+
+/// The relayable features of each backend, as last seen, and which backends are being
+/// probed right now (at most one probe per backend at a time).
 #[derive(Default)]
 pub struct FeatureCache {
-    entries: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    entries: Mutex<HashMap<String, (Instant, Known)>>,
+    probing: Mutex<HashSet<String>>,
+}
+
+/// What a pre-login FEAT may use.
+pub enum Lookup<'a> {
+    /// Features seen within the cache lifetime.
+    Fresh(Vec<String>),
+    /// Nothing to use now: a recent probe failed, or another session is probing.
+    Unknown,
+    /// This caller may probe; the permit ends the probe when dropped.
+    Probe(ProbePermit<'a>),
+}
+
+/// The right to probe one backend; dropping it lets the next caller probe.
+pub struct ProbePermit<'a> {
+    cache: &'a FeatureCache,
+    backend: String,
+}
+
+impl Drop for ProbePermit<'_> {
+    fn drop(&mut self) {
+        lock(&self.cache.probing).remove(&self.backend);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FeatureCache {
     pub fn fresh(&self, backend: &str) -> Option<Vec<String>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(backend)
-            .filter(|(seen, _)| seen.elapsed() < CACHE_TTL)
-            .map(|(_, features)| features.clone())
+        match self.known(backend)? {
+            Known::Features(features) => Some(features),
+            Known::ProbeFailed => None,
+        }
+    }
+
+    fn known(&self, backend: &str) -> Option<Known> {
+        let entries = lock(&self.entries);
+        let (seen, known) = entries.get(backend)?;
+        match known {
+            Known::Features(features) if seen.elapsed() < CACHE_TTL => {
+                Some(Known::Features(features.clone()))
+            }
+            Known::ProbeFailed if seen.elapsed() < FAILURE_TTL => Some(Known::ProbeFailed),
+            _ => None,
+        }
+    }
+
+    /// Cached features, or the permission to probe (one prober per backend).
+    pub fn lookup(&self, backend: &str) -> Lookup<'_> {
+        match self.known(backend) {
+            Some(Known::Features(features)) => return Lookup::Fresh(features),
+            Some(Known::ProbeFailed) => return Lookup::Unknown,
+            None => {}
+        }
+        if !lock(&self.probing).insert(backend.to_string()) {
+            return Lookup::Unknown;
+        }
+        Lookup::Probe(ProbePermit {
+            cache: self,
+            backend: backend.to_string(),
+        })
     }
 
     pub fn store(&self, backend: &str, features: Vec<String>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(backend.to_string(), (Instant::now(), features));
+        let entry = (Instant::now(), Known::Features(features));
+        lock(&self.entries).insert(backend.to_string(), entry);
+    }
+
+    pub fn store_failure(&self, backend: &str) {
+        let entry = (Instant::now(), Known::ProbeFailed);
+        lock(&self.entries).insert(backend.to_string(), entry);
     }
 }
 
@@ -79,20 +149,27 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
 }
 
 /// Asks a backend for its features on a short-lived connection (for FEAT before login).
+/// The whole probe fits in the backend's `connect_timeout`: the client is waiting for it.
 pub async fn probe(
     config: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
 ) -> Option<Vec<String>> {
-    let (mut control, _) = backend::connect(config, tls, metrics, None).await.ok()?;
-    let asked: Result<Reply, BackendLegError> = control
-        .command(
-            &Command::new("FEAT", None),
-            "asking FEAT for the feature cache",
-        )
-        .await;
-    control.quit(config.reply_timeout).await;
-    asked.ok().map(|reply| relayable(&reply))
+    let asking = async {
+        let (mut control, _) = backend::connect(config, tls, metrics, None).await.ok()?;
+        let asked: Result<Reply, BackendLegError> = control
+            .command(
+                &Command::new("FEAT", None),
+                "asking FEAT for the feature cache",
+            )
+            .await;
+        control.quit(Duration::from_secs(2)).await;
+        asked.ok().map(|reply| relayable(&reply))
+    };
+    tokio::time::timeout(config.connect_timeout, asking)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -163,5 +240,38 @@ mod tests {
             .expect("entry")
             .0 -= CACHE_TTL;
         assert_eq!(cache.fresh("a"), None);
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_failures_are_remembered() {
+        let cache = FeatureCache::default();
+        let permit = match cache.lookup("a") {
+            Lookup::Probe(permit) => permit,
+            _ => panic!("the first caller probes"),
+        };
+        assert!(
+            matches!(cache.lookup("a"), Lookup::Unknown),
+            "a second prober waits"
+        );
+        assert!(
+            matches!(cache.lookup("b"), Lookup::Probe(_)),
+            "other backends are independent"
+        );
+        cache.store_failure("a");
+        drop(permit);
+        assert!(
+            matches!(cache.lookup("a"), Lookup::Unknown),
+            "a failure is cached"
+        );
+        cache
+            .entries
+            .lock()
+            .expect("lock")
+            .get_mut("a")
+            .expect("entry")
+            .0 -= FAILURE_TTL;
+        assert!(matches!(cache.lookup("a"), Lookup::Probe(_)), "and expires");
+        cache.store("a", vec!["SIZE".into()]);
+        assert!(matches!(cache.lookup("a"), Lookup::Fresh(f) if f == ["SIZE"]));
     }
 }

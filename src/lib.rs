@@ -18,4 +18,5 @@ pub mod ports;
 pub mod proxy_protocol;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod tls;

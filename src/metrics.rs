@@ -35,6 +35,10 @@ pub struct Metrics {
     pub passive_ports_configured: IntGauge,
     pub passive_reservations_active: IntGauge,
     pub passive_port_exhausted_total: IntCounter,
+    /// Transfers still running at the end of the shutdown grace, cut with a 421.
+    pub shutdown_cut_transfers_total: IntCounter,
+    /// Passive listeners open now (bound lazily, closed when idle).
+    pub passive_listeners_open: IntGauge,
     pub backend_connect_errors_total: IntCounterVec,
     pub backend_up: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
@@ -77,6 +81,13 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::with_opts(Opts::new(name, help).namespace("ftpfront"))
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     register(registry, metric.clone());
     metric
@@ -175,18 +186,21 @@ impl Metrics {
                 "passive_reservations_active",
                 "Pending passive reservations (port, client IP) waiting for a data connection.",
             ),
-            passive_port_exhausted_total: {
-                let c = IntCounter::with_opts(
-                    Opts::new(
-                        "passive_port_exhausted_total",
-                        "PASV/EPSV requests refused because no port was free for the client IP.",
-                    )
-                    .namespace("ftpfront"),
-                )
-                .unwrap_or_else(|e| panic!("counter malformed: {e}"));
-                register(&r, c.clone());
-                c
-            },
+            passive_port_exhausted_total: counter(
+                &r,
+                "passive_port_exhausted_total",
+                "PASV/EPSV requests refused because no port was free for the client IP.",
+            ),
+            shutdown_cut_transfers_total: counter(
+                &r,
+                "shutdown_cut_transfers_total",
+                "Transfers cut (421) because they were still running at the end of the shutdown grace.",
+            ),
+            passive_listeners_open: gauge(
+                &r,
+                "passive_listeners_open",
+                "Passive port listeners open now (bound on first use, closed when idle).",
+            ),
             backend_connect_errors_total: counter_vec(
                 &r,
                 "backend_connect_errors_total",

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::metrics::{self, labels, Metrics};
 use crate::ports::{bind_listener, PoolSettings, PortPool};
 use crate::proxy_protocol::{Endpoints, ProxyHeaderError, ProxyPolicy};
 use crate::session::{Session, Shared};
+use crate::shutdown;
 use crate::tls::{self, BackendTlsConfig, ClientTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +48,17 @@ pub struct RunningProxy {
     pub implicit_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    shutdown: watch::Sender<bool>,
+    shutdown: shutdown::Sender,
+    /// Stops the metrics endpoint, which keeps answering (`/readyz` 503) while draining.
+    metrics_stop: watch::Sender<bool>,
+    grace: Duration,
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
     client_tls: Option<Arc<ClientTls>>,
 }
 
-/// How long a shutdown waits for running sessions (and their transfers) to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// After the grace, how long cut sessions get to send their 421 and close.
+const CUT_WAIT: Duration = Duration::from_secs(5);
 
 /// Binds every listener of `config` and starts serving.
 pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
@@ -86,7 +91,8 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         pool,
         router: Router::new(config.clone()),
     });
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (shutdown, shutdown_rx) = shutdown::channel();
+    let (metrics_stop, metrics_stop_rx) = watch::channel(false);
     let (control, control_addr) = bind_control(config.listen.control)?;
     let implicit = match config.listen.implicit_tls {
         Some(addr) => Some(bind_control(addr)?),
@@ -113,7 +119,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
                 listener,
                 metrics.clone(),
                 auth,
-                shutdown_rx.clone(),
+                metrics_stop_rx,
             )));
             Some(bound)
         }
@@ -127,6 +133,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         shutdown: shutdown_rx,
         implicit_tls: false,
         proxy: proxy_policy,
+        next_id: Arc::new(AtomicU64::new(1)),
     };
     if let Some((listener, _)) = implicit {
         let implicit_acceptor = Acceptor {
@@ -151,6 +158,8 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         metrics_addr,
         metrics,
         shutdown,
+        metrics_stop,
+        grace: config.shutdown.grace,
         sessions,
         tasks,
     })
@@ -188,18 +197,28 @@ impl RunningProxy {
         }
     }
 
-    /// Stops accepting, tells idle sessions 421, lets running transfers finish (up to a
-    /// grace period), then returns.
+    /// Stops accepting, tells idle sessions 421, lets running transfers finish within
+    /// `[shutdown] grace`, then cuts what is left (421 to each client) and returns.
+    /// `/readyz` answers 503 from the first moment until the end.
     pub async fn shutdown(self) {
         self.metrics.set_ready(false);
-        let _ = self.shutdown.send(true);
+        let _ = self.shutdown.send(shutdown::Phase::Draining);
         self.sessions.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.sessions.wait())
+        if tokio::time::timeout(self.grace, self.sessions.wait())
             .await
             .is_err()
         {
-            warn!("sessions still running after the shutdown grace period; dropping them");
+            let left = self.sessions.len();
+            warn!(sessions = left, grace = ?self.grace, "shutdown grace over; cutting the sessions still running");
+            let _ = self.shutdown.send(shutdown::Phase::Cut);
+            if tokio::time::timeout(CUT_WAIT, self.sessions.wait())
+                .await
+                .is_err()
+            {
+                warn!("sessions did not end after being cut; dropping them");
+            }
         }
+        let _ = self.metrics_stop.send(true);
         for task in self.tasks {
             task.abort();
         }
@@ -211,25 +230,26 @@ struct Acceptor {
     shared: Arc<Shared>,
     limiter: Arc<Limiter>,
     sessions: TaskTracker,
-    shutdown: watch::Receiver<bool>,
+    shutdown: shutdown::Receiver,
     /// Connections on this listener start with a TLS handshake (implicit FTPS).
     implicit_tls: bool,
     /// Connections start with a PROXY header from a trusted load balancer.
     proxy: Option<Arc<ProxyPolicy>>,
+    /// Session ids, one sequence for every listener, so an id names one session.
+    next_id: Arc<AtomicU64>,
 }
 
 impl Acceptor {
     async fn run(mut self, listener: TcpListener) {
-        let mut next_id: u64 = 1;
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = self.shutdown.changed() => return,
+                _ = shutdown::stopping(&mut self.shutdown) => return,
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    self.accepted(stream, peer, next_id);
-                    next_id += 1;
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    self.accepted(stream, peer, id);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
@@ -363,7 +383,7 @@ struct SessionStart {
     implicit_tls: bool,
 }
 
-async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::Receiver<bool>) {
+async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdown::Receiver) {
     let SessionStart {
         stream,
         endpoints: Endpoints {
@@ -401,13 +421,20 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: watch::
     } else {
         LineConn::plain_tcp(stream, peer, max_line)
     };
-    let mut session = Session::new(shared, client, [tcp_local, reached_at], span.clone());
+    let client = client.with_write_timeout(shared.config.limits.idle_timeout);
+    let mut session = Session::new(
+        shared,
+        client,
+        [tcp_local, reached_at],
+        span.clone(),
+        shutdown,
+    );
     if implicit_tls {
         session = session.with_implicit_tls();
     }
     let outcome = async {
         info!("session start");
-        let outcome = session.run(shutdown).await;
+        let outcome = session.run().await;
         info!(result = outcome.label(), "session end");
         outcome
     }

@@ -117,6 +117,9 @@ struct ServerConfigs {
     upload: Arc<ServerConfig>,
 }
 
+/// The ALPN protocol id of FTP (IANA "ftp").
+pub const FTP_ALPN: &[u8] = b"ftp";
+
 fn server_configs(
     cert: &Path,
     key: &Path,
@@ -129,6 +132,9 @@ fn server_configs(
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.session_storage = resumption.sessions.clone();
     config.ticketer = resumption.tickets.clone();
+    // ALPACA: a client that offers ALPN without `ftp` is talking to the wrong protocol
+    // (an HTTPS request replayed at port 21); rustls refuses it with no_application_protocol.
+    config.alpn_protocols = vec![FTP_ALPN.to_vec()];
     let mut upload = config.clone();
     upload.send_tls13_tickets = 0;
     Ok(ServerConfigs {
@@ -214,7 +220,7 @@ impl BackendTlsConfig {
         };
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(backend.tls_max_version))?;
-        let config = if backend.tls_verify {
+        let mut config = if backend.tls_verify {
             builder
                 .with_root_certificates(root_store(backend.tls_ca_file.as_deref())?)
                 .with_no_client_auth()
@@ -224,6 +230,9 @@ impl BackendTlsConfig {
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
                 .with_no_client_auth()
         };
+        // As a client would: ALPN `ftp` (RFC 7301; servers hardened against ALPACA check
+        // it), SNI from the server name (rustls sends it for DNS names, never for IPs).
+        config.alpn_protocols = vec![FTP_ALPN.to_vec()];
         let name = match &backend.tls_server_name {
             Some(name) => name.clone(),
             None => host_of(&backend.address).to_string(),

@@ -377,10 +377,21 @@ enum Overflow {
 /// the stream is upgraded to TLS. After the events are drained, at most
 /// `max_line_length + 2` bytes stay buffered, however much a peer sends
 /// without an LF.
+///
+/// Every byte is scanned for LF once and copied out once: yielded lines are
+/// consumed by advancing `start`, and the buffer is compacted only when the
+/// consumed prefix is at least half of it, so a pipelined burst of N bytes
+/// costs O(N) however many lines it holds.
 #[derive(Debug, Clone)]
 pub struct LineSplitter {
     max: usize,
     buf: Vec<u8>,
+    /// Bytes before `start` were already yielded.
+    start: usize,
+    /// `buf[start..scanned]` holds no LF.
+    scanned: usize,
+    /// Where the last unterminated line begins (just after the last LF in `buf`).
+    tail_start: usize,
     overflow: Overflow,
 }
 
@@ -390,6 +401,9 @@ impl LineSplitter {
         LineSplitter {
             max: max_line_length,
             buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            tail_start: 0,
             overflow: Overflow::None,
         }
     }
@@ -399,40 +413,85 @@ impl LineSplitter {
         let Some(data) = self.skip_discarded(data) else {
             return;
         };
+        self.compact();
+        let old_len = self.buf.len();
         self.buf.extend_from_slice(data);
+        if let Some(lf) = data.iter().rposition(|&b| b == b'\n') {
+            self.tail_start = old_len + lf + 1;
+        }
         self.cut_overlong_tail();
     }
 
     /// The next complete line, or [`LineEvent::TooLong`]; `None` when more
     /// bytes are needed.
     pub fn next_event(&mut self) -> Option<LineEvent> {
-        if let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
+        if let Some(lf) = self.find_lf() {
             return Some(self.take_line(lf));
         }
         if self.overflow == Overflow::Pending {
             // Report right away rather than wait for an LF that may never come.
-            self.buf.clear();
+            self.clear();
             self.overflow = Overflow::Reported;
             return Some(LineEvent::TooLong);
         }
         None
     }
 
+    /// Whether a complete line (or an overlong one to report) is buffered, so
+    /// that [`LineSplitter::next_event`] would yield without more bytes.
+    pub fn has_event(&mut self) -> bool {
+        self.find_lf().is_some() || self.overflow == Overflow::Pending
+    }
+
     /// Removes and returns the bytes not yet yielded as lines, and forgets any
     /// overlong line in progress (the stream is about to change hands).
     pub fn take_buffered(&mut self) -> Vec<u8> {
         self.overflow = Overflow::None;
-        std::mem::take(&mut self.buf)
+        let rest = self.buf.split_off(self.start);
+        self.clear();
+        rest
     }
 
     /// Whether no bytes are buffered.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buffered_len() == 0
     }
 
     /// Number of buffered bytes (for tests and memory accounting).
     pub fn buffered_len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
+        self.tail_start = 0;
+    }
+
+    /// Drops the consumed prefix once it is at least half of the buffer: each
+    /// byte is moved at most once on average.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.clear();
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.tail_start = self.tail_start.saturating_sub(self.start);
+            self.start = 0;
+        }
+    }
+
+    /// The position of the next LF after `start`, scanning each byte once.
+    fn find_lf(&mut self) -> Option<usize> {
+        let from = self.scanned.max(self.start);
+        match self.buf[from..].iter().position(|&b| b == b'\n') {
+            Some(offset) => Some(from + offset),
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
     }
 
     /// While an overlong line is being discarded, drops `data` up to and
@@ -447,6 +506,7 @@ impl LineSplitter {
             // Terminate the cut prefix so next_event reports it in order,
             // after any complete lines that precede it.
             self.buf.push(b'\n');
+            self.tail_start = self.buf.len();
         }
         self.overflow = Overflow::None;
         Some(&data[lf + 1..])
@@ -455,33 +515,35 @@ impl LineSplitter {
     /// Bounds memory: once the unterminated tail is certainly too long, keep
     /// only a prefix that still reads as too long, and drop the rest.
     fn cut_overlong_tail(&mut self) {
-        let tail_start = self
-            .buf
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |lf| lf + 1);
+        let tail_start = self.tail_start.max(self.start);
         let tail = &self.buf[tail_start..];
         // A trailing CR may still turn out to be part of the terminator.
         if content_len(tail) > self.max {
             // max + 2 bytes exceed max even if the last kept byte is a CR.
             let keep = tail.len().min(self.max.saturating_add(2));
             self.buf.truncate(tail_start + keep);
+            self.scanned = self.scanned.min(self.buf.len());
             self.overflow = Overflow::Pending;
         }
     }
 
-    /// Removes the line ending at `lf` (inclusive) from the buffer.
+    /// Yields the line ending at `lf` (inclusive) and consumes it.
     fn take_line(&mut self, lf: usize) -> LineEvent {
-        let mut line: Vec<u8> = self.buf.drain(..=lf).collect();
-        line.pop();
+        let mut line = &self.buf[self.start..lf];
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
-        if line.len() > self.max {
+        let event = if line.len() > self.max {
             LineEvent::TooLong
         } else {
-            LineEvent::Line(line)
+            LineEvent::Line(line.to_vec())
+        };
+        self.start = lf + 1;
+        self.scanned = self.start;
+        if self.start == self.buf.len() {
+            self.clear();
         }
+        event
     }
 }
 
@@ -810,6 +872,77 @@ mod tests {
     }
 
     // ---- LineSplitter ----
+
+    /// A splitter fed `input` in chunks of the given sizes, drained after every chunk.
+    fn split_in_chunks(max: usize, input: &[u8], sizes: &[usize]) -> Vec<LineEvent> {
+        let mut s = LineSplitter::new(max);
+        let mut events = Vec::new();
+        let mut rest = input;
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
+            s.push(&rest[..n]);
+            rest = &rest[n..];
+            events.extend(drain(&mut s));
+            assert!(
+                s.buffered_len() <= max + 2,
+                "buffer grew to {}",
+                s.buffered_len()
+            );
+        }
+        events
+    }
+
+    #[test]
+    fn events_do_not_depend_on_how_the_bytes_were_chunked() {
+        let mut input = Vec::new();
+        for i in 0..200usize {
+            input.extend(std::iter::repeat_n(b'a', i % 13));
+            input.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        }
+        input.extend(std::iter::repeat_n(b'x', 40));
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        let whole = split_in_chunks(10, &input, &[input.len()]);
+        for sizes in [&[1usize][..], &[2, 3], &[7, 1, 64], &[4096]] {
+            assert_eq!(
+                split_in_chunks(10, &input, sizes),
+                whole,
+                "chunks {sizes:?}"
+            );
+        }
+        assert_eq!(
+            whole.iter().filter(|e| **e == LineEvent::TooLong).count(),
+            1 + 200 / 13 * 2
+        );
+    }
+
+    #[test]
+    fn a_burst_of_lines_is_consumed_without_moving_the_rest() {
+        let mut s = LineSplitter::new(100);
+        s.push(&b"NOOP\r\n".repeat(10_000));
+        for _ in 0..9_999 {
+            assert_eq!(s.next_event(), Some(line(b"NOOP")));
+        }
+        // Consumed lines are skipped by an offset until the next push compacts.
+        assert_eq!(s.buffered_len(), 6);
+        s.push(b"PW");
+        assert_eq!(s.buffered_len(), 8);
+        assert_eq!(s.next_event(), Some(line(b"NOOP")));
+        assert!(!s.has_event());
+        s.push(b"D\r\n");
+        assert!(s.has_event());
+        assert_eq!(drain(&mut s), [line(b"PWD")]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn take_buffered_returns_only_unyielded_bytes() {
+        let mut s = LineSplitter::new(100);
+        s.push(b"AUTH TLS\r\n\x16\x03\x01");
+        assert_eq!(s.next_event(), Some(line(b"AUTH TLS")));
+        assert_eq!(s.take_buffered(), b"\x16\x03\x01");
+        assert!(s.is_empty());
+    }
 
     fn drain(splitter: &mut LineSplitter) -> Vec<LineEvent> {
         std::iter::from_fn(|| splitter.next_event()).collect()

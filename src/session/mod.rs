@@ -6,18 +6,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendLeg, Router};
 use crate::config::{ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
-use crate::features::{self, FeatureCache};
+use crate::features::{self, FeatureCache, Lookup};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
 use crate::ports::{canonical_ip, PortPool};
+use crate::shutdown;
 use crate::tls::{BackendTlsConfig, ClientTls};
 
 mod security;
@@ -105,6 +105,9 @@ pub struct Session {
     prot_private: bool,
     queued: VecDeque<Command>,
     span: tracing::Span,
+    /// The span carries `user` and `backend` (see `name_span`).
+    span_named: bool,
+    shutdown: shutdown::Receiver,
 }
 
 impl Session {
@@ -113,6 +116,7 @@ impl Session {
         client: LineConn,
         [local, reached_at]: [SocketAddr; 2],
         span: tracing::Span,
+        shutdown: shutdown::Receiver,
     ) -> Session {
         let client_ip = canonical_ip(client.peer().ip());
         Session {
@@ -132,6 +136,8 @@ impl Session {
             prot_private: false,
             queued: VecDeque::new(),
             span,
+            span_named: false,
+            shutdown,
         }
     }
 
@@ -142,11 +148,11 @@ impl Session {
     }
 
     /// Runs the session to its end; never panics on peer input.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Outcome {
-        let outcome = match self.serve(&mut shutdown).await {
+    pub async fn run(mut self) -> Outcome {
+        let outcome = match self.serve().await {
             Ok(outcome) => outcome,
             Err(SessionError::Backend(e)) => {
-                warn!(error = %e, "backend control connection failed");
+                warn!(error = ?e.to_string(), "backend control connection failed");
                 self.shared
                     .metrics
                     .count_protocol_error("backend", e.kind());
@@ -168,16 +174,18 @@ impl Session {
         outcome
     }
 
-    async fn serve(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Outcome, SessionError> {
+    async fn serve(&mut self) -> Result<Outcome, SessionError> {
         self.send(&Reply::new(220, "ftpfront FTP proxy ready."))
             .await?;
         loop {
+            // Between commands a draining proxy ends the session (a transfer that was
+            // running when the signal came has just finished).
+            if shutdown::is_stopping(&self.shutdown) {
+                return self.close_for_shutdown().await;
+            }
             let flow = match self.queued.pop_front() {
                 Some(command) => self.handle(command).await?,
-                None => self.idle_step(shutdown).await?,
+                None => self.idle_step().await?,
             };
             if let Flow::Close(outcome) = flow {
                 return Ok(outcome);
@@ -187,10 +195,7 @@ impl Session {
 
     /// Waits for the next client command while watching the backend, the idle timer and
     /// shutdown.
-    async fn idle_step(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Flow, SessionError> {
+    async fn idle_step(&mut self) -> Result<Flow, SessionError> {
         let idle = self.shared.config.limits.idle_timeout;
         let backend = self.backend.as_mut().map(|leg| &mut leg.control);
         tokio::select! {
@@ -205,11 +210,14 @@ impl Session {
                 self.reply(421, &format!("Idle timeout ({}s): closing control connection.", idle.as_secs())).await?;
                 Ok(Flow::Close(Outcome::Ok))
             }
-            _ = shutdown.changed() => {
-                self.reply(421, "Service shutting down; closing control connection.").await?;
-                Ok(Flow::Close(Outcome::Ok))
-            }
+            _ = shutdown::stopping(&mut self.shutdown) => Ok(Flow::Continue),
         }
+    }
+
+    async fn close_for_shutdown(&mut self) -> Result<Outcome, SessionError> {
+        self.reply(421, "Service shutting down; closing control connection.")
+            .await?;
+        Ok(Outcome::Ok)
     }
 
     async fn on_client_event(&mut self, event: Option<LineEvent>) -> Result<Flow, SessionError> {
@@ -232,7 +240,7 @@ impl Session {
                 self.shared
                     .metrics
                     .count_protocol_error("client", "line_too_long");
-                self.reply(
+                self.answer(
                     500,
                     &format!("Command line too long (limit {limit} bytes)."),
                 )
@@ -246,14 +254,14 @@ impl Session {
                         .commands_total
                         .with_label_values(&[command.verb.metric_label()])
                         .inc();
-                    debug!(command = %command.log_line(), "client command");
+                    debug!(command = ?command.log_line(), "client command");
                     Ok(ClientInput::Command(command))
                 }
                 Err(e) => {
                     self.shared
                         .metrics
                         .count_protocol_error("client", "malformed_command");
-                    self.reply(500, &format!("Syntax error: {e}.")).await?;
+                    self.answer(500, &format!("Syntax error: {e}.")).await?;
                     Ok(ClientInput::Answered)
                 }
             },
@@ -266,13 +274,13 @@ impl Session {
     ) -> Result<Flow, SessionError> {
         match reply {
             Ok(reply) if reply.code == 421 => {
-                info!(reply = %reply.text(), "backend closed the session");
+                info!(reply = ?reply.text(), "backend closed the session");
                 self.send(&reply).await?;
                 Ok(Flow::Close(Outcome::Error))
             }
             Ok(reply) => {
                 // Relaying it would shift every later reply by one: drop it, but say so.
-                warn!(code = reply.code, text = %reply.text(), "unsolicited backend reply ignored");
+                warn!(code = reply.code, text = ?reply.text(), "unsolicited backend reply ignored");
                 self.shared
                     .metrics
                     .count_protocol_error("backend", "unsolicited_reply");
@@ -293,10 +301,10 @@ impl Session {
             Verb::Rein => self.reinitialize().await,
             Verb::Feat => self.feat().await,
             Verb::Help => self
-                .reply(214, "ftpfront relays standard FTP commands to the backend.")
+                .answer(214, "ftpfront relays standard FTP commands to the backend.")
                 .await
                 .map(|_| Flow::Continue),
-            Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| Flow::Continue),
+            Verb::Noop => self.answer(200, "NOOP ok.").await.map(|_| Flow::Continue),
             Verb::Host => self.host(command).await,
             Verb::Opts if !self.logged_in() => self.opts_before_login(command).await,
             Verb::Auth => self.auth(command).await,
@@ -385,12 +393,12 @@ impl Session {
 
     async fn before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
         match command.verb {
-            Verb::Syst => self.reply(215, "UNIX Type: L8").await?,
+            Verb::Syst => self.answer(215, "UNIX Type: L8").await?,
             Verb::Opts => {
-                self.reply(501, "Option not understood before login.")
+                self.answer(501, "Option not understood before login.")
                     .await?
             }
-            _ => self.reply(530, "Please login with USER and PASS.").await?,
+            _ => self.answer(530, "Please login with USER and PASS.").await?,
         }
         Ok(Flow::Continue)
     }
@@ -427,8 +435,6 @@ impl Session {
             self.reply(530, "No backend serves this user.").await?;
             return Ok(Flow::Continue);
         };
-        self.span.record("user", user.as_str());
-        self.span.record("backend", config.name.as_str());
         let started = Instant::now();
         let tls = self.shared.backend_tls.get(&config.name);
         let client = Some(self.client.peer());
@@ -437,7 +443,7 @@ impl Session {
         {
             Ok(connected) => connected,
             Err(e) => {
-                warn!(error = %e, "backend unavailable");
+                warn!(user = ?user, error = ?e.to_string(), "backend unavailable");
                 self.reply(421, &format!("Service not available: backend `{}` is unreachable; closing control connection.", config.name)).await?;
                 return Ok(Flow::Close(Outcome::Error));
             }
@@ -497,7 +503,8 @@ impl Session {
                     .backend_login_duration_seconds
                     .with_label_values(&[&backend_name])
                     .observe(started.elapsed().as_secs_f64());
-                info!(%user, backend = %backend_name, "login ok");
+                info!(user = ?user, backend = %backend_name, "login ok");
+                self.name_span(&user, &backend_name);
                 self.login = Login::LoggedIn { user };
                 self.replay_utf8().await?;
             }
@@ -507,7 +514,7 @@ impl Session {
                     .logins_total
                     .with_label_values(&[&backend_name, labels::FAILED])
                     .inc();
-                info!(%user, backend = %backend_name, code = reply.code, "login failed");
+                info!(user = ?user, backend = %backend_name, code = reply.code, "login failed");
                 self.login = Login::None;
             }
         }
@@ -530,6 +537,18 @@ impl Session {
             debug!(code = reply.code, "backend answered OPTS UTF8 ON");
         }
         Ok(())
+    }
+
+    /// Names the session span after its first login. Recorded once only: the text log
+    /// appends every recording to the span, so recording each USER would let one client
+    /// grow memory and every later log line without bound. Later logins of the same
+    /// connection (REIN) are in their own "login ok" lines.
+    fn name_span(&mut self, user: &str, backend: &str) {
+        if !self.span_named {
+            self.span_named = true;
+            self.span.record("user", tracing::field::debug(user));
+            self.span.record("backend", backend);
+        }
     }
 
     fn reset_login_state(&mut self) {
@@ -760,6 +779,16 @@ impl Session {
         self.send(&Reply::new(code, text)).await
     }
 
+    /// A reply that ftpfront gives without touching anything else, so it may wait until
+    /// the client's already buffered commands are answered too (one write for a burst).
+    async fn answer(&mut self, code: u16, text: &str) -> Result<(), SessionError> {
+        let peer = self.client.peer();
+        self.client
+            .write_deferred(&Reply::new(code, text).to_wire())
+            .await
+            .map_err(|source| SessionError::ClientWrite { peer, source })
+    }
+
     async fn send(&mut self, reply: &Reply) -> Result<(), SessionError> {
         let peer = self.client.peer();
         self.client
@@ -794,15 +823,17 @@ async fn default_backend_features(shared: &Shared) -> Vec<String> {
     else {
         return Vec::new();
     };
-    if let Some(cached) = shared.features.fresh(&backend.name) {
-        return cached;
-    }
+    let permit = match shared.features.lookup(&backend.name) {
+        Lookup::Fresh(features) => return features,
+        Lookup::Unknown => return Vec::new(),
+        Lookup::Probe(permit) => permit,
+    };
     let tls = shared.backend_tls.get(&backend.name);
-    match features::probe(backend, tls, &shared.metrics).await {
-        Some(found) => {
-            shared.features.store(&backend.name, found.clone());
-            found
-        }
-        None => Vec::new(),
+    let found = features::probe(backend, tls, &shared.metrics).await;
+    match &found {
+        Some(found) => shared.features.store(&backend.name, found.clone()),
+        None => shared.features.store_failure(&backend.name),
     }
+    drop(permit);
+    found.unwrap_or_default()
 }

@@ -47,7 +47,9 @@ impl Session {
             Ok(secured) => {
                 self.count_client_handshake(true);
                 let max_line = self.shared.config.limits.max_line_length;
-                self.client = LineConn::new(Box::new(secured), peer, max_line);
+                let write_timeout = self.shared.config.limits.idle_timeout;
+                self.client = LineConn::new(Box::new(secured), peer, max_line)
+                    .with_write_timeout(write_timeout);
                 self.control_tls = true;
                 // RFC 4217: after AUTH, data stays clear until PROT P.
                 self.prot_private = false;

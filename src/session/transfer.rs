@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -20,11 +20,14 @@ use crate::data::{
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::labels;
+use crate::shutdown;
 use crate::tls;
 use tokio_rustls::rustls::HandshakeKind;
 
 /// How long a backend may take to notice that ftpfront closed a transfer's data connection.
 const ABANDONED_TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a stopped pump may take to reset its data connections.
+const PUMP_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often a running transfer is checked for progress.
 const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -66,7 +69,7 @@ impl Session {
             Ok(data) => data,
             Err(BackendDataError::Leg(e)) => return Err(e.into()),
             Err(BackendDataError::Setup(reason)) => {
-                warn!(%reason, "cannot open the backend data connection");
+                warn!(reason = ?reason, "cannot open the backend data connection");
                 let text = format!("Can't open data connection to the backend: {reason}.");
                 self.reply(425, &text).await?;
                 return Ok(Flow::Continue);
@@ -97,7 +100,7 @@ impl Session {
         let backend_stream = match self.backend_data_stream(backend_data).await {
             Ok(stream) => stream,
             Err(e) => {
-                warn!(error = %e, "backend data connection failed");
+                warn!(error = ?e.to_string(), "backend data connection failed");
                 self.finish_failed_start(held_final.is_none()).await?;
                 let text = format!("Can't open data connection to the backend: {e}.");
                 self.reply(425, &text).await?;
@@ -116,7 +119,7 @@ impl Session {
         {
             Ok(legs) => legs,
             Err(refusal) => {
-                warn!(reason = %refusal.text, "data connection TLS failed");
+                warn!(reason = ?refusal.text, "data connection TLS failed");
                 self.reply(refusal.code, &refusal.text).await?;
                 self.resync_backend(held_final.is_none()).await?;
                 self.count_transfer(direction, labels::FAILED, 0, None);
@@ -128,8 +131,7 @@ impl Session {
             TransferDirection::Upload => (client_leg, backend_leg, ["client", "backend"]),
             _ => (backend_leg, client_leg, ["backend", "client"]),
         };
-        let pump = data::pump_legs(from, to, progress.clone(), names);
-        let pump = AbortOnDropHandle::new(tokio::spawn(pump));
+        let pump = Pump::start(from, to, progress.clone(), names);
         let run = RunningTransfer {
             direction,
             path: command.arg_str().to_string(),
@@ -174,6 +176,10 @@ impl Session {
                         Ok(stream) => Waited::Ready(stream),
                         Err(reply) => Waited::Failed(reply),
                     });
+                }
+                _ = shutdown::cut(&mut self.shutdown) => {
+                    let outcome = self.close_for_shutdown().await?;
+                    return Ok(Waited::Interrupted(Flow::Close(outcome)));
                 }
                 event = self.client.next_event() => {
                     let command = match self.client_input(event).await? {
@@ -227,8 +233,8 @@ impl Session {
     }
 
     /// The control loop while bytes flow: ABOR, STAT and NOOP are answered at once, other
-    /// commands wait their turn; a stalled data connection or a failing backend ends the
-    /// transfer instead of pinning the session.
+    /// commands wait their turn; a stalled data connection, a failing backend or the end
+    /// of the shutdown grace ends the transfer instead of pinning the session.
     async fn supervise(&mut self, mut run: RunningTransfer) -> Result<Flow, SessionError> {
         let mut stall_check = tokio::time::interval(STALL_CHECK_INTERVAL);
         stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -245,32 +251,34 @@ impl Session {
             let wants_reply = run.final_reply.is_none();
             let deadline = run.reply_deadline;
             tokio::select! {
-                joined = &mut run.pump, if run.pump_result.is_none() => {
-                    run.pump_result = Some(match joined {
-                        Ok(Ok(bytes)) => Ok(bytes),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(format!("data pump failed: {e}")),
-                    });
+                joined = &mut run.pump.handle, if run.pump_result.is_none() => {
+                    run.pump.finished = true;
+                    run.pump_result = Some(Pump::outcome(joined));
                 }
-                reply = next_backend_reply(backend), if wants_reply => {
-                    if let Some(flow) = self.on_transfer_reply(reply?, &mut run).await? {
-                        return Ok(flow);
+                reply = next_backend_reply(backend), if wants_reply => match reply {
+                    Ok(reply) => {
+                        if let Some(flow) = self.on_transfer_reply(reply, &mut run).await? {
+                            return Ok(flow);
+                        }
                     }
-                }
+                    Err(e) => return Err(self.backend_lost(&mut run, e).await),
+                },
                 _ = sleep_until_deadline(deadline), if wants_reply => {
                     let peer = self.backend.as_ref().map(|leg| leg.control.peer()).unwrap_or(self.local);
                     let timeout = self.reply_timeout();
-                    return Err(BackendLegError::Timeout { peer, phase: "waiting for the transfer's final reply", timeout }.into());
+                    let e = BackendLegError::Timeout { peer, phase: "waiting for the transfer's final reply", timeout };
+                    return Err(self.backend_lost(&mut run, e).await);
                 }
-                _ = stall_check.tick(), if run.pump_result.is_none() => self.check_stall(&mut run),
+                _ = stall_check.tick(), if run.pump_result.is_none() => {
+                    if let Some(reason) = self.check_stall(&mut run) {
+                        return self.give_up(&mut run, &reason).await;
+                    }
+                }
+                _ = shutdown::cut(&mut self.shutdown) => return self.cut_for_shutdown(&mut run).await,
                 event = self.client.next_event() => {
                     let command = match self.client_input(event).await? {
                         ClientInput::Answered => continue,
-                        ClientInput::Gone => {
-                            let moved = run.progress.load(Ordering::Relaxed);
-                            self.count_run(&run, labels::ABORTED, moved);
-                            return Ok(Flow::Close(Outcome::Ok));
-                        }
+                        ClientInput::Gone => return self.client_gone(&mut run).await,
                         ClientInput::Command(command) => command,
                     };
                     if command.verb == Verb::Abor {
@@ -282,6 +290,80 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// The client vanished mid-transfer: end the backend's side the way the client's own
+    /// disappearance would have (data connection reset, ABOR), then close.
+    async fn client_gone(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+        run.pump.stop_and_wait().await;
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.count_run(run, labels::ABORTED, moved);
+        info!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer abandoned: the client closed its control connection");
+        self.send_backend_abor().await;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// The backend's control connection failed mid-transfer: the client hears that its
+    /// transfer failed (426) before the session ends with 421, and the data connection is
+    /// reset so that a client which ignores the control reply cannot take it as complete.
+    async fn backend_lost(
+        &mut self,
+        run: &mut RunningTransfer,
+        e: BackendLegError,
+    ) -> SessionError {
+        run.pump.stop_and_wait().await;
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.count_run(run, labels::ERROR, moved);
+        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, error = ?e.to_string(), "transfer failed: backend control connection lost");
+        let _ = self
+            .reply(
+                426,
+                "Connection closed; transfer aborted (the server's connection failed).",
+            )
+            .await;
+        e.into()
+    }
+
+    /// The grace of a shutdown is over: cut the transfer, tell the client, count it.
+    async fn cut_for_shutdown(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+        run.pump.stop_and_wait().await;
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.count_run(run, labels::ABORTED, moved);
+        self.shared.metrics.shutdown_cut_transfers_total.inc();
+        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer cut at the end of the shutdown grace");
+        self.send_backend_abor().await;
+        self.reply(
+            421,
+            "Service shutting down; transfer cut at the end of the shutdown grace.",
+        )
+        .await?;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// ftpfront gave up on a transfer (stalled): reset the data connections, bring the
+    /// backend back in step with ABOR, tell the client 426.
+    async fn give_up(
+        &mut self,
+        run: &mut RunningTransfer,
+        reason: &str,
+    ) -> Result<Flow, SessionError> {
+        run.pump.stop_and_wait().await;
+        let moved = run.progress.load(Ordering::Relaxed);
+        self.resync_backend(run.final_reply.is_none()).await?;
+        self.reply(426, &format!("Data connection {reason}; transfer aborted."))
+            .await?;
+        self.count_run(run, labels::ERROR, moved);
+        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, reason, "transfer aborted by ftpfront");
+        Ok(Flow::Continue)
+    }
+
+    /// Best effort, for a session about to close: the backend learns the transfer is over.
+    async fn send_backend_abor(&mut self) {
+        if let Some(leg) = self.backend.as_mut() {
+            let abor = Command::new("ABOR", None);
+            let sent = leg.control.send(&abor, "sending ABOR");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sent).await;
         }
     }
 
@@ -305,35 +387,32 @@ impl Session {
             return Ok(None);
         }
         if reply.code == 421 {
-            run.pump.abort();
+            run.pump.stop_and_wait().await;
             self.send(&reply).await?;
             let moved = run.progress.load(Ordering::Relaxed);
             self.count_run(run, labels::ERROR, moved);
             return Ok(Some(Flow::Close(Outcome::Error)));
         }
         if reply.is_error() && run.pump_result.is_none() {
-            run.pump.abort();
+            run.pump.stop_and_wait().await;
             run.pump_result = Some(Err(format!("backend reported {}", reply.code)));
         }
         run.final_reply = Some(reply);
         Ok(None)
     }
 
-    /// Aborts a pump that moved no byte for `limits.idle_timeout`.
-    fn check_stall(&self, run: &mut RunningTransfer) {
+    /// Why the pump should be given up: it moved no byte for `limits.idle_timeout`.
+    fn check_stall(&self, run: &mut RunningTransfer) -> Option<String> {
         self.count_progress(run);
         let moved = run.progress.load(Ordering::Relaxed);
         let (last, since) = run.last_progress;
         if moved != last {
             run.last_progress = (moved, Instant::now());
-            return;
+            return None;
         }
         let limit = self.shared.config.limits.idle_timeout;
-        if since.elapsed() >= limit {
-            warn!(bytes = moved, timeout = ?limit, "data connection stalled; aborting the transfer");
-            run.pump.abort();
-            run.pump_result = Some(Err(format!("no data moved for {}s", limit.as_secs())));
-        }
+        (since.elapsed() >= limit)
+            .then(|| format!("stalled: no data moved for {}s", limit.as_secs()))
     }
 
     /// Commands while the session is busy with a data connection: NOOP and STAT are
@@ -374,30 +453,26 @@ impl Session {
         }
     }
 
-    /// ABOR: stop the pump, tell the client 426 then 226 (RFC 959), and bring the backend
-    /// back in step (`resync_backend`).
+    /// ABOR: stop the pump (resetting both data connections), tell the client 426 then 226
+    /// (RFC 959), and bring the backend back in step (`resync_backend`).
     async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
-        run.pump.abort();
+        run.pump.stop_and_wait().await;
         let moved = run.progress.load(Ordering::Relaxed);
         self.reply(426, "Connection closed; transfer aborted.")
             .await?;
-        // The pump owns both data connections: they are closed once it has stopped.
-        if run.pump_result.is_none() {
-            let _ = (&mut run.pump).await;
-        }
         self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(226, "ABOR command successful.").await?;
         self.count_run(run, labels::ABORTED, moved);
-        info!(direction = run.direction.as_str(), path = %run.path, bytes = moved, "transfer aborted by the client");
+        info!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer aborted by the client");
         Ok(Flow::Continue)
     }
 
-    /// Ends the backend's side of a transfer that ftpfront gave up on (its data connection
-    /// is closed by now). The backend usually answers the broken transfer by itself, so that
-    /// reply is awaited first: sending ABOR at once races with it, and some servers
-    /// (libunftp) then answer ABOR and the next command before the transfer. Only a backend
-    /// that stays silent gets ABOR, and a PWD after it marks where those replies end: its
-    /// 257 is a code neither a transfer nor ABOR produces.
+    /// Ends the backend's side of a transfer that was cut (its data connection is reset by
+    /// now), as a client aborting it directly would: ABOR. The backend usually answers the
+    /// broken transfer by itself first, so that reply is awaited (briefly): sending ABOR at
+    /// once races with it, and some servers (libunftp) then answer ABOR and the next command
+    /// before the transfer. A PWD after ABOR marks where those replies end: its 257 is a
+    /// code neither a transfer nor ABOR produces.
     async fn resync_backend(&mut self, transfer_reply_pending: bool) -> Result<(), SessionError> {
         let Some(leg) = self.backend.as_mut() else {
             return Ok(());
@@ -416,8 +491,8 @@ impl Session {
                 }
             };
             match tokio::time::timeout(ABANDONED_TRANSFER_WAIT, settle).await {
-                Ok(settled) => return Ok(settled?),
-                Err(_) => debug!("backend silent about the abandoned transfer; sending ABOR"),
+                Ok(settled) => settled?,
+                Err(_) => debug!("backend silent about the abandoned transfer"),
             }
         }
         leg.control
@@ -533,15 +608,15 @@ impl Session {
         self.count_run(&run, result, bytes);
         info!(
             client = %self.client_ip,
-            user = self.user_name(),
+            user = ?self.user_name(),
             backend = self.backend_name(),
             direction = run.direction.as_str(),
-            path = %run.path,
+            path = ?run.path,
             bytes,
             duration_ms = run.started.elapsed().as_millis() as u64,
             result,
             reply = reply.code,
-            data_error,
+            data_error = data_error.as_deref().map(tracing::field::debug),
             "transfer"
         );
         Ok(Flow::Continue)
@@ -597,8 +672,7 @@ struct RunningTransfer {
     path: String,
     started: Instant,
     progress: Arc<AtomicU64>,
-    /// Aborted when dropped: no early return can leave a pump running without its session.
-    pump: AbortOnDropHandle<std::io::Result<u64>>,
+    pump: Pump,
     pump_result: Option<Result<u64, String>>,
     final_reply: Option<Reply>,
     /// Bytes moved at the last stall check, and when that count last changed.
@@ -608,6 +682,53 @@ struct RunningTransfer {
     /// Bytes already added to `ftpfront_transfer_bytes_total`.
     counted: std::cell::Cell<u64>,
     _active: ActiveTransfer,
+}
+
+/// The pump task of a transfer. Stopping it, explicitly or by dropping this (no early
+/// return can leave a pump running without its session), resets both data connections.
+struct Pump {
+    handle: tokio::task::JoinHandle<std::io::Result<u64>>,
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
+    finished: bool,
+}
+
+impl Pump {
+    fn start(
+        from: DataStream,
+        to: DataStream,
+        progress: Arc<AtomicU64>,
+        names: [&'static str; 2],
+    ) -> Pump {
+        let stop = CancellationToken::new();
+        let pump = data::pump_legs(from, to, progress, names, stop.clone());
+        Pump {
+            handle: tokio::spawn(pump),
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            finished: false,
+        }
+    }
+
+    fn outcome(
+        joined: Result<std::io::Result<u64>, tokio::task::JoinError>,
+    ) -> Result<u64, String> {
+        match joined {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("data pump failed: {e}")),
+        }
+    }
+
+    /// Stops the pump and waits (briefly) until its data connections are reset, so the
+    /// backend has seen the reset before it hears anything else from this session.
+    async fn stop_and_wait(&mut self) {
+        self.stop.cancel();
+        if !self.finished {
+            self.finished = true;
+            let _ = tokio::time::timeout(PUMP_STOP_WAIT, &mut self.handle).await;
+        }
+    }
 }
 
 /// Keeps `ftpfront_transfers_active` right on every way a transfer can end.

@@ -162,6 +162,15 @@ pub struct RawReply {
     pub text: String,
 }
 
+/// How [`RawClient::reply_within`] ended.
+#[derive(Debug)]
+pub enum Awaited {
+    Reply(RawReply),
+    /// The connection closed or failed first: what the read said.
+    Closed(String),
+    TimedOut,
+}
+
 /// A minimal FTP client that chooses its source address and shows every reply, for the
 /// port-pool scenarios that real clients cannot express.
 pub struct RawClient {
@@ -209,29 +218,78 @@ impl RawClient {
     }
 
     pub async fn reply(&mut self) -> RawReply {
-        let read = async {
-            let mut text = String::new();
-            let mut line = String::new();
-            self.reader.read_line(&mut line).await.expect("read reply");
-            assert!(line.len() >= 3, "short reply line {line:?}");
-            let code: u16 = line[..3].parse().expect("reply code");
-            text.push_str(&line);
-            if line.as_bytes().get(3) == Some(&b'-') {
-                loop {
-                    line.clear();
-                    let n = self.reader.read_line(&mut line).await.expect("read");
-                    assert!(n > 0, "connection closed inside a multi-line reply");
-                    text.push_str(&line);
-                    if line.starts_with(&format!("{code} ")) {
-                        break;
+        match self.reply_within(Duration::from_secs(20)).await {
+            Awaited::Reply(reply) => reply,
+            Awaited::Closed(why) => panic!("read reply: {why}"),
+            Awaited::TimedOut => panic!("reply within 20s"),
+        }
+    }
+
+    /// The next reply, or how the wait ended instead (a timeout may lose a partly read
+    /// reply: use it last, or for peers that must not stay silent).
+    pub async fn reply_within(&mut self, limit: Duration) -> Awaited {
+        tokio::time::timeout(limit, self.read_reply())
+            .await
+            .unwrap_or(Awaited::TimedOut)
+    }
+
+    async fn read_reply(&mut self) -> Awaited {
+        let mut text = String::new();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line).await {
+            Ok(0) => return Awaited::Closed("connection closed".into()),
+            Ok(_) => {}
+            Err(e) => return Awaited::Closed(e.to_string()),
+        }
+        assert!(line.len() >= 3, "short reply line {line:?}");
+        let code: u16 = line[..3].parse().expect("reply code");
+        text.push_str(&line);
+        if line.as_bytes().get(3) == Some(&b'-') {
+            loop {
+                line.clear();
+                match self.reader.read_line(&mut line).await {
+                    Ok(0) => {
+                        return Awaited::Closed(
+                            "connection closed inside a multi-line reply".into(),
+                        )
                     }
+                    Ok(_) => {}
+                    Err(e) => return Awaited::Closed(e.to_string()),
+                }
+                text.push_str(&line);
+                if line.starts_with(&format!("{code} ")) {
+                    break;
                 }
             }
-            RawReply { code, text }
-        };
-        tokio::time::timeout(Duration::from_secs(20), read)
-            .await
-            .expect("reply within 20s")
+        }
+        Awaited::Reply(RawReply { code, text })
+    }
+
+    /// Sends ABOR the RFC 959 way: Telnet IP, then Synch (IAC DM, the DM urgent: MSG_OOB),
+    /// then the command. vsftpd reads commands mid-transfer only so (`async_abor_enable`).
+    pub fn send_urgent_abor(&mut self) {
+        let socket = socket2::SockRef::from(self.writer.as_ref());
+        for (bytes, urgent) in [
+            (&b"\xff\xf4\xff"[..], false),
+            (b"\xf2", true),
+            (b"ABOR\r\n", false),
+        ] {
+            let sent = if urgent {
+                socket.send_out_of_band(bytes)
+            } else {
+                socket.send(bytes)
+            };
+            assert_eq!(sent.expect("send ABOR"), bytes.len(), "ABOR sent whole");
+        }
+    }
+
+    /// Ends the control connection like a killed process: RST (SO_LINGER 0), no FIN.
+    pub fn kill(self) {
+        let RawClient { reader, writer, .. } = self;
+        let _ = socket2::SockRef::from(writer.as_ref()).set_linger(Some(Duration::ZERO));
+        // Dropping the write half would shut it down (a FIN) first.
+        writer.forget();
+        drop(reader);
     }
 
     pub async fn send(&mut self, line: &str) {
@@ -343,6 +401,15 @@ pub async fn wait_until_listening(addr: SocketAddr) {
     }
 }
 
+/// The binary the process-level tests run: `FTP_TESTS_FTPFRONT_BINARY` (scripts/test.sh
+/// points it at the release build it has just made from the same tree, so figures such as
+/// CPU per MiB are the product's), else the debug build of this `cargo test`.
+pub fn ftpfront_binary() -> PathBuf {
+    std::env::var_os("FTP_TESTS_FTPFRONT_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ftpfront")))
+}
+
 /// The `ftpfront` binary itself, running a config written to a directory.
 pub struct BinaryProxy {
     pub child: tokio::process::Child,
@@ -358,7 +425,7 @@ pub async fn run_binary(dir: &Path, control_port: u16, config: &str) -> BinaryPr
     let config_path = dir.join("ftpfront.toml");
     std::fs::write(&config_path, config).expect("write config");
     let log = dir.join("ftpfront.log");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
+    let child = tokio::process::Command::new(ftpfront_binary())
         .args(["run", "--config"])
         .arg(&config_path)
         .env_remove("RUST_LOG")

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod fake_backend;
 pub mod harness;
 pub mod observability;
 pub mod tls;
