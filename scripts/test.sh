@@ -82,6 +82,9 @@ show_skips() {
 step "cargo build --release --locked --bin ftpfront"
 cargo build --release --locked --bin ftpfront
 
+# Process-level tests (CPU per MiB, logs, signals) run the release binary just built.
+export FTP_TESTS_FTPFRONT_BINARY="$PWD/target/release/ftpfront"
+
 step "cargo test --all-targets $*"
 cargo test --all-targets "${test_args[@]}" 2>&1 | show_skips
 

@@ -10,6 +10,33 @@ use ipnet::IpNet;
 use crate::config::LimitsConfig;
 use crate::ports::canonical_ip;
 
+/// Raises the soft open-files limit to the hard one and returns the new soft limit. Each
+/// session needs up to 4 descriptors (client and backend control, two data legs during a
+/// transfer) plus one per open passive listener; the usual soft default of 1024 would cap
+/// a proxy at ~250 busy sessions while the hard limit (often 524288) allows far more.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising soft up to hard is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("address not allowed")]

@@ -20,7 +20,8 @@ Configuration: TOML, then FTPFRONT_<SECTION>__<KEY> environment variables (doubl
 underscore). Every key with its default: config/ftpfront.toml in the source tree.
 
 Signals: SIGTERM/SIGINT stop accepting, tell idle sessions 421 and let transfers finish
-(up to 30 s); SIGHUP re-reads the TLS certificate and key.
+within [shutdown] grace (30 s), then cut the rest with 421; a second SIGTERM/SIGINT exits
+at once (status 1); SIGHUP re-reads the TLS certificate and key.
 
 Logs go to stderr (log.format = text | json; RUST_LOG overrides log.filter).
 Metrics: http://127.0.0.1:9477/metrics, /healthz, /readyz (metrics.listen).";
@@ -169,6 +170,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     logging::init(&config.log);
+    match ftpfront::limits::raise_fd_limit() {
+        Ok(limit) => tracing::info!(open_files = limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -181,9 +186,18 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         wait_for_termination(&proxy).await;
-        tracing::info!("shutting down");
-        proxy.shutdown().await;
-        ExitCode::SUCCESS
+        tracing::info!("shutting down: draining (a second signal exits at once)");
+        tokio::select! {
+            _ = proxy.shutdown() => {
+                tracing::info!("shutdown complete");
+                ExitCode::SUCCESS
+            }
+            _ = termination_signal() => {
+                tracing::warn!("second signal: exiting without waiting for running transfers");
+                // At once: no runtime teardown waiting on anything.
+                std::process::exit(1);
+            }
+        }
     })
 }
 
@@ -198,6 +212,27 @@ fn demo(options: demo::DemoOptions) -> ExitCode {
             eprintln!("ftpfront demo: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The next SIGINT or SIGTERM.
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

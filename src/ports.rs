@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::PortRange;
@@ -42,6 +43,8 @@ pub enum AcceptError {
 
 /// How long a port whose bind failed is skipped before it is tried again.
 const BIND_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a passive listener stays open without reservations (a PASV burst reuses it).
+pub const LISTENER_IDLE: Duration = Duration::from_secs(60);
 /// How often expired reservations are swept so the gauges stay true.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -53,8 +56,14 @@ struct Pending {
 }
 
 enum ListenerState {
-    Bound,
-    Failed { retry_at: Instant },
+    /// Listening; `stop` ends its accept loop (and closes it) once the port sat idle.
+    Bound {
+        stop: CancellationToken,
+        last_used: Instant,
+    },
+    Failed {
+        retry_at: Instant,
+    },
 }
 
 #[derive(Default)]
@@ -72,6 +81,7 @@ struct Inner {
     multiplex: bool,
     accept_timeout: Duration,
     proxy: Option<Arc<ProxyPolicy>>,
+    listener_idle: Duration,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     next_id: AtomicU64,
@@ -91,6 +101,8 @@ pub struct PoolSettings {
     pub accept_timeout: Duration,
     /// Data connections start with a PROXY header from a trusted load balancer.
     pub proxy: Option<Arc<ProxyPolicy>>,
+    /// See [`LISTENER_IDLE`].
+    pub listener_idle: Duration,
 }
 
 impl PortPool {
@@ -105,6 +117,7 @@ impl PortPool {
             multiplex: settings.multiplex,
             accept_timeout: settings.accept_timeout,
             proxy: settings.proxy,
+            listener_idle: settings.listener_idle,
             metrics,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -183,16 +196,25 @@ impl Inner {
 
     /// Binds the port's shared listener on first use; false when it cannot be bound now.
     fn ensure_listener(self: &Arc<Self>, state: &mut State, port: u16, now: Instant) -> bool {
-        match state.listeners.get(&port) {
-            Some(ListenerState::Bound) => return true,
+        match state.listeners.get_mut(&port) {
+            Some(ListenerState::Bound { last_used, .. }) => {
+                *last_used = now;
+                return true;
+            }
             Some(ListenerState::Failed { retry_at }) if *retry_at > now => return false,
             _ => {}
         }
         match bind_listener(self.bind, port) {
             Ok(listener) => {
                 debug!(port, "passive listener bound");
-                state.listeners.insert(port, ListenerState::Bound);
-                tokio::spawn(accept_loop(Arc::downgrade(self), listener, port));
+                let stop = CancellationToken::new();
+                let bound = ListenerState::Bound {
+                    stop: stop.clone(),
+                    last_used: now,
+                };
+                state.listeners.insert(port, bound);
+                self.count_listeners(state);
+                tokio::spawn(accept_loop(Arc::downgrade(self), listener, port, stop));
                 true
             }
             Err(e) => {
@@ -206,6 +228,40 @@ impl Inner {
                 false
             }
         }
+    }
+
+    /// Closes the listeners of ports that held no reservation for `listener_idle`: lazily
+    /// bound listeners would otherwise stay open for good, one descriptor per port of a
+    /// range that may be thousands wide.
+    fn close_idle_listeners(&self, state: &mut State, now: Instant) {
+        let pending = &state.pending;
+        let idle = self.listener_idle;
+        let before = state.listeners.len();
+        state.listeners.retain(|port, listener| match listener {
+            ListenerState::Bound { stop, last_used } => {
+                let keep = pending.contains_key(port) || now.duration_since(*last_used) < idle;
+                if !keep {
+                    debug!(port, "passive listener idle: closed");
+                    stop.cancel();
+                }
+                keep
+            }
+            ListenerState::Failed { .. } => true,
+        });
+        if state.listeners.len() != before {
+            self.count_listeners(state);
+        }
+    }
+
+    fn count_listeners(&self, state: &State) {
+        let open = state
+            .listeners
+            .values()
+            .filter(|l| matches!(l, ListenerState::Bound { .. }))
+            .count();
+        self.metrics
+            .passive_listeners_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     fn purge_expired(&self, state: &mut State, now: Instant) {
@@ -314,9 +370,12 @@ fn bind_socket(addr: SocketAddr, only_v6: Option<bool>) -> io::Result<TcpListene
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(pool: Weak<Inner>, listener: TcpListener, port: u16) {
+async fn accept_loop(pool: Weak<Inner>, listener: TcpListener, port: u16, stop: CancellationToken) {
     loop {
-        let accepted = listener.accept().await;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
         let Some(inner) = pool.upgrade() else {
             return;
         };
@@ -373,7 +432,9 @@ async fn sweep_expired(pool: Weak<Inner>) {
             return;
         };
         let mut state = inner.lock();
-        inner.purge_expired(&mut state, Instant::now());
+        let now = Instant::now();
+        inner.purge_expired(&mut state, now);
+        inner.close_idle_listeners(&mut state, now);
     }
 }
 
@@ -448,8 +509,59 @@ mod tests {
             multiplex,
             accept_timeout: Duration::from_secs(5),
             proxy: None,
+            listener_idle: LISTENER_IDLE,
         };
         (PortPool::new(settings, metrics.clone()), metrics)
+    }
+
+    /// Regression: lazily bound listeners were never closed (one fd per port, for good).
+    #[tokio::test]
+    async fn idle_listeners_are_closed_and_rebound_on_demand() {
+        let start = free_port_pair();
+        let metrics = Metrics::new();
+        let settings = PoolSettings {
+            range: PortRange {
+                start,
+                end: start + 1,
+            },
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            multiplex: true,
+            accept_timeout: Duration::from_secs(5),
+            proxy: None,
+            listener_idle: Duration::from_millis(200),
+        };
+        let pool = PortPool::new(settings, metrics.clone());
+        let a = pool.reserve(ip(1)).expect("reserve");
+        let b = pool.reserve(ip(1)).expect("second port");
+        assert_eq!(metrics.passive_listeners_open.get(), 2);
+        let port = a.port();
+        drop(a);
+        drop(b);
+        let closed = async {
+            while metrics.passive_listeners_open.get() != 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("idle listeners closed");
+        // The accept loop has dropped its socket: the port is free again.
+        let free = async {
+            while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), free)
+            .await
+            .expect("port released");
+        let again = pool.reserve(ip(1)).expect("rebinds on demand");
+        assert_eq!(metrics.passive_listeners_open.get(), 1);
+        let mut client = TcpStream::connect(("127.0.0.1", again.port()))
+            .await
+            .expect("connect to the rebound listener");
+        let (_stream, peer) = again.accept().await.expect("delivered");
+        assert_eq!(peer.ip(), ip(1));
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
     }
 
     fn ip(last: u8) -> IpAddr {
@@ -537,6 +649,7 @@ mod tests {
                 multiplex: true,
                 accept_timeout: Duration::from_millis(50),
                 proxy: None,
+                listener_idle: LISTENER_IDLE,
             },
             metrics.clone(),
         );

@@ -74,6 +74,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
             multiplex: config.passive.multiplex,
             accept_timeout: config.limits.data_accept_timeout,
             proxy: proxy_policy.clone(),
+            listener_idle: crate::ports::LISTENER_IDLE,
         },
         metrics.clone(),
     );
