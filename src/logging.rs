@@ -18,9 +18,24 @@ pub fn init(log: &LogConfig) {
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match log.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Text: every string field is quoted and escaped, so a client-chosen user name or
+        // path cannot forge `result=ok user=admin` (JSON escapes by itself).
+        LogFormat::Text => builder.fmt_fields(quoted_fields()).try_init(),
     };
     if let Err(e) = installed {
         eprintln!("ftpfront: logging already initialised: {e}");
     }
+}
+
+/// Text log fields as `name=value`, strings in Debug form ("…", escaped); the message as is.
+fn quoted_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        if field.name() == "message" {
+            write!(writer, "{value:?}")
+        } else {
+            write!(writer, "{field}={value:?}")
+        }
+    })
+    .delimited(" ")
 }

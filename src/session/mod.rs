@@ -152,7 +152,10 @@ impl Session {
         let outcome = match self.serve().await {
             Ok(outcome) => outcome,
             Err(SessionError::Backend(e)) => {
-                warn!(error = ?e.to_string(), "backend control connection failed");
+                warn!(
+                    error = e.to_string().as_str(),
+                    "backend control connection failed"
+                );
                 self.shared
                     .metrics
                     .count_protocol_error("backend", e.kind());
@@ -254,7 +257,7 @@ impl Session {
                         .commands_total
                         .with_label_values(&[command.verb.metric_label()])
                         .inc();
-                    debug!(command = ?command.log_line(), "client command");
+                    debug!(command = command.log_line().as_str(), "client command");
                     Ok(ClientInput::Command(command))
                 }
                 Err(e) => {
@@ -274,13 +277,17 @@ impl Session {
     ) -> Result<Flow, SessionError> {
         match reply {
             Ok(reply) if reply.code == 421 => {
-                info!(reply = ?reply.text(), "backend closed the session");
+                info!(reply = reply.text().as_str(), "backend closed the session");
                 self.send(&reply).await?;
                 Ok(Flow::Close(Outcome::Error))
             }
             Ok(reply) => {
                 // Relaying it would shift every later reply by one: drop it, but say so.
-                warn!(code = reply.code, text = ?reply.text(), "unsolicited backend reply ignored");
+                warn!(
+                    code = reply.code,
+                    text = reply.text().as_str(),
+                    "unsolicited backend reply ignored"
+                );
                 self.shared
                     .metrics
                     .count_protocol_error("backend", "unsolicited_reply");
@@ -443,7 +450,11 @@ impl Session {
         {
             Ok(connected) => connected,
             Err(e) => {
-                warn!(user = ?user, error = ?e.to_string(), "backend unavailable");
+                warn!(
+                    user = user.as_str(),
+                    error = e.to_string().as_str(),
+                    "backend unavailable"
+                );
                 self.reply(421, &format!("Service not available: backend `{}` is unreachable; closing control connection.", config.name)).await?;
                 return Ok(Flow::Close(Outcome::Error));
             }
@@ -503,7 +514,7 @@ impl Session {
                     .backend_login_duration_seconds
                     .with_label_values(&[&backend_name])
                     .observe(started.elapsed().as_secs_f64());
-                info!(user = ?user, backend = %backend_name, "login ok");
+                info!(user = user.as_str(), backend = %backend_name, "login ok");
                 self.name_span(&user, &backend_name);
                 self.login = Login::LoggedIn { user };
                 self.replay_utf8().await?;
@@ -514,7 +525,7 @@ impl Session {
                     .logins_total
                     .with_label_values(&[&backend_name, labels::FAILED])
                     .inc();
-                info!(user = ?user, backend = %backend_name, code = reply.code, "login failed");
+                info!(user = user.as_str(), backend = %backend_name, code = reply.code, "login failed");
                 self.login = Login::None;
             }
         }
@@ -546,7 +557,7 @@ impl Session {
     fn name_span(&mut self, user: &str, backend: &str) {
         if !self.span_named {
             self.span_named = true;
-            self.span.record("user", tracing::field::debug(user));
+            self.span.record("user", user);
             self.span.record("backend", backend);
         }
     }

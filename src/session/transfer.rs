@@ -69,7 +69,10 @@ impl Session {
             Ok(data) => data,
             Err(BackendDataError::Leg(e)) => return Err(e.into()),
             Err(BackendDataError::Setup(reason)) => {
-                warn!(reason = ?reason, "cannot open the backend data connection");
+                warn!(
+                    reason = reason.as_str(),
+                    "cannot open the backend data connection"
+                );
                 let text = format!("Can't open data connection to the backend: {reason}.");
                 self.reply(425, &text).await?;
                 return Ok(Flow::Continue);
@@ -100,7 +103,10 @@ impl Session {
         let backend_stream = match self.backend_data_stream(backend_data).await {
             Ok(stream) => stream,
             Err(e) => {
-                warn!(error = ?e.to_string(), "backend data connection failed");
+                warn!(
+                    error = e.to_string().as_str(),
+                    "backend data connection failed"
+                );
                 self.finish_failed_start(held_final.is_none()).await?;
                 let text = format!("Can't open data connection to the backend: {e}.");
                 self.reply(425, &text).await?;
@@ -119,7 +125,7 @@ impl Session {
         {
             Ok(legs) => legs,
             Err(refusal) => {
-                warn!(reason = ?refusal.text, "data connection TLS failed");
+                warn!(reason = refusal.text.as_str(), "data connection TLS failed");
                 self.reply(refusal.code, &refusal.text).await?;
                 self.resync_backend(held_final.is_none()).await?;
                 self.count_transfer(direction, labels::FAILED, 0, None);
@@ -299,7 +305,12 @@ impl Session {
         run.pump.stop_and_wait().await;
         let moved = run.progress.load(Ordering::Relaxed);
         self.count_run(run, labels::ABORTED, moved);
-        info!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer abandoned: the client closed its control connection");
+        info!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            "transfer abandoned: the client closed its control connection"
+        );
         self.send_backend_abor().await;
         Ok(Flow::Close(Outcome::Ok))
     }
@@ -315,7 +326,13 @@ impl Session {
         run.pump.stop_and_wait().await;
         let moved = run.progress.load(Ordering::Relaxed);
         self.count_run(run, labels::ERROR, moved);
-        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, error = ?e.to_string(), "transfer failed: backend control connection lost");
+        warn!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            error = e.to_string().as_str(),
+            "transfer failed: backend control connection lost"
+        );
         let _ = self
             .reply(
                 426,
@@ -331,7 +348,12 @@ impl Session {
         let moved = run.progress.load(Ordering::Relaxed);
         self.count_run(run, labels::ABORTED, moved);
         self.shared.metrics.shutdown_cut_transfers_total.inc();
-        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer cut at the end of the shutdown grace");
+        warn!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            "transfer cut at the end of the shutdown grace"
+        );
         self.send_backend_abor().await;
         self.reply(
             421,
@@ -354,7 +376,13 @@ impl Session {
         self.reply(426, &format!("Data connection {reason}; transfer aborted."))
             .await?;
         self.count_run(run, labels::ERROR, moved);
-        warn!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, reason, "transfer aborted by ftpfront");
+        warn!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            reason,
+            "transfer aborted by ftpfront"
+        );
         Ok(Flow::Continue)
     }
 
@@ -463,7 +491,12 @@ impl Session {
         self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(226, "ABOR command successful.").await?;
         self.count_run(run, labels::ABORTED, moved);
-        info!(direction = run.direction.as_str(), path = ?run.path, bytes = moved, "transfer aborted by the client");
+        info!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            "transfer aborted by the client"
+        );
         Ok(Flow::Continue)
     }
 
@@ -608,15 +641,15 @@ impl Session {
         self.count_run(&run, result, bytes);
         info!(
             client = %self.client_ip,
-            user = ?self.user_name(),
+            user = self.user_name(),
             backend = self.backend_name(),
             direction = run.direction.as_str(),
-            path = ?run.path,
+            path = run.path.as_str(),
             bytes,
             duration_ms = run.started.elapsed().as_millis() as u64,
             result,
             reply = reply.code,
-            data_error = data_error.as_deref().map(tracing::field::debug),
+            data_error = data_error.as_deref(),
             "transfer"
         );
         Ok(Flow::Continue)
