@@ -631,14 +631,21 @@ mod tests {
         assert_eq!(received, expected);
     }
 
-    #[tokio::test]
-    async fn tcp_pump_moves_every_byte_and_half_closes() {
+    /// `[source, from]` and `[to, sink]`: two connected loopback pairs; a pump between
+    /// `from` and `to` relays what `source` sends to `sink`.
+    async fn two_tcp_pairs() -> [TcpStream; 4] {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut source = TcpStream::connect(addr).await.expect("connect");
+        let source = TcpStream::connect(addr).await.expect("connect");
         let (from, _) = listener.accept().await.expect("accept");
         let to = TcpStream::connect(addr).await.expect("connect");
-        let (mut sink, _) = listener.accept().await.expect("accept");
+        let (sink, _) = listener.accept().await.expect("accept");
+        [source, from, to, sink]
+    }
+
+    #[tokio::test]
+    async fn tcp_pump_moves_every_byte_and_half_closes() {
+        let [mut source, from, to, mut sink] = two_tcp_pairs().await;
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected = data.clone();
         let writer = tokio::spawn(async move {
@@ -684,12 +691,7 @@ mod tests {
     /// A stopped upload must not look complete to the receiver: reset, not FIN.
     #[tokio::test]
     async fn a_stopped_pump_resets_both_legs() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut source = TcpStream::connect(addr).await.expect("connect");
-        let (from, _) = listener.accept().await.expect("accept");
-        let to = TcpStream::connect(addr).await.expect("connect");
-        let (mut sink, _) = listener.accept().await.expect("accept");
+        let [mut source, from, to, mut sink] = two_tcp_pairs().await;
         source.write_all(b"part of an upload").await.expect("write");
         let stop = CancellationToken::new();
         let pumping = tokio::spawn(pump_legs(

@@ -68,13 +68,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl FeatureCache {
-    pub fn fresh(&self, backend: &str) -> Option<Vec<String>> {
-        match self.known(backend)? {
-            Known::Features(features) => Some(features),
-            Known::ProbeFailed => None,
-        }
-    }
-
     fn known(&self, backend: &str) -> Option<Known> {
         let entries = lock(&self.entries);
         let (seen, known) = entries.get(backend)?;
@@ -226,20 +219,20 @@ mod tests {
         assert!(text.ends_with("211 End\r\n"));
     }
 
+    /// Moves an entry's time of sight back by `by`.
+    fn age(cache: &FeatureCache, backend: &str, by: Duration) {
+        let mut entries = cache.entries.lock().expect("lock");
+        entries.get_mut(backend).expect("entry").0 -= by;
+    }
+
     #[test]
     fn cache_entries_expire() {
         let cache = FeatureCache::default();
         cache.store("a", vec!["SIZE".into()]);
-        assert_eq!(cache.fresh("a"), Some(vec!["SIZE".to_string()]));
-        assert_eq!(cache.fresh("b"), None);
-        cache
-            .entries
-            .lock()
-            .expect("lock")
-            .get_mut("a")
-            .expect("entry")
-            .0 -= CACHE_TTL;
-        assert_eq!(cache.fresh("a"), None);
+        assert!(matches!(cache.lookup("a"), Lookup::Fresh(f) if f == ["SIZE"]));
+        assert!(matches!(cache.lookup("b"), Lookup::Probe(_)));
+        age(&cache, "a", CACHE_TTL);
+        assert!(matches!(cache.lookup("a"), Lookup::Probe(_)));
     }
 
     #[test]
@@ -263,13 +256,7 @@ mod tests {
             matches!(cache.lookup("a"), Lookup::Unknown),
             "a failure is cached"
         );
-        cache
-            .entries
-            .lock()
-            .expect("lock")
-            .get_mut("a")
-            .expect("entry")
-            .0 -= FAILURE_TTL;
+        age(&cache, "a", FAILURE_TTL);
         assert!(matches!(cache.lookup("a"), Lookup::Probe(_)), "and expires");
         cache.store("a", vec!["SIZE".into()]);
         assert!(matches!(cache.lookup("a"), Lookup::Fresh(f) if f == ["SIZE"]));

@@ -302,8 +302,7 @@ impl Session {
     /// The client vanished mid-transfer: end the backend's side the way the client's own
     /// disappearance would have (data connection reset, ABOR), then close.
     async fn client_gone(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
-        run.pump.stop_and_wait().await;
-        let moved = run.progress.load(Ordering::Relaxed);
+        let moved = run.stop().await;
         self.count_run(run, labels::ABORTED, moved);
         info!(
             direction = run.direction.as_str(),
@@ -323,8 +322,7 @@ impl Session {
         run: &mut RunningTransfer,
         e: BackendLegError,
     ) -> SessionError {
-        run.pump.stop_and_wait().await;
-        let moved = run.progress.load(Ordering::Relaxed);
+        let moved = run.stop().await;
         self.count_run(run, labels::ERROR, moved);
         warn!(
             direction = run.direction.as_str(),
@@ -344,8 +342,7 @@ impl Session {
 
     /// The grace of a shutdown is over: cut the transfer, tell the client, count it.
     async fn cut_for_shutdown(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
-        run.pump.stop_and_wait().await;
-        let moved = run.progress.load(Ordering::Relaxed);
+        let moved = run.stop().await;
         self.count_run(run, labels::ABORTED, moved);
         self.shared.metrics.shutdown_cut_transfers_total.inc();
         warn!(
@@ -370,8 +367,7 @@ impl Session {
         run: &mut RunningTransfer,
         reason: &str,
     ) -> Result<Flow, SessionError> {
-        run.pump.stop_and_wait().await;
-        let moved = run.progress.load(Ordering::Relaxed);
+        let moved = run.stop().await;
         self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(426, &format!("Data connection {reason}; transfer aborted."))
             .await?;
@@ -484,8 +480,7 @@ impl Session {
     /// ABOR: stop the pump (resetting both data connections), tell the client 426 then 226
     /// (RFC 959), and bring the backend back in step (`resync_backend`).
     async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
-        run.pump.stop_and_wait().await;
-        let moved = run.progress.load(Ordering::Relaxed);
+        let moved = run.stop().await;
         self.reply(426, "Connection closed; transfer aborted.")
             .await?;
         self.resync_backend(run.final_reply.is_none()).await?;
@@ -715,6 +710,14 @@ struct RunningTransfer {
     /// Bytes already added to `ftpfront_transfer_bytes_total`.
     counted: std::cell::Cell<u64>,
     _active: ActiveTransfer,
+}
+
+impl RunningTransfer {
+    /// Stops the pump (both data connections reset) and returns the bytes it moved.
+    async fn stop(&mut self) -> u64 {
+        self.pump.stop_and_wait().await;
+        self.progress.load(Ordering::Relaxed)
+    }
 }
 
 /// The pump task of a transfer. Stopping it, explicitly or by dropping this (no early
