@@ -345,6 +345,13 @@ pub struct LimitsConfig {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub client_active_mode: ClientActiveMode,
+    /// Failed logins from one address (IPv6: one /64) within `failed_login_window` that
+    /// ban it for `ban_duration`; 0 turns bans off.
+    pub max_failed_logins: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_login_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ban_duration: Duration,
 }
 
 const ALLOW_ALL_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
@@ -365,6 +372,9 @@ impl Default for LimitsConfig {
             allow: vec![IpNet::V4(ALLOW_ALL_V4), IpNet::V6(ALLOW_ALL_V6)],
             deny: Vec::new(),
             client_active_mode: ClientActiveMode::SameIp,
+            max_failed_logins: 10,
+            failed_login_window: Duration::from_secs(600),
+            ban_duration: Duration::from_secs(600),
         }
     }
 }
@@ -1348,9 +1358,28 @@ fn check_limits(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
         );
         problems.push(Problem::new(&["limits", "max_line_length"], message));
     }
+    check_bans(limits, problems);
     if limits.allow.is_empty() {
         let message = "must not be empty (no client could connect); use [\"0.0.0.0/0\", \"::/0\"] to allow every client and limits.deny to exclude some";
         problems.push(Problem::new(&["limits", "allow"], message));
+    }
+}
+
+/// Above this a failed-login counter no longer stops anyone guessing passwords.
+const MAX_FAILED_LOGINS_LIMIT: u32 = 10_000;
+
+fn check_bans(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
+    if limits.max_failed_logins > MAX_FAILED_LOGINS_LIMIT {
+        let message = format!(
+            "must be at most {MAX_FAILED_LOGINS_LIMIT} (got {}); 0 turns bans off",
+            limits.max_failed_logins
+        );
+        problems.push(Problem::new(&["limits", "max_failed_logins"], message));
+    }
+    if limits.max_failed_logins > 0 {
+        let window = limits.failed_login_window;
+        check_duration(&["limits", "failed_login_window"], window, problems);
+        check_duration(&["limits", "ban_duration"], limits.ban_duration, problems);
     }
 }
 
@@ -1500,6 +1529,9 @@ client_active_mode = "same_ip"   # deny | same_ip (no bounce) | any
         assert_eq!(limits.allow, allow_all);
         assert!(limits.deny.is_empty());
         assert_eq!(limits.client_active_mode, ClientActiveMode::SameIp);
+        assert_eq!(limits.max_failed_logins, 10);
+        assert_eq!(limits.failed_login_window, Duration::from_secs(600));
+        assert_eq!(limits.ban_duration, Duration::from_secs(600));
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.filter, "info");
 
@@ -2174,6 +2206,27 @@ address = "192.168.1.10"
             "passive.public_address_by_client[0].clients",
             "at least one client network",
         );
+    }
+
+    #[test]
+    fn ban_limits_are_checked_unless_bans_are_off() {
+        assert_error(
+            "[limits]\nmax_failed_logins = 10001\n",
+            "limits.max_failed_logins",
+            "at most 10000",
+        );
+        assert_error(
+            "[limits]\nban_duration = \"0s\"\n",
+            "limits.ban_duration",
+            "greater than 0",
+        );
+        assert_error(
+            "[limits]\nfailed_login_window = \"0s\"\n",
+            "limits.failed_login_window",
+            "greater than 0",
+        );
+        let off = "[limits]\nmax_failed_logins = 0\nban_duration = \"0s\"\n";
+        assert!(Config::from_toml_str(&format!("{ONE_BACKEND}{off}")).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! admission limits, the PROXY protocol, metrics, the server wiring and the embedded demo.
 
 pub mod backend;
+pub mod bans;
 pub mod config;
 pub mod conn;
 pub mod data;

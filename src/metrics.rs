@@ -39,6 +39,9 @@ pub struct Metrics {
     pub shutdown_cut_transfers_total: IntCounter,
     /// Passive listeners open now (bound lazily, closed when idle).
     pub passive_listeners_open: IntGauge,
+    /// Client addresses banned now, and bans ever started (`limits.max_failed_logins`).
+    pub bans_active: IntGauge,
+    pub bans_total: IntCounter,
     pub backend_connect_errors_total: IntCounterVec,
     pub backend_up: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
@@ -200,6 +203,16 @@ impl Metrics {
                 &r,
                 "passive_listeners_open",
                 "Passive port listeners open now (bound on first use, closed when idle).",
+            ),
+            bans_active: gauge(
+                &r,
+                "bans_active",
+                "Client addresses (IPv6: /64 prefixes) banned now after repeated failed logins.",
+            ),
+            bans_total: counter(
+                &r,
+                "bans_total",
+                "Bans started: an address reached limits.max_failed_logins within limits.failed_login_window.",
             ),
             backend_connect_errors_total: counter_vec(
                 &r,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::{set_keepalive, Router};
+use crate::bans::{Bans, BANNED_TEXT};
 use crate::config::Config;
 use crate::conn::LineConn;
 use crate::limits::{Limiter, Permit};
@@ -83,8 +84,10 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
     metrics.init_known_series(&backend_names);
     let shared_backend_tls = backend_tls.clone();
+    let bans = Arc::new(Bans::new(&config.limits));
     let shared = Arc::new(Shared {
         config: config.clone(),
+        bans: bans.clone(),
         features: Default::default(),
         client_tls: client_tls.clone(),
         backend_tls,
@@ -144,6 +147,11 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         tasks.push(tokio::spawn(implicit_acceptor.run(listener)));
     }
     tasks.push(tokio::spawn(acceptor.run(control)));
+    tasks.push(tokio::spawn(crate::bans::sweep_loop(
+        bans,
+        metrics.clone(),
+        shutdown.subscribe(),
+    )));
     tasks.push(tokio::spawn(crate::backend::probe_loop(
         config.clone(),
         shared_backend_tls,
@@ -335,7 +343,17 @@ impl Acceptor {
 
     /// `tcp_local` is our end of the connection, whatever a PROXY header said.
     fn admit(&self, stream: TcpStream, endpoints: Endpoints, tcp_local: SocketAddr, id: u64) {
-        match self.limiter.admit(endpoints.client.ip()) {
+        let client = endpoints.client;
+        if let Some(left) = self.shared.bans.banned_for(client.ip(), Instant::now()) {
+            debug!(peer = %client, left = ?left, "connection from a banned address refused");
+            self.count_session(labels::REJECTED);
+            // Implicit FTPS clients expect a TLS handshake, not a line: just close.
+            if !self.implicit_tls {
+                tokio::spawn(refuse(stream, BANNED_TEXT));
+            }
+            return;
+        }
+        match self.limiter.admit(client.ip()) {
             Ok(permit) => {
                 let start = SessionStart {
                     stream,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendLeg, Router};
+use crate::bans::{self, Bans};
 use crate::config::{ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
@@ -26,6 +27,7 @@ mod transfer;
 /// What every session shares: configuration, metrics, the port pool and the router.
 pub struct Shared {
     pub config: Arc<Config>,
+    pub bans: Arc<Bans>,
     pub features: FeatureCache,
     pub metrics: Arc<Metrics>,
     pub pool: PortPool,
@@ -438,6 +440,9 @@ impl Session {
         }
         self.close_backend().await;
         self.reset_login_state();
+        if self.is_banned() {
+            return self.close_banned().await;
+        }
         let Some(config) = self.shared.router.route(&user).cloned() else {
             self.reply(530, "No backend serves this user.").await?;
             return Ok(Flow::Continue);
@@ -466,8 +471,7 @@ impl Session {
         });
         let reply = leg.control.command(&command, "sending USER").await?;
         self.send(&reply).await?;
-        self.after_login_reply(&reply, user, started).await?;
-        Ok(Flow::Continue)
+        self.after_login_reply(&reply, user, started).await
     }
 
     async fn pass_or_acct(&mut self, command: Command) -> Result<Flow, SessionError> {
@@ -491,8 +495,7 @@ impl Session {
             .command(&command, "sending the password")
             .await?;
         self.send(&reply).await?;
-        self.after_login_reply(&reply, user, started).await?;
-        Ok(Flow::Continue)
+        self.after_login_reply(&reply, user, started).await
     }
 
     /// Tracks the login from the backend's reply to USER/PASS/ACCT.
@@ -501,7 +504,7 @@ impl Session {
         reply: &Reply,
         user: String,
         started: Instant,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Flow, SessionError> {
         let backend_name = self.backend_name().to_string();
         let metrics = &self.shared.metrics;
         match reply.code {
@@ -527,9 +530,45 @@ impl Session {
                     .inc();
                 info!(user = user.as_str(), backend = %backend_name, code = reply.code, "login failed");
                 self.login = Login::None;
+                return self.count_failed_login().await;
             }
         }
-        Ok(())
+        Ok(Flow::Continue)
+    }
+
+    fn is_banned(&self) -> bool {
+        let bans = &self.shared.bans;
+        bans.banned_for(self.client_ip, Instant::now()).is_some()
+    }
+
+    /// A failed login counts towards the address's ban; the one that starts the ban
+    /// closes this session too (others from the address are refused at their next USER).
+    async fn count_failed_login(&mut self) -> Result<Flow, SessionError> {
+        match self
+            .shared
+            .bans
+            .record_failure(self.client_ip, Instant::now())
+        {
+            bans::Failure::Counted => Ok(Flow::Continue),
+            bans::Failure::Untracked => {
+                debug!("ban table full: failed login not tracked");
+                Ok(Flow::Continue)
+            }
+            bans::Failure::Banned => {
+                let limits = &self.shared.config.limits;
+                warn!(failures = limits.max_failed_logins, window = ?limits.failed_login_window, duration = ?limits.ban_duration, "address banned after failed logins");
+                let metrics = &self.shared.metrics;
+                metrics.bans_total.inc();
+                metrics.bans_active.inc();
+                self.close_banned().await
+            }
+        }
+    }
+
+    async fn close_banned(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reply(421, bans::BANNED_TEXT).await?;
+        Ok(Flow::Close(Outcome::Ok))
     }
 
     /// OPTS UTF8 sent before login was answered by ftpfront; the backend hears it now.
