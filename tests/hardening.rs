@@ -306,3 +306,54 @@ async fn log_and_tls_hygiene_of_the_binary() {
     assert!(ids.len() >= 5, "sessions in the log: {ids:?}\n{log}");
     assert_eq!(unique.len(), ids.len(), "a session id used twice: {ids:?}");
 }
+
+/// A backend that counts its connections and answers each with `421` (busy).
+async fn busy_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"421 Too many connected users.\r\n").await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Defect 13: FEAT before login asks the default backend for its features. A failed probe
+/// was not cached, so every anonymous FEAT opened a backend connection (200 FEATs, 200
+/// connections: an amplifier against the backend). Now one probe runs at a time per
+/// backend and a failure is cached for 30 s; every FEAT is still answered (211).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_feat_is_no_amplifier_against_the_backend() {
+    let (backend, connections) = busy_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Only the health probe at start may connect besides the FEAT probes.
+    let health = "[health]\nprobe_interval = \"1h\"\n";
+    let proxy = start(dir.path(), backend, "", health).await;
+    let control = proxy.control;
+    let clients = (0..4u8).map(|n| {
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let mut client = RawClient::connect(loopback(40 + n), control).await;
+                let feat = client.cmd("FEAT").await;
+                assert_eq!(feat.code, 211, "FEAT: {feat:?}");
+                assert_eq!(client.cmd("QUIT").await.code, 221);
+            }
+        })
+    });
+    for client in clients {
+        client.await.expect("FEAT client");
+    }
+    let opened = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened <= 3,
+        "200 anonymous FEATs opened {opened} backend connections"
+    );
+}
