@@ -321,6 +321,8 @@ pub struct BackendControl {
     parser: ReplyParser,
     partial_bytes: usize,
     reply_timeout: Duration,
+    /// When the backend last heard a command from us (see `quiet_for`).
+    last_sent: tokio::time::Instant,
 }
 
 impl BackendControl {
@@ -336,6 +338,7 @@ impl BackendControl {
             parser: ReplyParser::new(MAX_REPLY_LINES),
             partial_bytes: 0,
             reply_timeout,
+            last_sent: tokio::time::Instant::now(),
         }
     }
 
@@ -400,12 +403,18 @@ impl BackendControl {
             })?
     }
 
+    /// How long the backend has heard nothing from us: its idle timer has run that long.
+    pub fn quiet_for(&self) -> Duration {
+        self.last_sent.elapsed()
+    }
+
     pub async fn send(
         &mut self,
         command: &Command,
         phase: &'static str,
     ) -> Result<(), BackendLegError> {
         let peer = self.conn.peer();
+        self.last_sent = tokio::time::Instant::now();
         self.conn
             .write_all(&command.to_wire())
             .await

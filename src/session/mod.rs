@@ -21,6 +21,7 @@ use crate::ports::{canonical_ip, PortPool};
 use crate::shutdown;
 use crate::tls::{BackendTlsConfig, ClientTls};
 
+mod keepalive;
 mod security;
 mod transfer;
 
@@ -300,6 +301,12 @@ impl Session {
     }
 
     async fn handle(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let silent = keepalive::answered_without_backend(command.verb);
+        if silent || command.verb.is_transfer() {
+            if let Some(flow) = self.keep_backend_alive().await? {
+                return Ok(flow);
+            }
+        }
         match command.verb {
             Verb::Quit => self.quit().await,
             Verb::User | Verb::Pass | Verb::Acct if self.tls_required_first() => {
@@ -313,6 +320,8 @@ impl Session {
                 .answer(214, "ftpfront relays standard FTP commands to the backend.")
                 .await
                 .map(|_| Flow::Continue),
+            // After login the backend hears NOOP: it keeps its idle timer in step.
+            Verb::Noop if self.logged_in() => self.relay(&command).await,
             Verb::Noop => self.answer(200, "NOOP ok.").await.map(|_| Flow::Continue),
             Verb::Host => self.host(command).await,
             Verb::Opts if !self.logged_in() => self.opts_before_login(command).await,

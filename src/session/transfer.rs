@@ -176,6 +176,7 @@ impl Session {
         let connecting = client_data_stream(setup, self.local.ip(), timeout);
         tokio::pin!(connecting);
         loop {
+            let keepalive_due = self.keepalive_due_in();
             tokio::select! {
                 result = &mut connecting => {
                     return Ok(match result {
@@ -186,6 +187,12 @@ impl Session {
                 _ = shutdown::cut(&mut self.shutdown) => {
                     let outcome = self.close_for_shutdown().await?;
                     return Ok(Waited::Interrupted(Flow::Close(outcome)));
+                }
+                // The client waits for its transfer: the backend must not idle out meanwhile.
+                _ = sleep_for(keepalive_due) => {
+                    if let Some(flow) = self.keep_backend_alive().await? {
+                        return Ok(Waited::Interrupted(flow));
+                    }
                 }
                 event = self.client.next_event() => {
                     let command = match self.client_input(event).await? {
@@ -794,6 +801,14 @@ enum Waited {
     Ready(tokio::net::TcpStream),
     Failed(Reply),
     Interrupted(Flow),
+}
+
+/// Sleeps for `duration`, or forever without one.
+async fn sleep_for(duration: Option<std::time::Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {

@@ -1,0 +1,90 @@
+//! Transparency: a client cannot tell ftpfront from the server behind it. Each scenario
+//! runs twice, straight against a real server and through ftpfront, and the results must
+//! be equal (reply codes, and texts of relayed replies).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::harness::*;
+use common::vsftpd::{Vsftpd, VsftpdOptions};
+use ftpfront::server::RunningProxy;
+
+/// vsftpd's `idle_session_timeout` in the keepalive scenarios (its default is 300 s).
+const BACKEND_IDLE: Duration = Duration::from_secs(4);
+
+async fn vsftpd(extra: &[&str]) -> Option<Vsftpd> {
+    let extra: Vec<String> = extra.iter().map(|line| line.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Vsftpd::start(VsftpdOptions {
+            extra_config: extra,
+            ..Default::default()
+        })
+    })
+    .await
+    .expect("vsftpd start task")
+}
+
+async fn proxy_for(server: &Vsftpd) -> RunningProxy {
+    let mut config = proxy_config(server.addr, 4);
+    config.backends[0].name = "vsftpd".into();
+    start_proxy(config).await
+}
+
+/// A raw client logged in anonymously at `addr` (vsftpd or ftpfront).
+async fn anonymous(addr: SocketAddr, source: u8) -> RawClient {
+    let mut client = RawClient::connect(loopback(source), addr).await;
+    // The test vsftpd asks no password of anonymous users (230 at once).
+    if client.cmd("USER anonymous").await.code == 331 {
+        assert_eq!(client.cmd("PASS guest@").await.code, 230);
+    }
+    client
+}
+
+/// Sends `command` every second for twice the backend's idle timeout, then PWD; returns
+/// every reply code, or where the session ended.
+async fn keep_busy_with(addr: SocketAddr, source: u8, command: &str) -> Vec<String> {
+    let mut client = anonymous(addr, source).await;
+    let mut seen = Vec::new();
+    let rounds = 2 * BACKEND_IDLE.as_secs();
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client.send(command).await;
+        match client.reply_within(Duration::from_secs(5)).await {
+            Awaited::Reply(reply) if reply.code != 421 => {
+                seen.push(format!("{command} {}", reply.code))
+            }
+            other => {
+                seen.push(format!("{command} ended: {other:?}"));
+                return seen;
+            }
+        }
+    }
+    seen.push(format!("PWD {}", client.cmd("PWD").await.code));
+    seen
+}
+
+/// NOOP every second keeps a vsftpd session with a short idle timeout alive; so must it
+/// through ftpfront (it answered NOOP itself, vsftpd heard nothing and said 421). The same
+/// for PASV, which ftpfront answers itself: the backend must hear the client is active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_commands_keep_the_backend_session_alive() {
+    let idle = format!("idle_session_timeout={}", BACKEND_IDLE.as_secs());
+    let Some(server) = vsftpd(&[&idle]).await else {
+        return;
+    };
+    let proxy = proxy_for(&server).await;
+    for command in ["NOOP", "PASV"] {
+        let (direct, proxied) = tokio::join!(
+            keep_busy_with(server.addr, 10, command),
+            keep_busy_with(proxy.control_addr, 11, command),
+        );
+        assert!(
+            direct.last().is_some_and(|last| last == "PWD 257"),
+            "{command} direct: {direct:?}"
+        );
+        assert_eq!(proxied, direct, "{command} through ftpfront differs");
+    }
+    proxy.shutdown().await;
+}
