@@ -1,8 +1,9 @@
 //! Graceful shutdown of the real binary, driven by real signals (SIGTERM, SIGINT): the
 //! drain (`/readyz` 503, control listener closed, running transfers finish), the second
-//! signal that exits at once, the cut at the end of `[shutdown] grace`, and idle sessions
-//! told 421. What `src/shutdown.rs`, `RunningProxy::shutdown` and `main.rs` promise, seen
-//! from a client and from the metrics endpoint.
+//! signal that exits at once, the cut at the end of `[shutdown] grace`, idle sessions told
+//! 421, and connections still in their TLS handshake not holding the drain. What
+//! `src/shutdown.rs`, `RunningProxy::shutdown` and `main.rs` promise, seen from a client
+//! and from the metrics endpoint.
 //!
 //! The tests measure time, so they run one at a time (`SERIAL`).
 
@@ -42,6 +43,11 @@ impl Instance {
     /// Starts the binary in front of `backend` with `[shutdown] grace = grace` and waits
     /// until it is ready (the first backend probe passed).
     async fn start(backend: SocketAddr, grace: &str) -> Instance {
+        Instance::start_with(backend, grace, "", "").await
+    }
+
+    /// [`Instance::start`] with `listen` added to `[listen]` and `extra` at the end.
+    async fn start_with(backend: SocketAddr, grace: &str, listen: &str, extra: &str) -> Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let control = free_port_block(1);
         let metrics_port = free_port_block(1);
@@ -50,6 +56,7 @@ impl Instance {
             r#"
 [listen]
 control = "127.0.0.1:{control}"
+{listen}
 
 [passive]
 ports = "{passive}-{last}"
@@ -69,6 +76,8 @@ grace = "{grace}"
 [log]
 format = "text"
 filter = "info"
+
+{extra}
 "#,
             last = passive + 3
         );
@@ -97,6 +106,11 @@ filter = "info"
         http_get_at(self.metrics, "/readyz", "")
             .await
             .starts_with(&format!("HTTP/1.1 {status} "))
+    }
+
+    async fn sessions_active_is(&self, value: f64) -> bool {
+        let scrape = http_get_at(self.metrics, "/metrics", "").await;
+        common::harness::metric_value(&scrape, "ftpfront_sessions_active") == value
     }
 
     fn log(&self) -> String {
@@ -461,4 +475,37 @@ async fn idle_session_gets_421_and_the_process_exits_promptly() {
     );
     let log = instance.log();
     assert!(log.contains(COMPLETE_LOG), "{log}");
+}
+
+/// A connection on the implicit FTPS port that has not sent its ClientHello yet is no
+/// session with anything to finish: SIGTERM must not wait for it (README: idle sessions
+/// are told 421 and closed at once; this one cannot even be told).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_in_its_tls_handshake_does_not_hold_the_shutdown() {
+    let _serial = SERIAL.lock().await;
+    let backend = TestBackend::start().await;
+    let pki = common::tls::TestPki::generate();
+    let implicit = free_port_block(1);
+    let listen = format!("implicit_tls = \"127.0.0.1:{implicit}\"");
+    let tls = format!(
+        "[tls]\nmode = \"optional\"\ncert = {:?}\nkey = {:?}\n",
+        pki.server_cert, pki.server_key
+    );
+    let mut instance = Instance::start_with(backend.server.addr, "30s", &listen, &tls).await;
+    let _silent = TcpStream::connect(("127.0.0.1", implicit))
+        .await
+        .expect("connect to the implicit port");
+    let accepted = poll(Duration::from_secs(3), || instance.sessions_active_is(1.0)).await;
+    assert!(accepted, "the silent connection never became a session");
+
+    let sent = Instant::now();
+    instance.signal(libc::SIGTERM);
+    let status = instance.exit_within(Duration::from_secs(25)).await;
+    let took = sent.elapsed();
+    println!("silent TLS connection: exit {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM: a connection that never sent a ClientHello held the drain"
+    );
 }
