@@ -58,13 +58,19 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub async fn start() -> TestBackend {
+        // Generous: libunftp answers 425 to PASV when its own range runs out.
+        TestBackend::with_passive_ports(60).await
+    }
+
+    /// A backend whose own passive range has `ports` ports. libunftp picks a port at random
+    /// and gives up after 9 taken ones, so concurrent transfers need many times as many.
+    pub async fn with_passive_ports(ports: u16) -> TestBackend {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::write(root.path().join("hello.txt"), b"hello through the proxy\n").expect("write");
         std::fs::create_dir_all(root.path().join("upload")).expect("mkdir");
         let users = StaticUsers(HashMap::from([(USER.to_string(), PASSWORD.to_string())]));
-        // Generous: libunftp answers 425 to PASV when its own range runs out.
-        let ports = free_port_block(60);
-        let server = start_embedded_backend(root.path(), users, ports..=ports + 59)
+        let first = free_port_block(ports);
+        let server = start_embedded_backend(root.path(), users, first..=first + ports - 1)
             .await
             .expect("embedded backend");
         TestBackend { server, root }
@@ -127,6 +133,11 @@ pub async fn http_get(proxy: &RunningProxy, path: &str) -> String {
 /// GET with extra header lines (each ending in CRLF), e.g. an `Authorization` header.
 pub async fn http_get_with(proxy: &RunningProxy, path: &str, headers: &str) -> String {
     let addr = proxy.metrics_addr.expect("metrics enabled");
+    http_get_at(addr, path, headers).await
+}
+
+/// GET `path` from a metrics endpoint at `addr` (a [`BinaryProxy`]'s fixed port, say).
+pub async fn http_get_at(addr: SocketAddr, path: &str, headers: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect metrics");
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
@@ -342,6 +353,23 @@ impl RawClient {
         data.read_to_end(&mut bytes).await.expect("read data");
         let last = self.reply().await;
         (bytes, last)
+    }
+
+    /// STOR `bytes` as `path` over an already announced passive address; the final reply.
+    pub async fn stor(&mut self, path: &str, data_addr: SocketAddr, bytes: &[u8]) -> RawReply {
+        let mut data = connect_from(self.source, data_addr)
+            .await
+            .expect("data connect");
+        self.send(&format!("STOR {path}")).await;
+        let first = self.reply().await;
+        assert!(
+            first.code == 150 || first.code == 125,
+            "STOR start: {first:?}"
+        );
+        data.write_all(bytes).await.expect("write data");
+        data.shutdown().await.expect("close data");
+        drop(data);
+        self.reply().await
     }
 }
 
