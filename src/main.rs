@@ -178,6 +178,13 @@ fn run(path: &std::path::Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
+        let mut signals = match Signals::new() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for signals");
+                return ExitCode::FAILURE;
+            }
+        };
         let proxy = match server::start(config).await {
             Ok(proxy) => proxy,
             Err(e) => {
@@ -185,14 +192,14 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_termination(&proxy).await;
+        signals.wait_for_termination(&proxy).await;
         tracing::info!("shutting down: draining (a second signal exits at once)");
         tokio::select! {
             _ = proxy.shutdown() => {
                 tracing::info!("shutdown complete");
                 ExitCode::SUCCESS
             }
-            _ = termination_signal() => {
+            _ = signals.termination() => {
                 tracing::warn!("second signal: exiting without waiting for running transfers");
                 // At once: no runtime teardown waiting on anything.
                 std::process::exit(1);
@@ -215,54 +222,66 @@ fn demo(options: demo::DemoOptions) -> ExitCode {
     }
 }
 
-/// The next SIGINT or SIGTERM.
-async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+/// The SIGINT, SIGTERM and SIGHUP listeners, made once before the proxy starts: a tokio
+/// listener sees only signals that arrive after it exists, so making a new one for the
+/// second wait could miss a second signal sent right after the first.
+#[cfg(unix)]
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
-/// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown; SIGHUP
-/// reloads the TLS certificate and key (a bad new pair keeps the old one).
-async fn wait_for_termination(proxy: &server::RunningProxy) {
-    #[cfg(unix)]
-    {
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut hangup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn termination(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown; SIGHUP
+    /// reloads the TLS certificate and key (a bad new pair keeps the old one).
+    async fn wait_for_termination(&mut self, proxy: &server::RunningProxy) {
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hangup.recv() => match proxy.reload_tls() {
+                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return,
+                _ = self.hangup.recv() => match proxy.reload_tls() {
                     Ok(()) => tracing::info!("TLS certificate reloaded"),
                     Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
                 },
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = proxy;
+}
+
+/// Without Unix signals only Ctrl-C stops the proxy.
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn termination(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
+    }
+
+    async fn wait_for_termination(&mut self, _proxy: &server::RunningProxy) {
+        self.termination().await;
     }
 }

@@ -308,7 +308,12 @@ impl Acceptor {
         tcp: Endpoints,
         id: u64,
     ) {
-        let result = policy.accept(&mut stream, tcp.client, tcp.local).await;
+        let mut stop = self.shutdown.clone();
+        // Like a TLS handshake, a header still on its way must not hold a shutdown.
+        let result = tokio::select! {
+            result = policy.accept(&mut stream, tcp.client, tcp.local) => result,
+            _ = shutdown::stopping(&mut stop) => return,
+        };
         self.shared
             .metrics
             .count_proxy_header(self.listener_label(), &result);
@@ -424,10 +429,17 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
     let max_line = shared.config.limits.max_line_length;
     let client = if implicit_tls {
-        match implicit_handshake(&shared, stream, peer, max_line)
-            .instrument(span.clone())
-            .await
-        {
+        let handshake = implicit_handshake(&shared, stream, peer, max_line);
+        let mut stop = shutdown.clone();
+        // A peer still in its handshake has no session to drain: it must not hold a
+        // shutdown for the handshake timeout.
+        let handshake = async {
+            tokio::select! {
+                client = handshake => client,
+                _ = shutdown::stopping(&mut stop) => None,
+            }
+        };
+        match handshake.instrument(span.clone()).await {
             Some(client) => client,
             None => {
                 metrics
