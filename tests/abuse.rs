@@ -836,9 +836,11 @@ async fn silent_peer(source: IpAddr, target: SocketAddr, bound: Duration) -> Opt
 /// (closing the TLS stream had no timeout)". Two TLS clients pipeline HELP forever and
 /// never read: one after AUTH TLS without logging in, one on the implicit port logged in.
 /// With `idle_timeout = 3s` (also the reply write timeout) each session must end within
-/// 3 s + 2 s (QUIT to the backend) + 5 s (the bounded TLS close) + 3 s slack, its TCP
-/// connection must close, and its per-IP slot (`max_sessions_per_ip = 1`: a second
-/// connection gets 421 while the first lives) must be free again (220).
+/// 3 s + 2 s (QUIT to the backend) + 5 s (the bounded TLS close) + 3 s slack of the moment
+/// the proxy blocks writing to it (its CPU goes quiet: a debug build takes seconds to
+/// answer what it had read first), its TCP connection must close, and its per-IP slot
+/// (`max_sessions_per_ip = 1`: a second connection gets 421 while the first lives) must
+/// be free again (220). The honest client downloads while both sessions are stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_client_that_never_reads_is_ended_and_frees_its_slot() {
     let _serial = SERIAL.lock().await;
@@ -856,8 +858,13 @@ async fn tls_client_that_never_reads_is_ended_and_frees_its_slot() {
     let implicit_source = many(6, 2);
     let explicit = tls_explicit(explicit_source, target.control(), &pki).await;
     let implicit = tls_implicit_logged_in(implicit_source, target.implicit(), &pki).await;
-    let started = Instant::now();
     let writers = [never_reading(explicit), never_reading(implicit)];
+    for (source, writer) in [explicit_source, implicit_source].iter().zip(&writers) {
+        writer.wait_until_stalled(*source).await;
+    }
+    // The proxy may still be answering commands it had read; the write timeout starts
+    // when it blocks, and then it has nothing to do.
+    let blocked = quiet_since(target.pid).await;
     for source in [explicit_source, implicit_source] {
         let first = slot_probe(source, target.control()).await;
         assert_eq!(
@@ -866,21 +873,20 @@ async fn tls_client_that_never_reads_is_ended_and_frees_its_slot() {
             "{case}: {source}'s slot is not held by its session"
         );
     }
+    // The stuck sessions must not harm anybody else meanwhile.
     let loaded = honest_download(&target).await;
     assert_unharmed(case, unloaded, loaded);
 
     for (source, writer) in [explicit_source, implicit_source].into_iter().zip(writers) {
-        let freed = wait_for_slot(source, target.control(), started, bound).await;
-        assert!(
-            freed.is_some(),
-            "{case}: {source}'s session still holds its per-IP slot {bound:?} after it \
-             stopped reading"
-        );
-        println!(
-            "{case}: {source}'s slot free after {:.1?}",
-            freed.unwrap_or_default()
-        );
-        let closed = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        let freed = wait_for_slot(source, target.control(), blocked, bound).await;
+        let took = freed.unwrap_or_else(|| {
+            panic!(
+                "{case}: {source}'s session still holds its per-IP slot {bound:?} after \
+                 the proxy blocked writing to it"
+            )
+        });
+        println!("{case}: {source}'s slot free {took:.1?} after the proxy blocked");
+        let closed = tokio::time::timeout(Duration::from_secs(5), writer.task).await;
         assert!(
             closed.is_ok(),
             "{case}: {source}'s TCP connection still open"
@@ -904,7 +910,8 @@ async fn tls_handshake(tcp: TcpStream, pki: &TestPki) -> TlsConn {
 
 /// Plain connect, AUTH TLS (234), handshake; not logged in.
 async fn tls_explicit(source: IpAddr, control: SocketAddr, pki: &TestPki) -> TlsConn {
-    let mut conn = greeted(source, control).await;
+    let mut conn = BufReader::new(dial_small_window(source, control).await);
+    assert_eq!(reply_code(&mut conn).await, 220, "greeting");
     conn.get_mut()
         .write_all(b"AUTH TLS\r\n")
         .await
@@ -916,7 +923,7 @@ async fn tls_explicit(source: IpAddr, control: SocketAddr, pki: &TestPki) -> Tls
 
 /// Implicit FTPS from `source`, greeted and logged in.
 async fn tls_implicit_logged_in(source: IpAddr, implicit: SocketAddr, pki: &TestPki) -> TlsConn {
-    let tcp = connect_from(source, implicit).await.expect("connect");
+    let tcp = dial_small_window(source, implicit).await;
     let mut conn = tls_handshake(tcp, pki).await;
     assert_eq!(reply_code(&mut conn).await, 220, "implicit greeting");
     for (command, code) in [
@@ -933,14 +940,56 @@ async fn tls_implicit_logged_in(source: IpAddr, implicit: SocketAddr, pki: &Test
     conn
 }
 
-/// Pipelines HELP forever and never reads; the task ends when the proxy closes the
-/// connection (the write fails), and keeps the connection open until then.
-fn never_reading(conn: TlsConn) -> tokio::task::JoinHandle<()> {
+/// A connection with a small fixed receive buffer: without it the kernel lets the buffer
+/// grow to `tcp_rmem`'s maximum (32 MiB here), so a client that stops reading would
+/// stall the proxy's writes only after megabytes of replies, late and at a speed that
+/// depends on the build; with it the proxy's writes stall at once.
+async fn dial_small_window(source: IpAddr, target: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    socket.bind(SocketAddr::new(source, 0)).expect("bind");
+    socket.connect(target).await.expect("connect")
+}
+
+/// A client that pipelines HELP forever and never reads.
+struct NeverReading {
+    /// Ends when the proxy closes the connection (a write fails); holds it open until then.
+    task: tokio::task::JoinHandle<()>,
+    /// When a write last went through: the proxy stops taking commands once its own
+    /// writes to us block, so this is when its write timeout started.
+    last_write: Arc<std::sync::Mutex<Instant>>,
+}
+
+fn never_reading(conn: TlsConn) -> NeverReading {
     let mut stream = conn.into_inner();
-    tokio::spawn(async move {
+    let last_write = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let progress = last_write.clone();
+    let task = tokio::spawn(async move {
         let burst = b"HELP\r\n".repeat(4096);
-        while stream.write_all(&burst).await.is_ok() {}
-    })
+        while stream.write_all(&burst).await.is_ok() {
+            *progress.lock().expect("progress") = Instant::now();
+        }
+    });
+    NeverReading { task, last_write }
+}
+
+impl NeverReading {
+    fn stalled_for(&self) -> Duration {
+        self.last_write.lock().expect("last write").elapsed()
+    }
+
+    /// Waits until the proxy has taken no command for 500 ms (its replies fill our
+    /// receive buffer, so it blocks writing them and stops reading).
+    async fn wait_until_stalled(&self, source: IpAddr) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stalled_for() < Duration::from_millis(500) {
+            assert!(
+                Instant::now() < deadline,
+                "{source}: the proxy takes commands for 30 s without their replies read"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A control connection from `source`: `Some(true)` on 220 (the slot was free; it quits
@@ -956,22 +1005,36 @@ async fn slot_probe(source: IpAddr, control: SocketAddr) -> Option<bool> {
     reply.starts_with("421 ").then_some(false)
 }
 
-/// Probes `source`'s slot every 200 ms until it is free (the time since `started`), or
-/// `None` once `bound` has passed.
+/// Probes `source`'s slot every 200 ms until it is free (the time since `since`), or
+/// `None` once `bound` has passed since then.
 async fn wait_for_slot(
     source: IpAddr,
     control: SocketAddr,
-    started: Instant,
+    since: Instant,
     bound: Duration,
 ) -> Option<Duration> {
     loop {
         if slot_probe(source, control).await == Some(true) {
-            return Some(started.elapsed());
+            return Some(since.elapsed());
         }
-        if started.elapsed() >= bound {
+        if since.elapsed() >= bound {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the process uses (almost) no CPU for 300 ms; returns when that quiet
+/// window began.
+async fn quiet_since(pid: u32) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (start, cpu) = (Instant::now(), cpu_seconds(pid));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if cpu_seconds(pid) - cpu < 0.03 {
+            return start;
+        }
+        assert!(Instant::now() < deadline, "ftpfront stays busy for 30 s");
     }
 }
 
