@@ -5,5 +5,6 @@ pub mod external;
 pub mod fake_backend;
 pub mod harness;
 pub mod observability;
+pub mod process;
 pub mod tls;
 pub mod vsftpd;
