@@ -26,6 +26,7 @@ use common::harness::{
     free_port_block, http_get_at, loopback, metric_value, run_binary, sample_bytes, RawClient,
     TestBackend,
 };
+use common::process::{fd_count, rss_kib};
 use rand::{Rng, SeedableRng};
 
 const SESSIONS: usize = 200;
@@ -81,22 +82,6 @@ fn plan(seed: u64, sessions: usize, transfers: usize) -> Vec<Vec<Planned>> {
                 .collect()
         })
         .collect()
-}
-
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read fd dir")
-        .count()
 }
 
 /// What the test needs to reach: the proxy and the backend's directory.
@@ -206,7 +191,7 @@ async fn settled(pid: u32, metrics: SocketAddr) -> Resources {
     let mut last_fds = usize::MAX;
     loop {
         // Counted before the scrape, whose own connection would be one of them.
-        let fds = open_fds(pid);
+        let fds = fd_count(pid);
         let scrape = http_get_at(metrics, "/metrics", "").await;
         let sessions = metric_value(&scrape, "ftpfront_sessions_active");
         if sessions == 0.0 && fds == last_fds {
