@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{BackendConfig, BackendTls, Config};
 use crate::conn::{BackendControl, BackendLegError, BoxStream};
-use crate::ftp::Command;
+use crate::ftp::{Command, Reply};
 use crate::metrics::{labels, Metrics};
 use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
@@ -76,12 +76,8 @@ pub enum ConnectError {
         address: String,
         timeout: Duration,
     },
-    #[error("backend `{name}` refused the session: {code} {text}")]
-    Refused {
-        name: String,
-        code: u16,
-        text: String,
-    },
+    #[error("backend `{name}` refused the session: {} {}", reply.code, reply.text())]
+    Refused { name: String, reply: Reply },
     #[error("backend `{name}` greeting failed: {source}")]
     Greeting {
         name: String,
@@ -92,6 +88,29 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// What the client is told: a backend's own refusal (`421 Too many connected users`)
+    /// as the backend said it; for ftpfront's own failures what failed, naming no backend,
+    /// host or address (the log has them).
+    pub fn client_reply(&self) -> Reply {
+        let closing = "closing control connection.";
+        let text = match self {
+            ConnectError::Refused { reply, .. } if reply.is_error() => return reply.clone(),
+            ConnectError::Refused { .. } | ConnectError::Greeting { .. } => {
+                format!("Service not available: the server's greeting was not understood; {closing}")
+            }
+            ConnectError::Resolve { .. } | ConnectError::Connect { .. } => {
+                format!("Service not available: cannot reach the server; {closing}")
+            }
+            ConnectError::Timeout { .. } => {
+                format!("Service not available: the server did not answer in time; {closing}")
+            }
+            ConnectError::Tls { .. } => {
+                format!("Service not available: TLS to the server failed; {closing}")
+            }
+        };
+        Reply::new(421, text)
+    }
+
     fn reason(&self) -> &'static str {
         match self {
             ConnectError::Resolve { .. } => "resolve",
@@ -319,11 +338,10 @@ async fn read_greeting(
         match reply.code {
             120 => continue,
             220 => return Ok(()),
-            code => {
+            _ => {
                 return Err(ConnectError::Refused {
                     name: backend.name.clone(),
-                    code,
-                    text: reply.text(),
+                    reply,
                 })
             }
         }

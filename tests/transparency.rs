@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::fake_backend::{Behaviour, FakeBackend};
 use common::harness::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions};
 use ftpfront::server::RunningProxy;
@@ -85,6 +86,52 @@ async fn keepalive_commands_keep_the_backend_session_alive() {
             "{command} direct: {direct:?}"
         );
         assert_eq!(proxied, direct, "{command} through ftpfront differs");
+    }
+    proxy.shutdown().await;
+}
+
+/// The reply to USER when the backend cannot take the session, and whether the
+/// connection closed after it.
+async fn user_refused(proxy: &RunningProxy) -> RawReply {
+    let mut client = RawClient::connect(loopback(12), proxy.control_addr).await;
+    let reply = client.cmd("USER alice").await;
+    assert!(
+        matches!(
+            client.reply_within(Duration::from_secs(5)).await,
+            Awaited::Closed(_)
+        ),
+        "the session goes on after {reply:?}"
+    );
+    reply
+}
+
+/// A backend at its connection limit says so (`421 Too many connected users`): the client
+/// must read the backend's own reply, not "backend `main` is unreachable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_own_refusal_is_relayed() {
+    let fake = FakeBackend::start(Behaviour::Busy421).await;
+    let proxy = start_proxy(proxy_config(fake.addr, 2)).await;
+    let reply = user_refused(&proxy).await;
+    assert_eq!(reply.code, 421);
+    assert_eq!(reply.text, "421 Too many connected users\r\n");
+    proxy.shutdown().await;
+}
+
+/// ftpfront's own failures (here: nothing listens at the backend's address) say what
+/// failed, naming no backend, host or address: the log has those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_failures_name_no_backend_or_address() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let mut config = proxy_config(closed, 2);
+    config.backends[0].name = "secret-backend".into();
+    let proxy = start_proxy(config).await;
+    let reply = user_refused(&proxy).await;
+    assert_eq!(reply.code, 421);
+    for internal in ["secret-backend", "127.0.0.1", &closed.port().to_string()] {
+        assert!(!reply.text.contains(internal), "{internal} leaked: {reply:?}");
     }
     proxy.shutdown().await;
 }

@@ -469,7 +469,7 @@ impl Session {
                     error = e.to_string().as_str(),
                     "backend unavailable"
                 );
-                self.reply(421, &format!("Service not available: backend `{}` is unreachable; closing control connection.", config.name)).await?;
+                self.send(&e.client_reply()).await?;
                 return Ok(Flow::Close(Outcome::Error));
             }
         };

@@ -73,8 +73,8 @@ impl Session {
                     reason = reason.as_str(),
                     "cannot open the backend data connection"
                 );
-                let text = format!("Can't open data connection to the backend: {reason}.");
-                self.reply(425, &text).await?;
+                // The reason names the backend's addresses: the log has it, not the client.
+                self.reply(425, "Can't open data connection.").await?;
                 return Ok(Flow::Continue);
             }
         };
@@ -108,8 +108,7 @@ impl Session {
                     "backend data connection failed"
                 );
                 self.finish_failed_start(held_final.is_none()).await?;
-                let text = format!("Can't open data connection to the backend: {e}.");
-                self.reply(425, &text).await?;
+                self.reply(425, "Can't open data connection.").await?;
                 self.count_transfer(direction, labels::FAILED, 0, None);
                 return Ok(Flow::Continue);
             }
@@ -584,11 +583,12 @@ impl Session {
             let Some(connector) = connector else {
                 return Ok(DataStream::Plain(backend));
             };
-            let secured = connector.connect(backend).await.map_err(|e| DataRefusal {
-                code: 425,
-                text: format!(
-                    "Can't open data connection to the backend: TLS handshake failed ({e})."
-                ),
+            let secured = connector.connect(backend).await.map_err(|e| {
+                warn!(error = %e, "TLS handshake on the backend data connection failed");
+                DataRefusal {
+                    code: 425,
+                    text: "Can't open data connection: TLS handshake failed.".to_string(),
+                }
             })?;
             Ok(DataStream::BackendTls(Box::new(secured)))
         };
