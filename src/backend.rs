@@ -96,7 +96,9 @@ impl ConnectError {
         let text = match self {
             ConnectError::Refused { reply, .. } if reply.is_error() => return reply.clone(),
             ConnectError::Refused { .. } | ConnectError::Greeting { .. } => {
-                format!("Service not available: the server's greeting was not understood; {closing}")
+                format!(
+                    "Service not available: the server's greeting was not understood; {closing}"
+                )
             }
             ConnectError::Resolve { .. } | ConnectError::Connect { .. } => {
                 format!("Service not available: cannot reach the server; {closing}")

@@ -345,6 +345,9 @@ pub struct LimitsConfig {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub client_active_mode: ClientActiveMode,
+    /// Failed logins on one control connection before it is closed (421), as servers do
+    /// (vsftpd `max_login_fails`, proftpd `MaxLoginAttempts`); 0 turns the limit off.
+    pub max_login_attempts: u32,
     /// Failed logins from one address (IPv6: one /64) within `failed_login_window` that
     /// ban it for `ban_duration`; 0 turns bans off.
     pub max_failed_logins: u32,
@@ -372,6 +375,7 @@ impl Default for LimitsConfig {
             allow: vec![IpNet::V4(ALLOW_ALL_V4), IpNet::V6(ALLOW_ALL_V6)],
             deny: Vec::new(),
             client_active_mode: ClientActiveMode::SameIp,
+            max_login_attempts: 3,
             max_failed_logins: 10,
             failed_login_window: Duration::from_secs(600),
             ban_duration: Duration::from_secs(600),
@@ -1369,6 +1373,13 @@ fn check_limits(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
 const MAX_FAILED_LOGINS_LIMIT: u32 = 10_000;
 
 fn check_bans(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
+    if limits.max_login_attempts > MAX_FAILED_LOGINS_LIMIT {
+        let message = format!(
+            "must be at most {MAX_FAILED_LOGINS_LIMIT} (got {}); 0 turns the limit off",
+            limits.max_login_attempts
+        );
+        problems.push(Problem::new(&["limits", "max_login_attempts"], message));
+    }
     if limits.max_failed_logins > MAX_FAILED_LOGINS_LIMIT {
         let message = format!(
             "must be at most {MAX_FAILED_LOGINS_LIMIT} (got {}); 0 turns bans off",
@@ -1529,6 +1540,7 @@ client_active_mode = "same_ip"   # deny | same_ip (no bounce) | any
         assert_eq!(limits.allow, allow_all);
         assert!(limits.deny.is_empty());
         assert_eq!(limits.client_active_mode, ClientActiveMode::SameIp);
+        assert_eq!(limits.max_login_attempts, 3);
         assert_eq!(limits.max_failed_logins, 10);
         assert_eq!(limits.failed_login_window, Duration::from_secs(600));
         assert_eq!(limits.ban_duration, Duration::from_secs(600));

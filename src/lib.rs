@@ -9,6 +9,7 @@ pub mod bans;
 pub mod config;
 pub mod conn;
 pub mod data;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod features;
 pub mod ftp;

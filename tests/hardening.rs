@@ -254,8 +254,11 @@ async fn log_and_tls_hygiene_of_the_binary() {
     let rss_before = rss_kib(pid);
     let mut repeater = RawClient::connect(loopback(5), proxy.control).await;
     let name = "u".repeat(3000);
+    // The retries go to one backend connection, whose server answers a USER after a
+    // USER as it likes (libunftp: 503); the session must survive them all.
     for _ in 0..1500 {
-        assert_eq!(repeater.cmd(&format!("USER {name}")).await.code, 331);
+        let code = repeater.cmd(&format!("USER {name}")).await.code;
+        assert!(code == 331 || code == 503, "USER answered {code}");
     }
     assert_eq!(repeater.cmd("QUIT").await.code, 221);
     tokio::time::sleep(Duration::from_millis(300)).await;

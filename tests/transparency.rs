@@ -131,7 +131,46 @@ async fn own_failures_name_no_backend_or_address() {
     let reply = user_refused(&proxy).await;
     assert_eq!(reply.code, 421);
     for internal in ["secret-backend", "127.0.0.1", &closed.port().to_string()] {
-        assert!(!reply.text.contains(internal), "{internal} leaked: {reply:?}");
+        assert!(
+            !reply.text.contains(internal),
+            "{internal} leaked: {reply:?}"
+        );
     }
+    proxy.shutdown().await;
+}
+
+/// One wrong USER/PASS pair; returns the reply to PASS.
+async fn guess(client: &mut RawClient) -> RawReply {
+    assert_eq!(client.cmd("USER alice").await.code, 331);
+    client.cmd("PASS guess").await
+}
+
+/// Servers allow a few failed logins per connection (vsftpd `max_login_fails`, proftpd
+/// `MaxLoginAttempts`, 3 by default); ftpfront must not reset that count by opening a new
+/// backend connection per USER: `limits.max_login_attempts` (3) failures close the
+/// session with 421, and the retries reuse one backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_per_connection_are_limited_on_one_backend_connection() {
+    let fake = FakeBackend::start(Behaviour::RejectPasswords).await;
+    let mut config = proxy_config(fake.addr, 2);
+    config.health.probe_interval = Duration::from_secs(3600);
+    let proxy = start_proxy(config).await;
+    let mut client = RawClient::connect(loopback(13), proxy.control_addr).await;
+    for _ in 0..3 {
+        assert_eq!(guess(&mut client).await.code, 530);
+    }
+    let closing = client.reply().await;
+    assert_eq!(closing.code, 421, "after 3 failed logins: {closing:?}");
+    assert!(matches!(
+        client.reply_within(Duration::from_secs(5)).await,
+        Awaited::Closed(_)
+    ));
+    // One connection for the three logins, and maybe the health probe at start (it runs
+    // in its own task, before or after).
+    let connections = fake.observed().control_connections;
+    assert!(
+        connections <= 2,
+        "{connections} backend connections for 3 logins"
+    );
     proxy.shutdown().await;
 }

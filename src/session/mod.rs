@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendLeg, Router};
 use crate::bans::{self, Bans};
-use crate::config::{ClientActiveMode, Config};
+use crate::config::{BackendConfig, ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
 use crate::features::{self, FeatureCache, Lookup};
@@ -110,6 +110,8 @@ pub struct Session {
     span: tracing::Span,
     /// The span carries `user` and `backend` (see `name_span`).
     span_named: bool,
+    /// Failed logins on this connection (`limits.max_login_attempts`).
+    failed_logins: u32,
     shutdown: shutdown::Receiver,
 }
 
@@ -140,6 +142,7 @@ impl Session {
             queued: VecDeque::new(),
             span,
             span_named: false,
+            failed_logins: 0,
             shutdown,
         }
     }
@@ -439,48 +442,65 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// USER routes to a backend and opens a fresh connection there; a second USER (another
-    /// account, maybe on another backend) starts over rather than reusing the old leg.
+    /// USER routes to a backend. Retries after a failed login reuse the backend connection
+    /// (the server then counts its own failed logins, as without ftpfront); another
+    /// backend, or a USER after a successful login, starts over on a fresh connection.
     async fn user(&mut self, command: Command) -> Result<Flow, SessionError> {
         let user = command.arg_str().to_string();
         if user.is_empty() {
             self.reply(501, "USER needs a user name.").await?;
             return Ok(Flow::Continue);
         }
-        self.close_backend().await;
-        self.reset_login_state();
         if self.is_banned() {
             return self.close_banned().await;
         }
         let Some(config) = self.shared.router.route(&user).cloned() else {
+            self.reset_login_state();
             self.reply(530, "No backend serves this user.").await?;
             return Ok(Flow::Continue);
         };
         let started = Instant::now();
-        let tls = self.shared.backend_tls.get(&config.name);
-        let client = Some(self.client.peer());
-        let (control, tls) = match backend::connect(&config, tls, &self.shared.metrics, client)
-            .await
-        {
-            Ok(connected) => connected,
-            Err(e) => {
-                warn!(
-                    user = user.as_str(),
-                    error = e.to_string().as_str(),
-                    "backend unavailable"
-                );
-                self.send(&e.client_reply()).await?;
-                return Ok(Flow::Close(Outcome::Error));
+        let same_backend = |leg: &BackendLeg| leg.config.name == config.name;
+        let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_backend);
+        self.reset_login_state();
+        if !reuse {
+            self.close_backend().await;
+            if let Err(flow) = self.open_backend(config, &user).await? {
+                return Ok(flow);
             }
+        }
+        let Some(leg) = self.backend.as_mut() else {
+            return Ok(Flow::Close(Outcome::Error));
         };
-        let leg = self.backend.insert(BackendLeg {
-            control,
-            config,
-            tls,
-        });
         let reply = leg.control.command(&command, "sending USER").await?;
         self.send(&reply).await?;
         self.after_login_reply(&reply, user, started).await
+    }
+
+    /// Connects to `config`'s backend for `user`; `Err(flow)` when it failed (the client
+    /// has its reply).
+    async fn open_backend(
+        &mut self,
+        config: BackendConfig,
+        user: &str,
+    ) -> Result<Result<(), Flow>, SessionError> {
+        let tls = self.shared.backend_tls.get(&config.name);
+        let client = Some(self.client.peer());
+        match backend::connect(&config, tls, &self.shared.metrics, client).await {
+            Ok((control, tls)) => {
+                self.backend = Some(BackendLeg {
+                    control,
+                    config,
+                    tls,
+                });
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                warn!(user, error = e.to_string().as_str(), "backend unavailable");
+                self.send(&e.client_reply()).await?;
+                Ok(Err(Flow::Close(Outcome::Error)))
+            }
+        }
     }
 
     async fn pass_or_acct(&mut self, command: Command) -> Result<Flow, SessionError> {
@@ -537,9 +557,14 @@ impl Session {
                     .logins_total
                     .with_label_values(&[&backend_name, labels::FAILED])
                     .inc();
-                info!(user = user.as_str(), backend = %backend_name, code = reply.code, "login failed");
                 self.login = Login::None;
-                return self.count_failed_login().await;
+                // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses,
+                // and not worth a line each (a client could repeat them without end).
+                if reply.code == 530 {
+                    info!(user = user.as_str(), backend = %backend_name, code = reply.code, "login failed");
+                    return self.count_failed_login().await;
+                }
+                debug!(user = user.as_str(), backend = %backend_name, code = reply.code, "login step refused");
             }
         }
         Ok(Flow::Continue)
@@ -550,18 +575,17 @@ impl Session {
         bans.banned_for(self.client_ip, Instant::now()).is_some()
     }
 
-    /// A failed login counts towards the address's ban; the one that starts the ban
-    /// closes this session too (others from the address are refused at their next USER).
+    /// A failed login counts towards the connection's limit and the address's ban; the
+    /// one that starts the ban closes this session too (others from the address are
+    /// refused at their next USER).
     async fn count_failed_login(&mut self) -> Result<Flow, SessionError> {
-        match self
-            .shared
-            .bans
-            .record_failure(self.client_ip, Instant::now())
-        {
-            bans::Failure::Counted => Ok(Flow::Continue),
+        self.failed_logins += 1;
+        let now = Instant::now();
+        match self.shared.bans.record_failure(self.client_ip, now) {
+            bans::Failure::Counted => self.check_login_attempts().await,
             bans::Failure::Untracked => {
                 debug!("ban table full: failed login not tracked");
-                Ok(Flow::Continue)
+                self.check_login_attempts().await
             }
             bans::Failure::Banned => {
                 let limits = &self.shared.config.limits;
@@ -572,6 +596,21 @@ impl Session {
                 self.close_banned().await
             }
         }
+    }
+
+    async fn check_login_attempts(&mut self) -> Result<Flow, SessionError> {
+        let limit = self.shared.config.limits.max_login_attempts;
+        if limit == 0 || self.failed_logins < limit {
+            return Ok(Flow::Continue);
+        }
+        info!(
+            attempts = self.failed_logins,
+            "too many failed logins on one connection"
+        );
+        self.close_backend().await;
+        self.reply(421, "Too many failed logins; closing control connection.")
+            .await?;
+        Ok(Flow::Close(Outcome::Ok))
     }
 
     async fn close_banned(&mut self) -> Result<Flow, SessionError> {

@@ -36,6 +36,8 @@ pub enum Behaviour {
     DieMidDownload { after: u64 },
     /// STOR: once `after` bytes arrived, control and data close with RST.
     DieMidUpload { after: u64 },
+    /// Every PASS gets `530 Login incorrect.`; the connection stays open for another USER.
+    RejectPasswords,
     /// RETR: after `after` bytes the data connection closes with RST, and the server
     /// claims `226` anyway.
     ResetDataMidDownload { after: u64 },
@@ -231,6 +233,7 @@ impl Control {
             .to_ascii_uppercase();
         let text = match (verb.as_str(), self.behaviour) {
             ("USER", _) => "331 Password please.",
+            ("PASS", Behaviour::RejectPasswords) => "530 Login incorrect.",
             ("PASS", _) => {
                 self.reply("230 Logged in.").await?;
                 self.logged_in = true;
