@@ -41,22 +41,35 @@ cargo +nightly fuzz build "${flags[@]}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-failed=()
+# The targets run side by side (libFuzzer is single-threaded), each for the full time:
+# the smoke run costs SECONDS_PER_TARGET of wall time, not five times that.
+declare -A pids
 for target in "${targets[@]}"; do
     echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
     mkdir -p "$work/$target"
     if [[ -d "fuzz/corpus/$target" ]]; then
         cp -R "fuzz/corpus/$target/." "$work/$target/"
     fi
-    if ! cargo +nightly fuzz run "${flags[@]}" "$target" "$work/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1; then
-        failed+=("$target")
-        for artifact in fuzz/artifacts/"$target"/*; do
-            [[ -f "$artifact" ]] || continue
-            echo "fuzz: $target: crashing input $artifact:"
-            od -A d -c "$artifact" | head -n 40
-        done
+    cargo +nightly fuzz run "${flags[@]}" "$target" "$work/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1 \
+        >"$work/$target.log" 2>&1 &
+    pids[$target]=$!
+done
+
+failed=()
+for target in "${targets[@]}"; do
+    if wait "${pids[$target]}"; then
+        echo "fuzz: $target: $(grep -E '^stat::number_of_executed_units' "$work/$target.log" || echo 'no stats') "
+        continue
     fi
+    failed+=("$target")
+    echo "fuzz: $target FAILED; its output:"
+    tail -n 60 "$work/$target.log"
+    for artifact in fuzz/artifacts/"$target"/*; do
+        [[ -f "$artifact" ]] || continue
+        echo "fuzz: $target: crashing input $artifact:"
+        od -A d -c "$artifact" | head -n 40
+    done
 done
 
 if ((${#failed[@]})); then

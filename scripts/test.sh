@@ -4,7 +4,8 @@
 # 1. As root, installs the outside programs the integration tests use
 #    (scripts/install-test-deps.sh; skip with FTP_TESTS_SKIP_INSTALL=1).
 # 2. Points the tests at the extracted servers (FTP_TESTS_EXTRA_PATH).
-# 3. cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets.
+# 3. cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets, then a 30 s
+#    fuzzing smoke run per cargo-fuzz target (scripts/fuzz.sh).
 # Without root the tests that need vsftpd, curl, namespaces... print SKIPPED and pass,
 # unless FTP_TESTS_REQUIRE_EXTERNAL=1 (set by .ci/run), which makes every skip a failure.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test vsftpd`).
@@ -87,5 +88,10 @@ export FTP_TESTS_FTPFRONT_BINARY="$PWD/target/release/ftpfront"
 
 step "cargo test --all-targets $*"
 cargo test --all-targets "${test_args[@]}" 2>&1 | show_skips
+
+# Fuzzing smoke run: every cargo-fuzz target for 30 s from its committed corpus (or, with
+# no nightly toolchain, the proptest suite of the same codec); scripts/fuzz.sh says which.
+step "fuzz smoke run (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
 
 step "all checks passed"
