@@ -4,7 +4,7 @@
 //! reply texts of the replies the backend produced (ftpfront relays them), listings, bytes.
 //! The only allowed differences are ftpfront's own replies: the greeting (220), the
 //! address in 227/229, and what the transparency rule of DESIGN.md lets it answer itself
-//! (compared by code only here: REST's 350, PASV, FEAT, STAT/SYST before login).
+//! (compared by code only here: REST's 350, PASV, FEAT, QUIT, STAT/SYST before login).
 //!
 //! Clients: the raw client of `tests/common/harness.rs` for exact replies, and lftp, curl,
 //! Python's ftplib and wget for what real programs see. A missing program or server is a
