@@ -219,6 +219,20 @@ impl RawClient {
         client
     }
 
+    /// A client at `addr` and its first reply, whatever it is (a full server greets with
+    /// 421, say), or how the wait for it ended.
+    pub async fn connect_unchecked(source: IpAddr, addr: SocketAddr) -> (RawClient, Awaited) {
+        let stream = connect_from(source, addr).await.expect("connect");
+        let (read, writer) = stream.into_split();
+        let mut client = RawClient {
+            reader: BufReader::new(read),
+            writer,
+            source,
+        };
+        let first = client.reply_within(Duration::from_secs(10)).await;
+        (client, first)
+    }
+
     pub async fn login(source: IpAddr, proxy: SocketAddr) -> RawClient {
         let mut client = RawClient::connect(source, proxy).await;
         assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
@@ -279,19 +293,30 @@ impl RawClient {
     /// Sends ABOR the RFC 959 way: Telnet IP, then Synch (IAC DM, the DM urgent: MSG_OOB),
     /// then the command. vsftpd reads commands mid-transfer only so (`async_abor_enable`).
     pub fn send_urgent_abor(&mut self) {
-        let socket = socket2::SockRef::from(self.writer.as_ref());
-        for (bytes, urgent) in [
+        self.send_parts(&[
             (&b"\xff\xf4\xff"[..], false),
             (b"\xf2", true),
             (b"ABOR\r\n", false),
-        ] {
-            let sent = if urgent {
+        ]);
+    }
+
+    /// Sends raw byte strings in order, each as one send; the `true` ones as urgent data
+    /// (MSG_OOB: the last byte of it is the urgent mark).
+    pub fn send_parts(&mut self, parts: &[(&[u8], bool)]) {
+        let socket = socket2::SockRef::from(self.writer.as_ref());
+        for (bytes, urgent) in parts {
+            let sent = if *urgent {
                 socket.send_out_of_band(bytes)
             } else {
                 socket.send(bytes)
             };
-            assert_eq!(sent.expect("send ABOR"), bytes.len(), "ABOR sent whole");
+            assert_eq!(sent.expect("send"), bytes.len(), "{bytes:?} sent whole");
         }
+    }
+
+    /// Writes `bytes` as they are, in one write (several command lines, say).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("send");
     }
 
     /// Ends the control connection like a killed process: RST (SO_LINGER 0), no FIN.

@@ -6,5 +6,6 @@ pub mod fake_backend;
 pub mod harness;
 pub mod observability;
 pub mod process;
+pub mod servers;
 pub mod tls;
 pub mod vsftpd;
