@@ -157,6 +157,15 @@ impl Session {
     pub async fn run(mut self) -> Outcome {
         let outcome = match self.serve().await {
             Ok(outcome) => outcome,
+            // The server hung up cleanly (its own login or idle limit, say): a client
+            // connected to it directly would just see the connection close, and so it does.
+            Err(SessionError::Backend(e @ BackendLegError::Closed { .. })) => {
+                info!(
+                    error = e.to_string().as_str(),
+                    "backend closed the control connection"
+                );
+                Outcome::Ok
+            }
             Err(SessionError::Backend(e)) => {
                 warn!(
                     error = e.to_string().as_str(),
@@ -607,10 +616,25 @@ impl Session {
             attempts = self.failed_logins,
             "too many failed logins on one connection"
         );
+        if self.backend_hangs_up().await {
+            // The server enforces its own limit: end the session the way it does.
+            return Ok(Flow::Close(Outcome::Ok));
+        }
         self.close_backend().await;
         self.reply(421, "Too many failed logins; closing control connection.")
             .await?;
         Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// Whether the backend closes its control connection within a moment (servers close
+    /// at once after their own last failed login).
+    async fn backend_hangs_up(&mut self) -> bool {
+        let Some(leg) = self.backend.as_mut() else {
+            return false;
+        };
+        let next = leg.control.next_reply("waiting for the backend to hang up");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(250), next).await;
+        matches!(waited, Ok(Err(BackendLegError::Closed { .. })))
     }
 
     async fn close_banned(&mut self) -> Result<Flow, SessionError> {
