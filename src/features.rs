@@ -1,6 +1,7 @@
 //! FEAT as ftpfront answers it: the features ftpfront implements itself, plus those a
 //! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
-//! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too.
+//! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too. The
+//! same probe learns the backend's answer to SYST before login.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -14,12 +15,16 @@ use crate::metrics::Metrics;
 use crate::tls::BackendTlsConfig;
 
 /// Features ftpfront itself implements, whatever the backend.
-const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV", "UTF8"];
+const OWN_FEATURES: &[&str] = &["EPRT", "EPSV", "HOST", "PASV"];
 /// What ftpfront adds when it terminates TLS for clients (RFC 4217).
 const TLS_FEATURES: &[&str] = &["AUTH TLS", "PBSZ", "PROT"];
 /// Backend features ftpfront relays unchanged when the backend has them. Nothing else of
 /// the backend's FEAT reaches clients (no software names, nothing ftpfront cannot relay).
-const RELAYED_FEATURES: &[&str] = &["SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG"];
+/// UTF8 among them: announcing it for a latin-1 server would make clients send names in
+/// an encoding the server does not use.
+const RELAYED_FEATURES: &[&str] = &[
+    "SIZE", "MDTM", "REST", "MLST", "TVFS", "MFMT", "LANG", "UTF8",
+];
 /// How long a backend's features are trusted before a pre-login FEAT asks again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -27,9 +32,18 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 /// backend that is down, instead of opening one backend connection each (an amplifier).
 const FAILURE_TTL: Duration = Duration::from_secs(30);
 
-/// What was last learnt of a backend's features.
+/// What a client may learn of a backend before login.
+#[derive(Debug, Clone, Default)]
+pub struct Learnt {
+    /// Its relayable features.
+    pub features: Vec<String>,
+    /// Its reply to SYST before login (servers differ: 215, or 530 until logged in).
+    pub syst: Option<Reply>,
+}
+
+/// What was last learnt of a backend.
 enum Known {
-    Features(Vec<String>),
+    Learnt(Learnt),
     ProbeFailed,
 }
 
@@ -43,8 +57,8 @@ pub struct FeatureCache {
 
 /// What a pre-login FEAT may use.
 pub enum Lookup<'a> {
-    /// Features seen within the cache lifetime.
-    Fresh(Vec<String>),
+    /// What was learnt within the cache lifetime.
+    Fresh(Learnt),
     /// Nothing to use now: a recent probe failed, or another session is probing.
     Unknown,
     /// This caller may probe; the permit ends the probe when dropped.
@@ -72,8 +86,8 @@ impl FeatureCache {
         let entries = lock(&self.entries);
         let (seen, known) = entries.get(backend)?;
         match known {
-            Known::Features(features) if seen.elapsed() < CACHE_TTL => {
-                Some(Known::Features(features.clone()))
+            Known::Learnt(learnt) if seen.elapsed() < CACHE_TTL => {
+                Some(Known::Learnt(learnt.clone()))
             }
             Known::ProbeFailed if seen.elapsed() < FAILURE_TTL => Some(Known::ProbeFailed),
             _ => None,
@@ -83,7 +97,7 @@ impl FeatureCache {
     /// Cached features, or the permission to probe (one prober per backend).
     pub fn lookup(&self, backend: &str) -> Lookup<'_> {
         match self.known(backend) {
-            Some(Known::Features(features)) => return Lookup::Fresh(features),
+            Some(Known::Learnt(learnt)) => return Lookup::Fresh(learnt),
             Some(Known::ProbeFailed) => return Lookup::Unknown,
             None => {}
         }
@@ -96,9 +110,20 @@ impl FeatureCache {
         })
     }
 
-    pub fn store(&self, backend: &str, features: Vec<String>) {
-        let entry = (Instant::now(), Known::Features(features));
+    pub fn store(&self, backend: &str, learnt: Learnt) {
+        let entry = (Instant::now(), Known::Learnt(learnt));
         lock(&self.entries).insert(backend.to_string(), entry);
+    }
+
+    /// Features seen after a login: they replace the cached ones, SYST stays as learnt.
+    pub fn store_features(&self, backend: &str, features: Vec<String>) {
+        let mut entries = lock(&self.entries);
+        let syst = match entries.get(backend) {
+            Some((_, Known::Learnt(learnt))) => learnt.syst.clone(),
+            _ => None,
+        };
+        let entry = (Instant::now(), Known::Learnt(Learnt { features, syst }));
+        entries.insert(backend.to_string(), entry);
     }
 
     pub fn store_failure(&self, backend: &str) {
@@ -141,23 +166,25 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
     Reply::multiline(211, lines)
 }
 
-/// Asks a backend for its features on a short-lived connection (for FEAT before login).
-/// The whole probe fits in the backend's `connect_timeout`: the client is waiting for it.
+/// Asks a backend for its features and its pre-login SYST on a short-lived connection
+/// (for FEAT and SYST before login). The whole probe fits in the backend's
+/// `connect_timeout`: the client is waiting for it.
 pub async fn probe(
     config: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
-) -> Option<Vec<String>> {
+) -> Option<Learnt> {
     let asking = async {
         let (mut control, _) = backend::connect(config, tls, metrics, None).await.ok()?;
-        let asked: Result<Reply, BackendLegError> = control
-            .command(
-                &Command::new("FEAT", None),
-                "asking FEAT for the feature cache",
-            )
-            .await;
+        let phase = "asking FEAT and SYST for the feature cache";
+        let feat: Result<Reply, BackendLegError> =
+            control.command(&Command::new("FEAT", None), phase).await;
+        let syst = control.command(&Command::new("SYST", None), phase).await;
         control.quit(Duration::from_secs(2)).await;
-        asked.ok().map(|reply| relayable(&reply))
+        Some(Learnt {
+            features: relayable(&feat.ok()?),
+            syst: syst.ok(),
+        })
     };
     tokio::time::timeout(config.connect_timeout, asking)
         .await
@@ -206,7 +233,6 @@ mod tests {
             "EPSV",
             "EPRT",
             "HOST",
-            "UTF8",
             "MLST type*;size*;modify*;",
             "REST STREAM",
         ] {
@@ -228,8 +254,8 @@ mod tests {
     #[test]
     fn cache_entries_expire() {
         let cache = FeatureCache::default();
-        cache.store("a", vec!["SIZE".into()]);
-        assert!(matches!(cache.lookup("a"), Lookup::Fresh(f) if f == ["SIZE"]));
+        cache.store_features("a", vec!["SIZE".into()]);
+        assert!(matches!(cache.lookup("a"), Lookup::Fresh(l) if l.features == ["SIZE"]));
         assert!(matches!(cache.lookup("b"), Lookup::Probe(_)));
         age(&cache, "a", CACHE_TTL);
         assert!(matches!(cache.lookup("a"), Lookup::Probe(_)));
@@ -258,7 +284,16 @@ mod tests {
         );
         age(&cache, "a", FAILURE_TTL);
         assert!(matches!(cache.lookup("a"), Lookup::Probe(_)), "and expires");
-        cache.store("a", vec!["SIZE".into()]);
-        assert!(matches!(cache.lookup("a"), Lookup::Fresh(f) if f == ["SIZE"]));
+        let syst = Some(Reply::new(215, "UNIX Type: L8"));
+        cache.store(
+            "a",
+            Learnt {
+                features: vec![],
+                syst: syst.clone(),
+            },
+        );
+        cache.store_features("a", vec!["SIZE".into()]);
+        assert!(matches!(cache.lookup("a"),
+            Lookup::Fresh(l) if l.features == ["SIZE"] && l.syst.as_ref().map(|r| r.code) == Some(215)));
     }
 }

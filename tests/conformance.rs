@@ -187,7 +187,6 @@ async fn passive(client: &mut RawClient) -> SocketAddr {
 
 /// HELP, HELP RETR and HELP of an unknown command after login: relayed, so equal texts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11 item 1: HELP after login answered by ftpfront (214 ftpfront relays standard FTP commands...), not relayed"]
 async fn help_is_the_backends() {
     let mut diffs = Differences::default();
     for kind in backends() {
@@ -234,7 +233,6 @@ async fn feat_and_utf8(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> 
 /// ftpfront must not announce it in front of it either. Through ftpfront FEAT may name
 /// ftpfront's own HOST besides the backend's features; nothing else may differ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11 item 2: FEAT through ftpfront announces UTF8 in front of a vsftpd that does not"]
 async fn feat_has_no_utf8_when_the_backend_has_none() {
     let Some(pair) = start_pair(ServerKind::Vsftpd).await else {
         return;
@@ -604,7 +602,6 @@ async fn after_login(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Ve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11 item 8: SYST before login 215 where vsftpd says 530; ACCT after login 503 Already logged in (ftpfront), not relayed"]
 async fn less_common_commands_get_the_backends_replies() {
     let mut diffs = Differences::default();
     for kind in backends() {

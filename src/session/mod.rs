@@ -13,7 +13,7 @@ use crate::bans::{self, Bans};
 use crate::config::{BackendConfig, ClientActiveMode, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
-use crate::features::{self, FeatureCache, Lookup};
+use crate::features::{self, FeatureCache, Learnt, Lookup};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
@@ -325,13 +325,13 @@ impl Session {
                 self.refuse_plaintext_login().await
             }
             Verb::User => self.user(command).await,
+            Verb::Acct if self.logged_in() => self.relay(&command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
             Verb::Rein => self.reinitialize().await,
             Verb::Feat => self.feat().await,
-            Verb::Help => self
-                .answer(214, "ftpfront relays standard FTP commands to the backend.")
-                .await
-                .map(|_| Flow::Continue),
+            // After login the server's own HELP (what it supports); before, ftpfront's.
+            Verb::Help if self.logged_in() => self.relay(&command).await,
+            Verb::Help => self.help_before_login(&command).await,
             // After login the backend hears NOOP: it keeps its idle timer in step.
             Verb::Noop if self.logged_in() => self.relay(&command).await,
             Verb::Noop => self.answer(200, "NOOP ok.").await.map(|_| Flow::Continue),
@@ -423,7 +423,7 @@ impl Session {
 
     async fn before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
         match command.verb {
-            Verb::Syst => self.answer(215, "UNIX Type: L8").await?,
+            Verb::Syst => self.syst_before_login().await?,
             Verb::Opts => {
                 self.answer(501, "Option not understood before login.")
                     .await?
@@ -431,6 +431,47 @@ impl Session {
             _ => self.answer(530, "Please login with USER and PASS.").await?,
         }
         Ok(Flow::Continue)
+    }
+
+    /// HELP before login: the commands a client may use now (RFC 959 214), `HELP <verb>`
+    /// for one of them, 502 for a command ftpfront does not know.
+    async fn help_before_login(&mut self, command: &Command) -> Result<Flow, SessionError> {
+        const BEFORE_LOGIN: &str =
+            " USER PASS ACCT AUTH PBSZ PROT HOST FEAT OPTS SYST NOOP HELP QUIT REIN";
+        let topic = command.arg_str().trim();
+        let reply = if topic.is_empty() {
+            let lines = vec![
+                "The following commands are recognized before login.".to_string(),
+                BEFORE_LOGIN.to_string(),
+                "Help OK.".to_string(),
+            ];
+            Reply::multiline(214, lines)
+        } else if Verb::from_name(topic) == Verb::Other {
+            Reply::new(
+                502,
+                format!("Unknown command {}.", topic.to_ascii_uppercase()),
+            )
+        } else {
+            Reply::new(
+                214,
+                format!(
+                    "{} is recognized; log in for details.",
+                    topic.to_ascii_uppercase()
+                ),
+            )
+        };
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// SYST before login as the default backend answers it (vsftpd: 530, others: 215),
+    /// learnt by the feature probe; 530 when that is unknown.
+    async fn syst_before_login(&mut self) -> Result<(), SessionError> {
+        let shared = self.shared.clone();
+        match default_backend_learnt(&shared).await.syst {
+            Some(reply) => self.send(&reply).await,
+            None => self.answer(530, "Please login with USER and PASS.").await,
+        }
     }
 
     async fn quit(&mut self) -> Result<Flow, SessionError> {
@@ -704,10 +745,12 @@ impl Session {
                 let asked = Command::new("FEAT", None);
                 let reply = leg.control.command(&asked, "asking FEAT").await?;
                 let relayable = features::relayable(&reply);
-                shared.features.store(&leg.config.name, relayable.clone());
+                shared
+                    .features
+                    .store_features(&leg.config.name, relayable.clone());
                 relayable
             }
-            _ => default_backend_features(&shared).await,
+            _ => default_backend_learnt(&shared).await.features,
         };
         let tls = self.shared.client_tls.is_some();
         self.send(&features::reply(backend_features, tls)).await?;
@@ -937,17 +980,17 @@ async fn next_backend_reply(
 }
 
 /// Before login the backend is not chosen yet: the default backend's features stand in.
-async fn default_backend_features(shared: &Shared) -> Vec<String> {
+async fn default_backend_learnt(shared: &Shared) -> Learnt {
     let config = &shared.config;
     let Some(backend) = config
         .default_backend()
         .and_then(|name| config.backend(name))
     else {
-        return Vec::new();
+        return Learnt::default();
     };
     let permit = match shared.features.lookup(&backend.name) {
-        Lookup::Fresh(features) => return features,
-        Lookup::Unknown => return Vec::new(),
+        Lookup::Fresh(learnt) => return learnt,
+        Lookup::Unknown => return Learnt::default(),
         Lookup::Probe(permit) => permit,
     };
     let tls = shared.backend_tls.get(&backend.name);
