@@ -338,3 +338,51 @@ async fn anonymous_feat_is_no_amplifier_against_the_backend() {
         "200 anonymous FEATs opened {opened} backend connections"
     );
 }
+
+/// The soft and hard open-files limits of a process, from /proc/PID/limits.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("Max open files");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+/// Defect 11: with the usual soft limit of 1024 open files, ftpfront stopped at ~250 busy
+/// sessions while the hard limit allowed far more; it raises the soft limit to the hard one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let backend = TestBackend::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = free_port_block(1);
+    let config = binary_config(control, free_port_block(4), backend.server.addr, "", "");
+    let path = dir.path().join("ftpfront.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut command = tokio::process::Command::new(common::harness::ftpfront_binary());
+    command
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: setrlimit is async-signal-safe; it lowers only the child's own soft limit.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_max > 1024 {
+                limit.rlim_cur = 1024;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("start ftpfront");
+    common::harness::wait_until_listening(SocketAddr::from(([127, 0, 0, 1], control))).await;
+    let (soft, hard) = open_files_limits(child.id().expect("pid"));
+    assert_eq!(soft, hard, "soft open-files limit not raised");
+}
