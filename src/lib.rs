@@ -22,3 +22,4 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod tls;
+pub mod tls_pinning;

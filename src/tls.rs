@@ -24,6 +24,7 @@ use tokio_rustls::rustls::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{BackendConfig, BackendTls, TlsConfig, TlsVersion};
+use crate::tls_pinning::PinningVerifier;
 
 /// Sessions kept for resumption: one per recent control connection is plenty.
 const SESSION_CACHE_SIZE: usize = 4096;
@@ -221,8 +222,16 @@ impl BackendTlsConfig {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(backend.tls_max_version))?;
         let mut config = if backend.tls_verify {
+            let pinned = match &backend.tls_ca_file {
+                Some(path) => load_certs(path)?,
+                None => Vec::new(),
+            };
+            let roots = root_store(backend.tls_ca_file.as_deref())?;
+            let verifier = PinningVerifier::new(roots, pinned, provider())
+                .map_err(|e| fail(format!("cannot build the certificate verifier: {e}")))?;
             builder
-                .with_root_certificates(root_store(backend.tls_ca_file.as_deref())?)
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
                 .with_no_client_auth()
         } else {
             builder

@@ -503,3 +503,33 @@ async fn vsftpd_ftps_works_directly_with_curl() {
         );
     }
 }
+
+/// A legacy server's self-signed certificate (CA:TRUE, as `openssl req -x509` makes it, no
+/// name of the server in it) given in `tls_ca_file` is pinned: that exact certificate is
+/// accepted (it was refused as `CaUsedAsEndEntity`, and the client saw 421), while another
+/// certificate from the same file's CA still has to verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_in_tls_ca_file_is_pinned() {
+    init_test_logging();
+    let Some(python) = require_program("python3") else {
+        return;
+    };
+    let pki = TestPki::generate();
+    let big = sample_bytes(64 * 1024, 52);
+    for leg in [Leg::Explicit, Leg::Implicit] {
+        let Some(server) = start_vsftpd(leg, &pki.ca, &pki.ca_key, &big).await else {
+            return;
+        };
+        let proxy = start_proxy(proxy_to(&server, &pki, leg, None)).await;
+        let ops = vec![format!("retr:readme.txt:{}", sha256(README))];
+        let session = ftplib_session(&python, &proxy, &pki, Leg::Plain, None, &ops).await;
+        assert!(
+            session.success(),
+            "{}: the session failed:\n{}\n--- vsftpd log (tail) ---\n{}",
+            leg.name(),
+            session.report(),
+            tail(&server.log(), 30)
+        );
+        proxy.shutdown().await;
+    }
+}

@@ -26,6 +26,9 @@ use super::harness::RawReply;
 pub struct TestPki {
     /// The CA certificate: what clients trust (`--cacert`, `ssl:ca-file`, `cafile=`).
     pub ca: PathBuf,
+    /// The CA's key: with [`TestPki::ca`] as a server's own certificate it makes the
+    /// self-signed, CA:TRUE certificate `openssl req -x509` gives a legacy server.
+    pub ca_key: PathBuf,
     /// For `localhost` and IP 127.0.0.1, valid now.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -94,6 +97,7 @@ impl TestPki {
         };
 
         let ca = write("ca.pem", ca_cert.pem());
+        let ca_key_path = write("ca.key", ca_key.serialize_pem());
         let (cert, key) = leaf(&["localhost", "127.0.0.1"], false);
         let server_cert = write("server.pem", cert);
         let server_key = write("server.key", key);
@@ -105,6 +109,7 @@ impl TestPki {
         let wrong_host_key = write("wrong-host.key", key);
         TestPki {
             ca,
+            ca_key: ca_key_path,
             server_cert,
             server_key,
             expired_cert,
