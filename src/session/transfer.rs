@@ -446,15 +446,19 @@ impl Session {
     }
 
     /// Commands while the session is busy with a data connection: NOOP and STAT are
-    /// answered now, the rest wait their turn (bounded); `Some(flow)` ends the session.
+    /// answered now unless commands wait before them, the rest wait their turn (bounded);
+    /// `Some(flow)` ends the session.
     async fn answer_while_busy(
         &mut self,
         command: Command,
         transfer: Option<(TransferDirection, u64)>,
     ) -> Result<Option<Flow>, SessionError> {
+        // Answered at once only when nothing is queued before them: replies leave in the
+        // order of the commands they answer (RFC 959).
+        let first_in_line = self.queued.is_empty();
         match command.verb {
-            Verb::Noop => self.reply(200, "NOOP ok.").await.map(|_| None),
-            Verb::Stat if command.arg_str().is_empty() => {
+            Verb::Noop if first_in_line => self.reply(200, "NOOP ok.").await.map(|_| None),
+            Verb::Stat if first_in_line && command.arg_str().is_empty() => {
                 let status = match transfer {
                     Some((direction, moved)) => {
                         format!(
