@@ -12,6 +12,8 @@ const MAX_VERB_LEN: usize = 16;
 const IAC: u8 = 0xFF;
 /// Telnet "Data Mark"; arrives without its IAC when the IAC went out-of-band.
 const DM: u8 = 0xF2;
+/// Telnet "Interrupt Process"; arrives bare when its IAC went out-of-band.
+const IP: u8 = 0xF4;
 
 /// Defines [`Verb`] and its name tables from one list, so the enum, the wire
 /// names and the metric labels can never drift apart.
@@ -274,7 +276,7 @@ pub(super) fn strip_terminator(line: &[u8]) -> &[u8] {
 /// urgent data, then ABOR (Python's ftplib sends `"\xff\xf4\xff\xf2ABOR"`).
 /// Depending on how the urgent byte is delivered, the line may start with the
 /// full sequences, with an IAC whose command byte went out-of-band, or with a
-/// lone DM byte. A verb never starts with these bytes, so dropping them is safe.
+/// lone DM or IP byte. A verb never starts with these bytes, so dropping them is safe.
 fn strip_telnet_prefix(mut line: &[u8]) -> &[u8] {
     loop {
         line = match line {
@@ -286,7 +288,7 @@ fn strip_telnet_prefix(mut line: &[u8]) -> &[u8] {
             [IAC, 0xF0..=0xFE, rest @ ..] => rest,
             // An IAC whose command byte was delivered out-of-band.
             [IAC, rest @ ..] => rest,
-            [DM, rest @ ..] => rest,
+            [DM, rest @ ..] | [IP, rest @ ..] => rest,
             _ => return line,
         };
     }
@@ -718,6 +720,21 @@ mod tests {
     #[test]
     fn strips_lone_data_mark() {
         assert_eq!(parse(b"\xf2ABOR").raw, b"ABOR");
+    }
+
+    /// The IAC of IAC IP went out-of-band (urgent data), leaving a bare IP byte, in any
+    /// order with the DM, and in any case.
+    #[test]
+    fn strips_bare_interrupt_process() {
+        for line in [
+            &b"\xf4ABOR"[..],
+            b"\xf4\xff\xf2abor",
+            b"\xf4\xf2Abor",
+            b"\xff\xf2\xf4ABOR",
+        ] {
+            let cmd = parse(line);
+            assert_eq!(cmd.verb, Verb::Abor, "{line:?}");
+        }
     }
 
     #[test]
