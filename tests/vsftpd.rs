@@ -459,7 +459,13 @@ async fn abor_mid_download_then_session_continues() {
     assert_eq!(aborted.code, 426, "{}", f.with_log(&what));
     let done = client.reply().await;
     let what = format!("second reply to ABOR: {done:?}");
-    assert_eq!(done.code, 226, "{}", f.with_log(&what));
+    // vsftpd's own reply is relayed: 225 "No transfer to ABOR." (the transfer already
+    // ended with 426), as a client connected to it directly gets.
+    assert!(
+        done.code == 225 || done.code == 226,
+        "{}",
+        f.with_log(&what)
+    );
     drop(data);
 
     let pwd = client.cmd("PWD").await;

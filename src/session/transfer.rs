@@ -487,14 +487,27 @@ impl Session {
         }
     }
 
-    /// ABOR: stop the pump (resetting both data connections), tell the client 426 then 226
-    /// (RFC 959), and bring the backend back in step (`resync_backend`).
+    /// ABOR: stop the pump (resetting both data connections), bring the backend back in
+    /// step (`resync_backend`) and answer as the backend did: its reply to the broken
+    /// transfer, then its reply to ABOR (RFC 959). When the backend's last word is not a
+    /// completion, the client gets ftpfront's own 426 and 226 instead.
     async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
-        self.reply(426, "Connection closed; transfer aborted.")
-            .await?;
-        self.resync_backend(run.final_reply.is_none()).await?;
-        self.reply(226, "ABOR command successful.").await?;
+        let answered = self.resync_backend(run.final_reply.is_none()).await?;
+        match answered.last() {
+            // vsftpd and proftpd: 426 for the transfer, then 225/226 for ABOR; pure-ftpd
+            // answers both with one 226.
+            Some(last) if last.is_completion() => {
+                for reply in &answered {
+                    self.send(reply).await?;
+                }
+            }
+            _ => {
+                self.reply(426, "Connection closed; transfer aborted.")
+                    .await?;
+                self.reply(226, "ABOR command successful.").await?;
+            }
+        }
         self.count_run(run, labels::ABORTED, moved);
         info!(
             direction = run.direction.as_str(),
@@ -511,9 +524,15 @@ impl Session {
     /// once races with it, and some servers (libunftp) then answer ABOR and the next command
     /// before the transfer. A PWD after ABOR marks where those replies end: its 257 is a
     /// code neither a transfer nor ABOR produces.
-    async fn resync_backend(&mut self, transfer_reply_pending: bool) -> Result<(), SessionError> {
+    /// Returns the backend's final replies before the 257, in order (the broken transfer's,
+    /// then ABOR's, when the server answers both).
+    async fn resync_backend(
+        &mut self,
+        transfer_reply_pending: bool,
+    ) -> Result<Vec<Reply>, SessionError> {
+        let mut answered = Vec::new();
         let Some(leg) = self.backend.as_mut() else {
-            return Ok(());
+            return Ok(answered);
         };
         if transfer_reply_pending {
             let settle = async {
@@ -524,12 +543,12 @@ impl Session {
                         .await?;
                     debug!(code = reply.code, "backend reply to the abandoned transfer");
                     if !reply.is_preliminary() {
-                        return Ok::<_, BackendLegError>(());
+                        return Ok::<_, BackendLegError>(Some(reply));
                     }
                 }
             };
             match tokio::time::timeout(ABANDONED_TRANSFER_WAIT, settle).await {
-                Ok(settled) => settled?,
+                Ok(settled) => answered.extend(settled?),
                 Err(_) => debug!("backend silent about the abandoned transfer"),
             }
         }
@@ -542,9 +561,12 @@ impl Session {
         loop {
             let reply = leg.control.read_reply("synchronising after ABOR").await?;
             if reply.code == 257 {
-                return Ok(());
+                return Ok(answered);
             }
             debug!(code = reply.code, "backend reply to the abandoned transfer");
+            if !reply.is_preliminary() {
+                answered.push(reply);
+            }
         }
     }
 
