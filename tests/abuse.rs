@@ -837,7 +837,7 @@ async fn silent_peer(source: IpAddr, target: SocketAddr, bound: Duration) -> Opt
 /// (closing the TLS stream had no timeout)". Two TLS clients pipeline HELP forever and
 /// never read: one after AUTH TLS without logging in, one on the implicit port logged in.
 /// With `idle_timeout = 3s` (also the reply write timeout) each session must end within
-/// 3 s + 2 s (QUIT to the backend) + 5 s (the bounded TLS close) + 3 s slack of the moment
+/// 3 s + 2 s (QUIT to the backend) + 5 s (the bounded TLS close) + 10 s slack of the moment
 /// the proxy blocks writing to it (its CPU goes quiet: a debug build takes seconds to
 /// answer what it had read first), its TCP connection must close, and its per-IP slot
 /// (`max_sessions_per_ip = 1`: a second connection gets 421 while the first lives) must
