@@ -184,19 +184,7 @@ fn value(result: &[Value]) -> f64 {
 /// STOR `bytes` as `path` over a fresh passive data connection; returns the final reply.
 async fn stor(client: &mut RawClient, path: &str, bytes: &[u8]) -> RawReply {
     let data_addr = client.pasv().await.expect("PASV");
-    let mut data = connect_from(client.source, data_addr)
-        .await
-        .expect("data connect");
-    client.send(&format!("STOR {path}")).await;
-    let first = client.reply().await;
-    assert!(
-        first.code == 150 || first.code == 125,
-        "STOR start: {first:?}"
-    );
-    data.write_all(bytes).await.expect("write data");
-    data.shutdown().await.expect("close data");
-    drop(data);
-    client.reply().await
+    client.stor(path, data_addr, bytes).await
 }
 
 /// Logins, a download, an upload, a wrong password and a protocol error through the proxy.
