@@ -199,13 +199,13 @@ async fn establish(
     }
     let session_tls = tls.map(BackendTlsConfig::session_connector);
     let implicit = tls.map(|t| t.mode) == Some(BackendTls::Implicit);
-    let first: BoxStream = match (&session_tls, implicit) {
+    let mut control = match (&session_tls, implicit) {
         (Some(session), true) => {
-            Box::new(handshake(backend, session, Box::new(stream), metrics).await?)
+            let secured = handshake(backend, session, Box::new(stream), metrics).await?;
+            BackendControl::new(Box::new(secured), peer, local, backend.reply_timeout)
         }
-        _ => Box::new(stream),
+        _ => BackendControl::plain_tcp(stream, peer, local, backend.reply_timeout),
     };
-    let mut control = BackendControl::new(first, peer, local, backend.reply_timeout);
     read_greeting(&mut control, backend).await?;
     if let Some(session) = &session_tls {
         if !implicit {

@@ -1455,7 +1455,8 @@ mod tests {
     }
 
     fn design_example() -> String {
-        // DESIGN.md's example with the later-work keys at their inert values.
+        // The configuration contract's example (ARCHITECTURE.md, "Contracts users depend on")
+        // with the later-work keys at their inert values.
         r#"
 [listen]
 control = "0.0.0.0:21"            # plain FTP + explicit AUTH TLS

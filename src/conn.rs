@@ -16,6 +16,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 pub type BoxStream = Box<dyn ByteStream>;
 
 const READ_CHUNK: usize = 4096;
+/// Telnet bytes of an urgent command (RFC 854): Interpret As Command, Interrupt Process,
+/// Data Mark.
+const IAC: u8 = 0xFF;
+const TELNET_IP: u8 = 0xF4;
+const TELNET_DM: u8 = 0xF2;
 /// A peer that does not take a reply for this long is not reading its control connection;
 /// without a bound, a client that pipelines commands and never reads pins a session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,6 +49,8 @@ pub struct LineConn {
     /// Replies not written yet (see [`LineConn::write_deferred`]).
     deferred: Vec<u8>,
     write_timeout: Duration,
+    /// TCP urgent data arrived since the last [`LineConn::take_urgent_seen`].
+    urgent_seen: bool,
 }
 
 impl LineConn {
@@ -57,7 +64,14 @@ impl LineConn {
             drain_pending: false,
             deferred: Vec::new(),
             write_timeout: WRITE_TIMEOUT,
+            urgent_seen: false,
         }
+    }
+
+    /// Whether TCP urgent data arrived since the last call: a client that sends its ABOR
+    /// line as urgent data without Telnet marks (Python's ftplib) wants an urgent ABOR.
+    pub fn take_urgent_seen(&mut self) -> bool {
+        std::mem::take(&mut self.urgent_seen)
     }
 
     /// A plain TCP client connection: see [`UrgentDrain`].
@@ -130,7 +144,9 @@ impl LineConn {
     fn drain_urgent(&mut self, chunk: &mut [u8]) {
         self.drain_pending = false;
         if let Some(urgent) = &self.urgent {
-            match urgent.drain_into(&mut self.splitter, chunk, READ_AHEAD_LIMIT) {
+            let drained = urgent.drain_into(&mut self.splitter, chunk, READ_AHEAD_LIMIT);
+            self.urgent_seen |= drained.saw_urgent;
+            match drained.end {
                 Drained::Eof => self.eof_pending = true,
                 Drained::Limit => self.drain_pending = true,
                 Drained::Empty => {}
@@ -192,6 +208,13 @@ impl LineConn {
     }
 }
 
+/// What an urgent drain found.
+struct Drain {
+    end: Drained,
+    /// The urgent mark was among the bytes read.
+    saw_urgent: bool,
+}
+
 /// How an urgent drain ended.
 enum Drained {
     /// Nothing more to read now (or an error, which the next awaited read reports).
@@ -222,12 +245,14 @@ impl UrgentDrain {
     }
 
     /// Pushes the immediately available bytes, until `limit` bytes are buffered.
-    fn drain_into(&self, splitter: &mut LineSplitter, chunk: &mut [u8], limit: usize) -> Drained {
-        loop {
+    fn drain_into(&self, splitter: &mut LineSplitter, chunk: &mut [u8], limit: usize) -> Drain {
+        let mut saw_urgent = false;
+        let end = loop {
             // Without a complete line to hand out, stopping would stall the reader.
             if splitter.buffered_len() >= limit && splitter.has_event() {
-                return Drained::Limit;
+                break Drained::Limit;
             }
+            saw_urgent |= self.at_mark();
             // SAFETY: `fd` belongs to the TcpStream owned by the same LineConn, which outlives
             // this call; the buffer is valid for `chunk.len()` bytes.
             let n = unsafe {
@@ -239,11 +264,28 @@ impl UrgentDrain {
                 )
             };
             match n {
-                0 => return Drained::Eof,
+                0 => break Drained::Eof,
                 n if n > 0 => splitter.push(&chunk[..n as usize]),
-                _ => return Drained::Empty,
+                _ => break Drained::Empty,
             }
-        }
+        };
+        Drain { end, saw_urgent }
+    }
+
+    /// Whether the next byte to read is the urgent one: a read stops right before it.
+    #[cfg(target_os = "linux")]
+    fn at_mark(&self) -> bool {
+        /// From Linux's asm-generic/sockios.h (the libc crate does not export it).
+        const SIOCATMARK: libc::c_ulong = 0x8905;
+        let mut at_mark: libc::c_int = 0;
+        // SAFETY: `fd` is alive (see `drain_into`); SIOCATMARK writes one c_int.
+        let rc = unsafe { libc::ioctl(self.fd, SIOCATMARK as _, &mut at_mark) };
+        rc == 0 && at_mark != 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn at_mark(&self) -> bool {
+        false
     }
 }
 
@@ -323,6 +365,8 @@ pub struct BackendControl {
     reply_timeout: Duration,
     /// When the backend last heard a command from us (see `quiet_for`).
     last_sent: tokio::time::Instant,
+    /// The socket of a plain TCP connection, for urgent data (see `send_urgent_abor`).
+    urgent_fd: Option<std::os::fd::RawFd>,
 }
 
 impl BackendControl {
@@ -339,7 +383,52 @@ impl BackendControl {
             partial_bytes: 0,
             reply_timeout,
             last_sent: tokio::time::Instant::now(),
+            urgent_fd: None,
         }
+    }
+
+    /// A connection over plain TCP, which can carry urgent data.
+    pub fn plain_tcp(
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply_timeout: Duration,
+    ) -> Self {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        let mut control = BackendControl::new(Box::new(stream), peer, local, reply_timeout);
+        control.urgent_fd = Some(fd);
+        control
+    }
+
+    /// ABOR as RFC 959 (4.1.3) has a client send it: Telnet IP, the Synch (IAC DM, the DM
+    /// as TCP urgent data), then the line. Servers that read no command during a transfer
+    /// (vsftpd with `async_abor_enable`, proftpd) notice only this form at once. Over TLS
+    /// there is no urgent data, and the line goes alone.
+    pub async fn send_urgent_abor(&mut self, phase: &'static str) -> Result<(), BackendLegError> {
+        let abor = Command::new("ABOR", None);
+        let Some(fd) = self.urgent_fd else {
+            return self.send(&abor, phase).await;
+        };
+        let peer = self.conn.peer();
+        let io_error = |source| BackendLegError::Io {
+            peer,
+            phase,
+            source,
+        };
+        self.conn
+            .write_all(&[IAC, TELNET_IP, IAC])
+            .await
+            .map_err(io_error)?;
+        let synch = [TELNET_DM];
+        // SAFETY: `fd` belongs to the TcpStream owned by `self.conn`, alive for this call;
+        // the buffer is valid for one byte.
+        let sent = unsafe { libc::send(fd, synch.as_ptr().cast(), 1, libc::MSG_OOB) };
+        if sent != 1 {
+            // A full send buffer: the DM goes inline, the line still follows it.
+            self.conn.write_all(&synch).await.map_err(io_error)?;
+        }
+        self.send(&abor, phase).await
     }
 
     pub fn peer(&self) -> SocketAddr {

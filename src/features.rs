@@ -1,7 +1,8 @@
 //! FEAT as ftpfront answers it: the features ftpfront implements itself, plus those a
 //! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
 //! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too. The
-//! same probe learns the backend's answer to SYST before login.
+//! same probe learns how the backend answers SYST, NOOP and a FEAT with an argument before
+//! login, which servers answer differently.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -37,8 +38,20 @@ const FAILURE_TTL: Duration = Duration::from_secs(30);
 pub struct Learnt {
     /// Its relayable features.
     pub features: Vec<String>,
-    /// Its reply to SYST before login (servers differ: 215, or 530 until logged in).
+    /// Its replies to commands before login.
+    pub before_login: BeforeLogin,
+}
+
+/// A backend's replies before login to the commands servers disagree on; `None` where it
+/// did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct BeforeLogin {
+    /// SYST: 215, or 530 until logged in (vsftpd).
     pub syst: Option<Reply>,
+    /// NOOP: 200, or 530 until logged in (vsftpd).
+    pub noop: Option<Reply>,
+    /// FEAT with an argument: 211 as without one, or 501 (proftpd).
+    pub feat_with_argument: Option<Reply>,
 }
 
 /// What was last learnt of a backend.
@@ -115,14 +128,19 @@ impl FeatureCache {
         lock(&self.entries).insert(backend.to_string(), entry);
     }
 
-    /// Features seen after a login: they replace the cached ones, SYST stays as learnt.
+    /// Features seen after a login: they replace the cached ones, the replies before login
+    /// stay as learnt.
     pub fn store_features(&self, backend: &str, features: Vec<String>) {
         let mut entries = lock(&self.entries);
-        let syst = match entries.get(backend) {
-            Some((_, Known::Learnt(learnt))) => learnt.syst.clone(),
-            _ => None,
+        let before_login = match entries.get(backend) {
+            Some((_, Known::Learnt(learnt))) => learnt.before_login.clone(),
+            _ => BeforeLogin::default(),
         };
-        let entry = (Instant::now(), Known::Learnt(Learnt { features, syst }));
+        let learnt = Learnt {
+            features,
+            before_login,
+        };
+        let entry = (Instant::now(), Known::Learnt(learnt));
         entries.insert(backend.to_string(), entry);
     }
 
@@ -166,9 +184,9 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
     Reply::multiline(211, lines)
 }
 
-/// Asks a backend for its features and its pre-login SYST on a short-lived connection
-/// (for FEAT and SYST before login). The whole probe fits in the backend's
-/// `connect_timeout`: the client is waiting for it.
+/// Asks a backend for its features and its replies before login (`BeforeLogin`) on a
+/// short-lived connection. The whole probe fits in the backend's `connect_timeout`: the
+/// client is waiting for it.
 pub async fn probe(
     config: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
@@ -179,11 +197,20 @@ pub async fn probe(
         let phase = "asking FEAT and SYST for the feature cache";
         let feat: Result<Reply, BackendLegError> =
             control.command(&Command::new("FEAT", None), phase).await;
-        let syst = control.command(&Command::new("SYST", None), phase).await;
+        let features = relayable(&feat.ok()?);
+        let mut ask = async |verb: &str, arg: Option<&str>| {
+            let command = Command::new(verb, arg);
+            control.command(&command, phase).await.ok()
+        };
+        let before_login = BeforeLogin {
+            syst: ask("SYST", None).await,
+            noop: ask("NOOP", None).await,
+            feat_with_argument: ask("FEAT", Some("X")).await,
+        };
         control.quit(Duration::from_secs(2)).await;
         Some(Learnt {
-            features: relayable(&feat.ok()?),
-            syst: syst.ok(),
+            features,
+            before_login,
         })
     };
     tokio::time::timeout(config.connect_timeout, asking)
@@ -284,16 +311,19 @@ mod tests {
         );
         age(&cache, "a", FAILURE_TTL);
         assert!(matches!(cache.lookup("a"), Lookup::Probe(_)), "and expires");
-        let syst = Some(Reply::new(215, "UNIX Type: L8"));
+        let before_login = BeforeLogin {
+            syst: Some(Reply::new(215, "UNIX Type: L8")),
+            ..Default::default()
+        };
         cache.store(
             "a",
             Learnt {
                 features: vec![],
-                syst: syst.clone(),
+                before_login,
             },
         );
         cache.store_features("a", vec!["SIZE".into()]);
         assert!(matches!(cache.lookup("a"),
-            Lookup::Fresh(l) if l.features == ["SIZE"] && l.syst.as_ref().map(|r| r.code) == Some(215)));
+            Lookup::Fresh(l) if l.features == ["SIZE"] && l.before_login.syst.as_ref().map(|r| r.code) == Some(215)));
     }
 }

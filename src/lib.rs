@@ -1,6 +1,6 @@
 //! ftpfront: an FTP reverse proxy that makes FTP servers usable across two NATs.
 //!
-//! The modules follow DESIGN.md's map: a pure protocol codec (`ftp`), configuration,
+//! The modules follow ARCHITECTURE.md's map: a pure protocol codec (`ftp`), configuration,
 //! control connections (`conn`), sessions, backends, data channels, the passive port pool,
 //! admission limits, the PROXY protocol, metrics, the server wiring and the embedded demo.
 

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-/// Every metric of the contract in DESIGN.md, registered in one registry.
+/// Every metric of the contract (ARCHITECTURE.md, "Contracts users depend on"), registered in one registry.
 pub struct Metrics {
     registry: Registry,
     ready: AtomicBool,
@@ -527,7 +527,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
 
-    /// The names, types and labels of DESIGN.md's metric contract: dashboards and alerts
+    /// The names, types and labels of the metric contract (ARCHITECTURE.md): dashboards and alerts
     /// depend on them, so a rename must fail here.
     #[test]
     fn every_contract_metric_is_exported_with_its_type_and_labels() {

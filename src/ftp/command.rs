@@ -189,6 +189,9 @@ pub struct Command {
     /// The exact line without terminator and leading Telnet sequences. This is
     /// what a proxy relays: legacy servers use Latin-1 paths, never re-encode.
     pub raw: Vec<u8>,
+    /// The line began with Telnet sequences: the Interrupt Process and Synch that RFC 959
+    /// (4.1.3) has a client put before an urgent command such as ABOR.
+    pub telnet_prefixed: bool,
 }
 
 impl Command {
@@ -197,7 +200,8 @@ impl Command {
     /// No length limit is applied: lines normally come from a [`LineSplitter`],
     /// which already enforces one. See [`Command::parse_with_limit`].
     pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
-        let line = strip_telnet_prefix(strip_terminator(line));
+        let terminated = strip_terminator(line);
+        let line = strip_telnet_prefix(terminated);
         check_line_bytes(line)?;
         let (verb, arg) = split_verb(line);
         check_verb(verb)?;
@@ -207,6 +211,7 @@ impl Command {
             verb_text,
             arg: arg.map(|arg| String::from_utf8_lossy(arg).into_owned()),
             raw: line.to_vec(),
+            telnet_prefixed: line.len() != terminated.len(),
         })
     }
 
@@ -237,6 +242,7 @@ impl Command {
             verb_text,
             arg,
             raw,
+            telnet_prefixed: false,
         }
     }
 
@@ -710,6 +716,14 @@ mod tests {
         let cmd = parse(b"\xff\xf4\xff\xf2ABOR\r\n");
         assert_eq!(cmd.verb, Verb::Abor);
         assert_eq!(cmd.raw, b"ABOR");
+        assert!(cmd.telnet_prefixed);
+    }
+
+    #[test]
+    fn a_plain_line_has_no_telnet_prefix() {
+        assert!(!parse(b"ABOR\r\n").telnet_prefixed);
+        assert!(!parse(b"RETR \xff\xf4x").telnet_prefixed);
+        assert!(!Command::new("ABOR", None).telnet_prefixed);
     }
 
     #[test]
@@ -734,6 +748,7 @@ mod tests {
         ] {
             let cmd = parse(line);
             assert_eq!(cmd.verb, Verb::Abor, "{line:?}");
+            assert!(cmd.telnet_prefixed, "{line:?}");
         }
     }
 

@@ -328,13 +328,13 @@ impl Session {
             Verb::Acct if self.logged_in() => self.relay(&command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
             Verb::Rein => self.reinitialize().await,
-            Verb::Feat => self.feat().await,
+            Verb::Feat => self.feat(command).await,
             // After login the server's own HELP (what it supports); before, ftpfront's.
             Verb::Help if self.logged_in() => self.relay(&command).await,
             Verb::Help => self.help_before_login(&command).await,
             // After login the backend hears NOOP: it keeps its idle timer in step.
             Verb::Noop if self.logged_in() => self.relay(&command).await,
-            Verb::Noop => self.answer(200, "NOOP ok.").await.map(|_| Flow::Continue),
+            Verb::Noop => self.noop_before_login().await,
             Verb::Host => self.host(command).await,
             Verb::Opts if !self.logged_in() => self.opts_before_login(command).await,
             Verb::Auth => self.auth(command).await,
@@ -353,6 +353,9 @@ impl Session {
                 .await
                 .map(|_| Flow::Continue),
             _ if !self.logged_in() => self.before_login(command).await,
+            Verb::Pasv if !command.arg_str().trim().is_empty() => {
+                self.passive_with_stray_argument(command).await
+            }
             Verb::Pasv | Verb::Epsv => self.passive(command).await,
             Verb::Port | Verb::Eprt => self.active(command).await,
             Verb::Rest => self.rest(command).await,
@@ -468,10 +471,20 @@ impl Session {
     /// learnt by the feature probe; 530 when that is unknown.
     async fn syst_before_login(&mut self) -> Result<(), SessionError> {
         let shared = self.shared.clone();
-        match default_backend_learnt(&shared).await.syst {
+        match default_backend_learnt(&shared).await.before_login.syst {
             Some(reply) => self.send(&reply).await,
             None => self.answer(530, "Please login with USER and PASS.").await,
         }
+    }
+
+    /// NOOP before login as the default backend answers it (vsftpd: 530, others: 200).
+    async fn noop_before_login(&mut self) -> Result<Flow, SessionError> {
+        let shared = self.shared.clone();
+        match default_backend_learnt(&shared).await.before_login.noop {
+            Some(reply) if reply.code == 530 => self.send(&reply).await?,
+            _ => self.answer(200, "NOOP ok.").await?,
+        }
+        Ok(Flow::Continue)
     }
 
     async fn quit(&mut self) -> Result<Flow, SessionError> {
@@ -737,20 +750,31 @@ impl Session {
     }
 
     /// FEAT is built by ftpfront (see `features`): after login from the session's backend,
-    /// before login from the default backend's cached features.
-    async fn feat(&mut self) -> Result<Flow, SessionError> {
+    /// before login from the default backend's cached features. After login the backend
+    /// hears the client's own line, so a stray argument gets the server's verdict (proftpd:
+    /// 501; vsftpd and pure-ftpd ignore it).
+    async fn feat(&mut self, command: Command) -> Result<Flow, SessionError> {
         let shared = self.shared.clone();
         let backend_features = match (self.logged_in(), self.backend.as_mut()) {
             (true, Some(leg)) => {
-                let asked = Command::new("FEAT", None);
-                let reply = leg.control.command(&asked, "asking FEAT").await?;
+                let reply = leg.control.command(&command, "asking FEAT").await?;
+                if !reply.is_completion() {
+                    return self.relay_refusal(&reply).await;
+                }
                 let relayable = features::relayable(&reply);
                 shared
                     .features
                     .store_features(&leg.config.name, relayable.clone());
                 relayable
             }
-            _ => default_backend_learnt(&shared).await.features,
+            _ => {
+                let learnt = default_backend_learnt(&shared).await;
+                if let Some(refusal) = stray_argument_refused(&command, &learnt) {
+                    self.send(&refusal).await?;
+                    return Ok(Flow::Continue);
+                }
+                learnt.features
+            }
         };
         let tls = self.shared.client_tls.is_some();
         self.send(&features::reply(backend_features, tls)).await?;
@@ -765,6 +789,8 @@ impl Session {
         };
         if command.verb == Verb::Abor {
             self.data = None;
+            // Its urgent data must not make a later ABOR urgent (see `pass_abor_on`).
+            self.client.take_urgent_seen();
         }
         let mut reply = leg.control.command(command, "relaying a command").await?;
         loop {
@@ -780,6 +806,35 @@ impl Session {
             };
             reply = leg.control.read_reply("relaying a command").await?;
         }
+    }
+
+    /// `PASV x`: servers differ (proftpd: 501, vsftpd and pure-ftpd ignore the argument),
+    /// so the backend hears the client's line and a refusal of its own is relayed. When it
+    /// accepts, its passive port is left unused: ftpfront asks again before each transfer.
+    async fn passive_with_stray_argument(
+        &mut self,
+        command: Command,
+    ) -> Result<Flow, SessionError> {
+        let Some(leg) = self.backend.as_mut() else {
+            return self.passive(command).await;
+        };
+        let verdict = leg
+            .control
+            .command(&command, "asking the backend about PASV's argument")
+            .await?;
+        if verdict.is_completion() {
+            return self.passive(command).await;
+        }
+        self.relay_refusal(&verdict).await
+    }
+
+    /// The backend's refusal of a command ftpfront would otherwise answer itself.
+    async fn relay_refusal(&mut self, reply: &Reply) -> Result<Flow, SessionError> {
+        self.send(reply).await?;
+        Ok(match reply.code {
+            421 => Flow::Close(Outcome::Error),
+            _ => Flow::Continue,
+        })
     }
 
     /// PASV/EPSV are always answered by ftpfront, with a port of the pool.
@@ -980,6 +1035,15 @@ async fn next_backend_reply(
 }
 
 /// Before login the backend is not chosen yet: the default backend's features stand in.
+/// A FEAT with an argument before login, refused as the default backend refuses it.
+fn stray_argument_refused(command: &Command, learnt: &Learnt) -> Option<Reply> {
+    if command.arg_str().trim().is_empty() {
+        return None;
+    }
+    let reply = learnt.before_login.feat_with_argument.as_ref()?;
+    (500..=504).contains(&reply.code).then(|| reply.clone())
+}
+
 async fn default_backend_learnt(shared: &Shared) -> Learnt {
     let config = &shared.config;
     let Some(backend) = config

@@ -148,6 +148,7 @@ impl Session {
             last_progress: (0, Instant::now()),
             reply_deadline: None,
             counted: std::cell::Cell::new(0),
+            aborting: false,
             _active: ActiveTransfer::start(self.shared.metrics.clone()),
         };
         self.supervise(run).await
@@ -251,6 +252,9 @@ impl Session {
         let mut stall_check = tokio::time::interval(STALL_CHECK_INTERVAL);
         stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if run.aborting && run.pump_result.is_some() {
+                return self.finish_abort(&mut run).await;
+            }
             if let (Some(result), Some(_)) = (&run.pump_result, &run.final_reply) {
                 let pumped = result.clone();
                 return self.complete(run, pumped).await;
@@ -260,14 +264,20 @@ impl Session {
                 run.reply_deadline = Some(tokio::time::Instant::now() + timeout);
             }
             let backend = self.backend.as_mut().map(|leg| &mut leg.control);
-            let wants_reply = run.final_reply.is_none();
-            let deadline = run.reply_deadline;
+            // After ABOR every reply is relayed as it comes, however many there are.
+            let wants_reply = run.final_reply.is_none() || run.aborting;
+            let deadline = run.reply_deadline.filter(|_| !run.aborting);
             tokio::select! {
                 joined = &mut run.pump.handle, if run.pump_result.is_none() => {
                     run.pump.finished = true;
                     run.pump_result = Some(Pump::outcome(joined));
                 }
                 reply = next_backend_reply(backend), if wants_reply => match reply {
+                    Ok(reply) if run.aborting => {
+                        if let Some(flow) = self.relay_after_abor(&reply).await? {
+                            return Ok(flow);
+                        }
+                    }
                     Ok(reply) => {
                         if let Some(flow) = self.on_transfer_reply(reply, &mut run).await? {
                             return Ok(flow);
@@ -293,8 +303,12 @@ impl Session {
                         ClientInput::Gone => return self.client_gone(&mut run).await,
                         ClientInput::Command(command) => command,
                     };
-                    if command.verb == Verb::Abor {
-                        return self.abort(&mut run).await;
+                    if command.verb == Verb::Abor && !run.aborting {
+                        if run.direction == TransferDirection::Upload {
+                            return self.abort_upload(&mut run).await;
+                        }
+                        self.pass_abor_on(&mut run, &command).await?;
+                        continue;
                     }
                     let moved = run.progress.load(Ordering::Relaxed);
                     if let Some(flow) = self.answer_while_busy(command, Some((run.direction, moved))).await? {
@@ -487,11 +501,72 @@ impl Session {
         }
     }
 
-    /// ABOR: stop the pump (resetting both data connections), bring the backend back in
-    /// step (`resync_backend`) and answer as the backend did: its reply to the broken
-    /// transfer, then its reply to ABOR (RFC 959). When the backend's last word is not a
-    /// completion, the client gets ftpfront's own 426 and 226 instead.
-    async fn abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+    /// ABOR during a download goes to the backend in the client's form: with the Telnet
+    /// marks as RFC 959 urgent data (`send_urgent_abor`), or as a plain line. The backend
+    /// then reacts as it would to the client itself: servers that honour an urgent ABOR
+    /// end the transfer at once, the others when the client closes its data connection.
+    /// Until then the bytes keep flowing, and every backend reply is relayed as it comes
+    /// (`relay_after_abor`); `finish_abort` ends it when the data connection is done.
+    async fn pass_abor_on(
+        &mut self,
+        run: &mut RunningTransfer,
+        command: &Command,
+    ) -> Result<(), SessionError> {
+        run.aborting = true;
+        // The backend finished before the ABOR: the client hears that first, as directly.
+        if let Some(reply) = run.final_reply.take() {
+            self.send(&reply).await?;
+        }
+        let phase = "passing ABOR on";
+        // Urgent data without Telnet marks (Python's ftplib) asks for an urgent ABOR too.
+        let urgent = self.client.take_urgent_seen();
+        let Some(leg) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        if command.telnet_prefixed || urgent {
+            leg.control.send_urgent_abor(phase).await?;
+        } else {
+            leg.control.send(&Command::new("ABOR", None), phase).await?;
+        }
+        Ok(())
+    }
+
+    /// A backend reply after ABOR, relayed at once; `Some` ends the session (421).
+    async fn relay_after_abor(&mut self, reply: &Reply) -> Result<Option<Flow>, SessionError> {
+        self.send(reply).await?;
+        Ok((reply.code == 421).then_some(Flow::Close(Outcome::Error)))
+    }
+
+    /// The data connection of an aborted download is done: the backend's remaining
+    /// replies (up to the marker of `sync_marker`) reach the client, the transfer is
+    /// counted as aborted.
+    async fn finish_abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+        let moved = run.stop().await;
+        for reply in self.sync_marker().await? {
+            if let Some(flow) = self.relay_after_abor(&reply).await? {
+                return Ok(flow);
+            }
+        }
+        self.count_client_abort(run, moved);
+        Ok(Flow::Continue)
+    }
+
+    fn count_client_abort(&self, run: &RunningTransfer, moved: u64) {
+        self.count_run(run, labels::ABORTED, moved);
+        info!(
+            direction = run.direction.as_str(),
+            path = run.path.as_str(),
+            bytes = moved,
+            "transfer aborted by the client"
+        );
+    }
+
+    /// ABOR during an upload: stop the pump (resetting both data connections: what the
+    /// client still sends must not reach the backend as a complete file), bring the
+    /// backend back in step (`resync_backend`) and answer as the backend did: its reply to
+    /// the broken transfer, then its reply to ABOR (RFC 959). When the backend's last word
+    /// is not a completion, the client gets ftpfront's own 426 and 226 instead.
+    async fn abort_upload(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
         let answered = self.resync_backend(run.final_reply.is_none()).await?;
         match answered.last() {
@@ -508,13 +583,7 @@ impl Session {
                 self.reply(226, "ABOR command successful.").await?;
             }
         }
-        self.count_run(run, labels::ABORTED, moved);
-        info!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            "transfer aborted by the client"
-        );
+        self.count_client_abort(run, moved);
         Ok(Flow::Continue)
     }
 
@@ -555,18 +624,28 @@ impl Session {
         leg.control
             .send(&Command::new("ABOR", None), "sending ABOR")
             .await?;
-        leg.control
-            .send(&Command::new("PWD", None), "synchronising after ABOR")
-            .await?;
+        let replies = self.sync_marker().await?;
+        answered.extend(replies.into_iter().filter(|reply| !reply.is_preliminary()));
+        Ok(answered)
+    }
+
+    /// Sends PWD and returns the backend's replies before its 257, in order: after ABOR
+    /// the number of replies differs between servers, and 257 is a code neither a
+    /// transfer nor ABOR produces.
+    async fn sync_marker(&mut self) -> Result<Vec<Reply>, SessionError> {
+        let mut before = Vec::new();
+        let Some(leg) = self.backend.as_mut() else {
+            return Ok(before);
+        };
+        let phase = "synchronising after ABOR";
+        leg.control.send(&Command::new("PWD", None), phase).await?;
         loop {
-            let reply = leg.control.read_reply("synchronising after ABOR").await?;
+            let reply = leg.control.read_reply(phase).await?;
             if reply.code == 257 {
-                return Ok(answered);
+                return Ok(before);
             }
-            debug!(code = reply.code, "backend reply to the abandoned transfer");
-            if !reply.is_preliminary() {
-                answered.push(reply);
-            }
+            debug!(code = reply.code, "backend reply after ABOR");
+            before.push(reply);
         }
     }
 
@@ -742,6 +821,8 @@ struct RunningTransfer {
     reply_deadline: Option<tokio::time::Instant>,
     /// Bytes already added to `ftpfront_transfer_bytes_total`.
     counted: std::cell::Cell<u64>,
+    /// The client sent ABOR and the backend has it (see `pass_abor_on`).
+    aborting: bool,
     _active: ActiveTransfer,
 }
 
