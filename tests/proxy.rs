@@ -304,38 +304,105 @@ async fn repeated_pasv_replaces_the_reservation() {
     proxy.shutdown().await;
 }
 
+/// Replies leave in the order of the commands they answer (RFC 959), whoever produces
+/// them: during a download, a relayed PWD, ftpfront's own 500 for an overlong line and a
+/// NOOP pipelined behind them are answered after the transfer, in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abor_mid_download_answers_426_then_226_and_the_session_goes_on() {
+async fn replies_during_a_download_keep_the_order_of_their_commands() {
     let backend = TestBackend::start().await;
-    backend.put_file("huge.bin", 64 * 1024 * 1024, 5);
+    backend.put_file("big.bin", 8 * 1024 * 1024, 9);
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
     let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
     let data_addr = client.pasv().await.expect("PASV");
     let mut data = connect_from(loopback(1), data_addr).await.expect("data");
+    client.send("RETR big.bin").await;
+    assert_eq!(client.reply().await.code, 150);
+    let mut burst = b"PWD\r\n".to_vec();
+    burst.extend(std::iter::repeat_n(b'x', 5000));
+    burst.extend_from_slice(b"\r\nNOOP\r\n");
+    client.send_bytes(&burst).await;
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
+        .await
+        .expect("the download");
+    assert_eq!(bytes.len(), 8 * 1024 * 1024);
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(client.reply().await.code);
+    }
+    assert_eq!(codes, [226, 257, 500, 200], "replies in command order");
+    proxy.shutdown().await;
+}
+
+/// A download of `huge.bin` at `addr`, then ABOR while the client holds its data
+/// connection without reading; with `close_data` the client closes it right after ABOR (as
+/// lftp and curl do). Returns the codes of the two replies to ABOR, then PWD's.
+async fn abor_mid_download(addr: SocketAddr, close_data: bool) -> Vec<u16> {
+    let mut client = RawClient::login(loopback(1), addr).await;
+    let data_addr = client.pasv().await.expect("PASV");
+    let mut data = Some(connect_from(loopback(1), data_addr).await.expect("data"));
     client.send("RETR huge.bin").await;
     assert_eq!(client.reply().await.code, 150);
     let mut buf = vec![0u8; 64 * 1024];
-    let n = tokio::io::AsyncReadExt::read(&mut data, &mut buf)
-        .await
-        .expect("some data");
-    assert!(n > 0);
-    // The control connection answers while the transfer runs (the client reads slowly).
-    let status = client.cmd("STAT").await;
-    assert_eq!(status.code, 213, "{status:?}");
-    assert_eq!(client.cmd("NOOP").await.code, 200);
-    let aborted = client.cmd("ABOR").await;
-    assert_eq!(aborted.code, 426, "{aborted:?}");
-    assert_eq!(client.reply().await.code, 226);
+    if let Some(data) = data.as_mut() {
+        let n = tokio::io::AsyncReadExt::read(data, &mut buf)
+            .await
+            .expect("some data");
+        assert!(n > 0);
+    }
+    client.send("ABOR").await;
+    if close_data {
+        data = None;
+    }
+    let mut codes = vec![client.reply().await.code, client.reply().await.code];
     drop(data);
-    assert_eq!(
-        client.cmd("PWD").await.code,
-        257,
-        "session continues after ABOR"
-    );
+    codes.push(client.cmd("PWD").await.code);
+    codes
+}
+
+/// ABOR mid-download followed by the client closing its data connection: the same replies
+/// as straight to the server (libunftp answers after the close, 226 then 426), and the
+/// session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abor_mid_download_gets_the_servers_replies_and_the_session_goes_on() {
+    let backend = TestBackend::start().await;
+    backend.put_file("huge.bin", 64 * 1024 * 1024, 5);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let direct = abor_mid_download(backend.server.addr, true).await;
+    let proxied = abor_mid_download(proxy.control_addr, true).await;
+    assert_eq!(proxied, direct, "through ftpfront as directly");
+    assert_eq!(proxied[2], 257, "session continues after ABOR");
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
     let again = client.pasv().await.expect("PASV after ABOR");
     let (bytes, done) = client.retr("hello.txt", again).await;
     assert_eq!(done.code, 226);
     assert_eq!(bytes, b"hello through the proxy\n");
+    proxy.shutdown().await;
+}
+
+/// A client that sends ABOR and keeps its data connection open (unread) is not held:
+/// libunftp, like vsftpd and proftpd with a plain ABOR, would wait for the close forever;
+/// ftpfront resets the data connections after its grace (3 s) and the server's replies
+/// come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abor_with_the_data_connection_left_open_still_ends_the_transfer() {
+    let backend = TestBackend::start().await;
+    backend.put_file("huge.bin", 64 * 1024 * 1024, 5);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let started = std::time::Instant::now();
+    let codes = abor_mid_download(proxy.control_addr, false).await;
+    let mut finals = codes[..2].to_vec();
+    finals.sort();
+    assert_eq!(
+        finals,
+        [226, 426],
+        "the server's replies to the aborted transfer: {codes:?}"
+    );
+    assert_eq!(codes[2], 257, "session continues after ABOR");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "ended by the grace"
+    );
     proxy.shutdown().await;
 }
 

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{self, BackendLeg, Router};
 use crate::bans::{self, Bans};
-use crate::config::{BackendConfig, ClientActiveMode, Config};
+use crate::config::{BackendConfig, Config};
 use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
 use crate::features::{self, FeatureCache, Learnt, Lookup};
@@ -21,9 +21,13 @@ use crate::ports::{canonical_ip, PortPool};
 use crate::shutdown;
 use crate::tls::{BackendTlsConfig, ClientTls};
 
+mod gates;
 mod keepalive;
+mod run_loop;
 mod security;
 mod transfer;
+
+use run_loop::{Pending, Phase};
 
 /// What every session shares: configuration, metrics, the port pool and the router.
 pub struct Shared {
@@ -82,9 +86,6 @@ enum Login {
     LoggedIn { user: String },
 }
 
-/// Commands a client may pipeline during a transfer; more is abuse.
-const MAX_QUEUED_COMMANDS: usize = 32;
-
 pub struct Session {
     shared: Arc<Shared>,
     client: LineConn,
@@ -106,7 +107,10 @@ pub struct Session {
     control_tls: bool,
     /// PROT P: data connections are TLS.
     prot_private: bool,
-    queued: VecDeque<Command>,
+    /// What the session is doing (see `run_loop`).
+    phase: Phase,
+    /// Client input waiting for the session to be idle again (see `run_loop`).
+    queued: VecDeque<Pending>,
     span: tracing::Span,
     /// The span carries `user` and `backend` (see `name_span`).
     span_named: bool,
@@ -139,6 +143,7 @@ impl Session {
             pending_rest: None,
             control_tls: false,
             prot_private: false,
+            phase: Phase::Idle,
             queued: VecDeque::new(),
             span,
             span_named: false,
@@ -192,95 +197,36 @@ impl Session {
         outcome
     }
 
-    async fn serve(&mut self) -> Result<Outcome, SessionError> {
-        self.send(&Reply::new(220, "ftpfront FTP proxy ready."))
-            .await?;
-        loop {
-            // Between commands a draining proxy ends the session (a transfer that was
-            // running when the signal came has just finished).
-            if shutdown::is_stopping(&self.shutdown) {
-                return self.close_for_shutdown().await;
-            }
-            let flow = match self.queued.pop_front() {
-                Some(command) => self.handle(command).await?,
-                None => self.idle_step().await?,
-            };
-            if let Flow::Close(outcome) = flow {
-                return Ok(outcome);
-            }
-        }
-    }
-
-    /// Waits for the next client command while watching the backend, the idle timer and
-    /// shutdown.
-    async fn idle_step(&mut self) -> Result<Flow, SessionError> {
-        let idle = self.shared.config.limits.idle_timeout;
-        let backend = self.backend.as_mut().map(|leg| &mut leg.control);
-        tokio::select! {
-            event = self.client.next_event() => {
-                let peer = self.client.peer();
-                let event = event.map_err(|source| SessionError::ClientRead { peer, source })?;
-                self.on_client_event(event).await
-            }
-            reply = next_backend_reply(backend) => self.on_unsolicited_reply(reply).await,
-            _ = tokio::time::sleep(idle) => {
-                info!(timeout = ?idle, "idle timeout");
-                self.reply(421, &format!("Idle timeout ({}s): closing control connection.", idle.as_secs())).await?;
-                Ok(Flow::Close(Outcome::Ok))
-            }
-            _ = shutdown::stopping(&mut self.shutdown) => Ok(Flow::Continue),
-        }
-    }
-
     async fn close_for_shutdown(&mut self) -> Result<Outcome, SessionError> {
         self.reply(421, "Service shutting down; closing control connection.")
             .await?;
         Ok(Outcome::Ok)
     }
 
-    async fn on_client_event(&mut self, event: Option<LineEvent>) -> Result<Flow, SessionError> {
-        match self.parse_client_event(event).await? {
-            ClientInput::Command(command) => self.handle(command).await,
-            ClientInput::Answered => Ok(Flow::Continue),
-            ClientInput::Gone => Ok(Flow::Close(Outcome::Ok)),
-        }
-    }
-
-    /// Turns a client line into a command, answering malformed lines itself.
-    async fn parse_client_event(
-        &mut self,
-        event: Option<LineEvent>,
-    ) -> Result<ClientInput, SessionError> {
-        let limit = self.shared.config.limits.max_line_length;
+    /// Turns a client line into a command, or into ftpfront's answer to a line it cannot
+    /// take (sent by the caller, in order).
+    fn parse_client_event(&mut self, event: Option<LineEvent>) -> ClientInput {
+        let metrics = &self.shared.metrics;
         match event {
-            None => Ok(ClientInput::Gone),
+            None => ClientInput::Gone,
             Some(LineEvent::TooLong) => {
-                self.shared
-                    .metrics
-                    .count_protocol_error("client", "line_too_long");
-                self.answer(
-                    500,
-                    &format!("Command line too long (limit {limit} bytes)."),
-                )
-                .await?;
-                Ok(ClientInput::Answered)
+                metrics.count_protocol_error("client", "line_too_long");
+                let limit = self.shared.config.limits.max_line_length;
+                let text = format!("Command line too long (limit {limit} bytes).");
+                ClientInput::Own(Reply::new(500, text))
             }
             Some(LineEvent::Line(line)) => match Command::parse(&line) {
                 Ok(command) => {
-                    self.shared
-                        .metrics
+                    metrics
                         .commands_total
                         .with_label_values(&[command.verb.metric_label()])
                         .inc();
                     debug!(command = command.log_line().as_str(), "client command");
-                    Ok(ClientInput::Command(command))
+                    ClientInput::Command(command)
                 }
                 Err(e) => {
-                    self.shared
-                        .metrics
-                        .count_protocol_error("client", "malformed_command");
-                    self.answer(500, &format!("Syntax error: {e}.")).await?;
-                    Ok(ClientInput::Answered)
+                    metrics.count_protocol_error("client", "malformed_command");
+                    ClientInput::Own(Reply::new(500, format!("Syntax error: {e}.")))
                 }
             },
         }
@@ -319,11 +265,11 @@ impl Session {
                 return Ok(flow);
             }
         }
+        if let Some(refusal) = gates::first_refusal(&self.view(), &command) {
+            return self.refuse(refusal).await;
+        }
         match command.verb {
             Verb::Quit => self.quit().await,
-            Verb::User | Verb::Pass | Verb::Acct if self.tls_required_first() => {
-                self.refuse_plaintext_login().await
-            }
             Verb::User => self.user(command).await,
             Verb::Acct if self.logged_in() => self.relay(&command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
@@ -352,7 +298,7 @@ impl Session {
                 .reply(200, "PRET accepted.")
                 .await
                 .map(|_| Flow::Continue),
-            _ if !self.logged_in() => self.before_login(command).await,
+            Verb::Syst if !self.logged_in() => self.syst_before_login().await,
             Verb::Pasv if !command.arg_str().trim().is_empty() => {
                 self.passive_with_stray_argument(command).await
             }
@@ -424,18 +370,6 @@ impl Session {
             .unwrap_or("")
     }
 
-    async fn before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
-        match command.verb {
-            Verb::Syst => self.syst_before_login().await?,
-            Verb::Opts => {
-                self.answer(501, "Option not understood before login.")
-                    .await?
-            }
-            _ => self.answer(530, "Please login with USER and PASS.").await?,
-        }
-        Ok(Flow::Continue)
-    }
-
     /// HELP before login: the commands a client may use now (RFC 959 214), `HELP <verb>`
     /// for one of them, 502 for a command ftpfront does not know.
     async fn help_before_login(&mut self, command: &Command) -> Result<Flow, SessionError> {
@@ -469,12 +403,13 @@ impl Session {
 
     /// SYST before login as the default backend answers it (vsftpd: 530, others: 215),
     /// learnt by the feature probe; 530 when that is unknown.
-    async fn syst_before_login(&mut self) -> Result<(), SessionError> {
+    async fn syst_before_login(&mut self) -> Result<Flow, SessionError> {
         let shared = self.shared.clone();
         match default_backend_learnt(&shared).await.before_login.syst {
-            Some(reply) => self.send(&reply).await,
-            None => self.answer(530, "Please login with USER and PASS.").await,
+            Some(reply) => self.send(&reply).await?,
+            None => self.answer(530, "Please login with USER and PASS.").await?,
         }
+        Ok(Flow::Continue)
     }
 
     /// NOOP before login as the default backend answers it (vsftpd: 530, others: 200).
@@ -864,8 +799,6 @@ impl Session {
                 Ok(_) => {}
                 Err(e) => return Reply::new(501, format!("Bad EPSV argument: {e}.")),
             }
-        } else if self.epsv_all {
-            return Reply::new(503, "PASV refused after EPSV ALL.");
         }
         let public = self.public_address();
         let IpAddr::V4(public_v4) = public else {
@@ -934,7 +867,7 @@ impl Session {
     /// Client PORT/EPRT under `limits.client_active_mode`: no bounce to other hosts or to
     /// privileged ports unless the policy is `any`.
     async fn active(&mut self, command: Command) -> Result<Flow, SessionError> {
-        let reply = match self.check_active(&command) {
+        let reply = match gates::active_target(&self.view(), &command) {
             Ok(target) => {
                 self.data = Some(ClientData::Active(target));
                 Reply::new(200, format!("{} command successful.", command.verb_text))
@@ -945,54 +878,28 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn check_active(&self, command: &Command) -> Result<SocketAddr, Reply> {
-        let policy = self.shared.config.limits.client_active_mode;
-        if policy == ClientActiveMode::Deny {
-            return Err(Reply::new(
-                502,
-                "Active mode (PORT/EPRT) is disabled on this proxy: use PASV or EPSV.",
-            ));
+    /// What the gates see of this session.
+    fn view(&self) -> gates::View {
+        let config = &self.shared.config;
+        gates::View {
+            logged_in: self.logged_in(),
+            tls_mode: config.tls.mode,
+            control_tls: self.control_tls,
+            prot_private: self.prot_private,
+            epsv_all: self.epsv_all,
+            data_prepared: self.data.is_some(),
+            active_mode: config.limits.client_active_mode,
+            client_ip: self.client_ip,
         }
-        if self.epsv_all {
-            return Err(Reply::new(503, "PORT/EPRT refused after EPSV ALL."));
+    }
+
+    /// A gate's refusal: counted, and answered.
+    async fn refuse(&mut self, refusal: gates::Refusal) -> Result<Flow, SessionError> {
+        if let Some(plaintext) = refusal.plaintext {
+            self.count_plaintext_refused(plaintext.label());
         }
-        let target = match command.verb {
-            Verb::Port => addr::parse_port_arg(command.arg_str()).map(SocketAddr::V4),
-            _ => addr::parse_eprt_arg(command.arg_str()),
-        };
-        let target = match target {
-            Ok(target) => target,
-            Err(addr::AddrError::UnsupportedProtocol(..)) => {
-                return Err(Reply::new(522, "Network protocol not supported, use (1,2)"))
-            }
-            Err(e) => {
-                return Err(Reply::new(
-                    501,
-                    format!("Bad {} argument: {e}.", command.verb_text),
-                ))
-            }
-        };
-        if policy == ClientActiveMode::SameIp {
-            if canonical_ip(target.ip()) != self.client_ip {
-                return Err(Reply::new(
-                    501,
-                    format!(
-                        "{} refused: the data address must be your own ({}).",
-                        command.verb_text, self.client_ip
-                    ),
-                ));
-            }
-            if target.port() < 1024 {
-                return Err(Reply::new(
-                    501,
-                    format!(
-                        "{} refused: ports below 1024 are not allowed.",
-                        command.verb_text
-                    ),
-                ));
-            }
-        }
-        Ok(target)
+        self.answer_reply(&refusal.reply).await?;
+        Ok(Flow::Continue)
     }
 
     async fn reply(&mut self, code: u16, text: &str) -> Result<(), SessionError> {
@@ -1002,9 +909,13 @@ impl Session {
     /// A reply that ftpfront gives without touching anything else, so it may wait until
     /// the client's already buffered commands are answered too (one write for a burst).
     async fn answer(&mut self, code: u16, text: &str) -> Result<(), SessionError> {
+        self.answer_reply(&Reply::new(code, text)).await
+    }
+
+    async fn answer_reply(&mut self, reply: &Reply) -> Result<(), SessionError> {
         let peer = self.client.peer();
         self.client
-            .write_deferred(&Reply::new(code, text).to_wire())
+            .write_deferred(&reply.to_wire())
             .await
             .map_err(|source| SessionError::ClientWrite { peer, source })
     }
@@ -1020,7 +931,8 @@ impl Session {
 
 enum ClientInput {
     Command(Command),
-    Answered,
+    /// A line ftpfront could not take, and its answer to it.
+    Own(Reply),
     Gone,
 }
 

@@ -5,7 +5,6 @@
 use tracing::{debug, warn};
 
 use super::{Flow, Outcome, Session, SessionError};
-use crate::config::TlsMode;
 use crate::conn::LineConn;
 use crate::ftp::Command;
 use crate::tls;
@@ -102,32 +101,11 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn tls_mode(&self) -> TlsMode {
-        self.shared.config.tls.mode
-    }
-
-    /// `tls.mode = "required"` and the control connection is still plaintext.
-    pub(super) fn tls_required_first(&self) -> bool {
-        self.tls_mode() == TlsMode::Required && !self.control_tls
-    }
-
-    /// `tls.mode = "required"` and the data connection would be plaintext.
-    pub(super) fn plaintext_data_refused(&self) -> bool {
-        self.tls_mode() == TlsMode::Required && !self.prot_private
-    }
-
     pub(super) fn count_plaintext_refused(&self, what: &str) {
         self.shared
             .metrics
             .tls_plaintext_refused_total
             .with_label_values(&[what])
             .inc();
-    }
-
-    pub(super) async fn refuse_plaintext_login(&mut self) -> Result<Flow, SessionError> {
-        self.count_plaintext_refused("login");
-        self.reply(530, "TLS is required: send AUTH TLS before logging in.")
-            .await?;
-        Ok(Flow::Continue)
     }
 }

@@ -9,57 +9,71 @@ use std::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
-use super::{
-    next_backend_reply, ClientInput, Flow, Outcome, Session, SessionError, MAX_QUEUED_COMMANDS,
-};
+use super::run_loop::AwaitingData;
+use super::{Flow, Outcome, Phase, Session, SessionError};
 use crate::conn::BackendLegError;
 use crate::data::{
-    self, client_data_stream, open_backend_data, BackendData, BackendDataError, ClientData,
-    DataError, DataStream,
+    self, client_data_stream, open_backend_data, BackendData, BackendDataError, DataError,
+    DataStream,
 };
 use crate::ftp::command::TransferDirection;
-use crate::ftp::{Command, LineEvent, Reply, Verb};
+use crate::ftp::{Command, Reply};
 use crate::metrics::labels;
-use crate::shutdown;
 use crate::tls;
 use tokio_rustls::rustls::HandshakeKind;
 
 /// How long a backend may take to notice that ftpfront closed a transfer's data connection.
 const ABANDONED_TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the data connection of an aborted download may stay open: servers that
+/// honour ABOR only once the client closes it (vsftpd and proftpd with a plain ABOR,
+/// libunftp) would otherwise hold a client that keeps it open forever. Clients close it
+/// within a second of their ABOR; they never see this.
+const ABOR_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long after an aborted download's data connection closed its replies may still come
+/// before ftpfront looks for their end (`await_abor_replies`).
+const ABOR_REPLIES_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 /// How long a stopped pump may take to reset its data connections.
 const PUMP_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often a running transfer is checked for progress.
 const STALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Session {
-    /// A transfer command: connect both data legs, relay the command, pump the bytes while
-    /// still answering the control connection, and hold the backend's final reply until the
-    /// last byte has been relayed.
+    /// A transfer command: its data connection is awaited in `Phase::AwaitingData`, with
+    /// the control connection still answered (an ABOR or QUIT sent meanwhile is not stuck
+    /// behind the accept timeout); `on_client_data` goes on from there.
     pub(super) async fn transfer(&mut self, command: Command) -> Result<Flow, SessionError> {
-        let direction = command
-            .verb
-            .transfer_direction()
-            .unwrap_or(TransferDirection::Listing);
+        // The gates made sure there is one (`gates::data_prepared`).
         let Some(setup) = self.data.take() else {
             self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
             return Ok(Flow::Continue);
         };
-        if self.plaintext_data_refused() {
-            self.count_plaintext_refused("data");
-            self.reply(
-                521,
-                "Data connections must be encrypted: send PROT P first.",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        let client_stream = match self.await_client_data(setup).await? {
-            Waited::Ready(stream) => stream,
-            Waited::Failed(reply) => {
+        let timeout = self.shared.config.limits.data_accept_timeout;
+        let connecting = Box::pin(client_data_stream(setup, self.local.ip(), timeout));
+        self.phase = Phase::AwaitingData(AwaitingData {
+            command,
+            connecting,
+        });
+        Ok(Flow::Continue)
+    }
+
+    /// The client's data connection is there (or failed): connect the backend's, relay the
+    /// transfer command, and start the pump (`Phase::Transferring`). The backend's final
+    /// reply is held until the last byte has been relayed.
+    pub(super) async fn on_client_data(
+        &mut self,
+        command: Command,
+        connected: Result<tokio::net::TcpStream, Reply>,
+    ) -> Result<Flow, SessionError> {
+        let direction = command
+            .verb
+            .transfer_direction()
+            .unwrap_or(TransferDirection::Listing);
+        let client_stream = match connected {
+            Ok(stream) => stream,
+            Err(reply) => {
                 self.send(&reply).await?;
                 return Ok(Flow::Continue);
             }
-            Waited::Interrupted(flow) => return Ok(flow),
         };
         let Some(leg) = self.backend.as_mut() else {
             self.reply(530, "Please login with USER and PASS.").await?;
@@ -148,10 +162,14 @@ impl Session {
             last_progress: (0, Instant::now()),
             reply_deadline: None,
             counted: std::cell::Cell::new(0),
+            stall_check: stall_check_interval(),
             aborting: false,
+            abor_grace_ends: None,
+            finals_after_abor: 0,
             _active: ActiveTransfer::start(self.shared.metrics.clone()),
         };
-        self.supervise(run).await
+        self.phase = Phase::Transferring(Box::new(run));
+        Ok(Flow::Continue)
     }
 
     /// After a failed backend data connection, the backend still owes the transfer's reply.
@@ -167,50 +185,6 @@ impl Session {
             );
         }
         Ok(())
-    }
-
-    /// Waits for the client's data connection while still reading its control connection,
-    /// so an ABOR or QUIT sent meanwhile is not stuck behind the accept timeout.
-    async fn await_client_data(&mut self, setup: ClientData) -> Result<Waited, SessionError> {
-        let timeout = self.shared.config.limits.data_accept_timeout;
-        let connecting = client_data_stream(setup, self.local.ip(), timeout);
-        tokio::pin!(connecting);
-        loop {
-            let keepalive_due = self.keepalive_due_in();
-            tokio::select! {
-                result = &mut connecting => {
-                    return Ok(match result {
-                        Ok(stream) => Waited::Ready(stream),
-                        Err(reply) => Waited::Failed(reply),
-                    });
-                }
-                _ = shutdown::cut(&mut self.shutdown) => {
-                    let outcome = self.close_for_shutdown().await?;
-                    return Ok(Waited::Interrupted(Flow::Close(outcome)));
-                }
-                // The client waits for its transfer: the backend must not idle out meanwhile.
-                _ = sleep_for(keepalive_due) => {
-                    if let Some(flow) = self.keep_backend_alive().await? {
-                        return Ok(Waited::Interrupted(flow));
-                    }
-                }
-                event = self.client.next_event() => {
-                    let command = match self.client_input(event).await? {
-                        ClientInput::Answered => continue,
-                        ClientInput::Gone => return Ok(Waited::Interrupted(Flow::Close(Outcome::Ok))),
-                        ClientInput::Command(command) => command,
-                    };
-                    if command.verb == Verb::Abor {
-                        self.reply(425, "Transfer aborted before its data connection opened.").await?;
-                        self.reply(226, "ABOR command successful.").await?;
-                        return Ok(Waited::Interrupted(Flow::Continue));
-                    }
-                    if let Some(flow) = self.answer_while_busy(command, None).await? {
-                        return Ok(Waited::Interrupted(flow));
-                    }
-                }
-            }
-        }
     }
 
     async fn backend_data_stream(
@@ -231,97 +205,95 @@ impl Session {
         }
     }
 
-    /// Reads one client event into a command, answering malformed input itself.
-    async fn client_input(
+    /// A backend reply during a transfer: after ABOR relayed at once, before it see
+    /// `on_reply_while_transferring`.
+    pub(super) async fn on_transfer_reply(
         &mut self,
-        event: std::io::Result<Option<LineEvent>>,
-    ) -> Result<ClientInput, SessionError> {
-        match event {
-            Ok(event) => self.parse_client_event(event).await,
-            Err(e) => {
-                debug!(error = %e, "client control connection failed");
-                Ok(ClientInput::Gone)
+        run: &mut RunningTransfer,
+        reply: Result<Reply, BackendLegError>,
+    ) -> Result<Option<Flow>, SessionError> {
+        match reply {
+            Ok(reply) if run.aborting => {
+                run.finals_after_abor += u8::from(!reply.is_preliminary());
+                self.relay_after_abor(&reply).await
             }
+            Ok(reply) => self.on_reply_while_transferring(reply, run).await,
+            Err(e) => Err(self.backend_lost(run, e).await),
         }
     }
 
-    /// The control loop while bytes flow: ABOR, STAT and NOOP are answered at once, other
-    /// commands wait their turn; a stalled data connection, a failing backend or the end
-    /// of the shutdown grace ends the transfer instead of pinning the session.
-    async fn supervise(&mut self, mut run: RunningTransfer) -> Result<Flow, SessionError> {
-        let mut stall_check = tokio::time::interval(STALL_CHECK_INTERVAL);
-        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if run.aborting && run.pump_result.is_some() {
-                return self.finish_abort(&mut run).await;
-            }
-            if let (Some(result), Some(_)) = (&run.pump_result, &run.final_reply) {
-                let pumped = result.clone();
-                return self.complete(run, pumped).await;
-            }
-            if run.pump_result.is_some() && run.reply_deadline.is_none() {
-                let timeout = self.reply_timeout();
-                run.reply_deadline = Some(tokio::time::Instant::now() + timeout);
-            }
-            let backend = self.backend.as_mut().map(|leg| &mut leg.control);
-            // After ABOR every reply is relayed as it comes, however many there are.
-            let wants_reply = run.final_reply.is_none() || run.aborting;
-            let deadline = run.reply_deadline.filter(|_| !run.aborting);
-            tokio::select! {
-                joined = &mut run.pump.handle, if run.pump_result.is_none() => {
-                    run.pump.finished = true;
-                    run.pump_result = Some(Pump::outcome(joined));
-                }
-                reply = next_backend_reply(backend), if wants_reply => match reply {
-                    Ok(reply) if run.aborting => {
-                        if let Some(flow) = self.relay_after_abor(&reply).await? {
-                            return Ok(flow);
-                        }
-                    }
-                    Ok(reply) => {
-                        if let Some(flow) = self.on_transfer_reply(reply, &mut run).await? {
-                            return Ok(flow);
-                        }
-                    }
-                    Err(e) => return Err(self.backend_lost(&mut run, e).await),
-                },
-                _ = sleep_until_deadline(deadline), if wants_reply => {
-                    let peer = self.backend.as_ref().map(|leg| leg.control.peer()).unwrap_or(self.local);
-                    let timeout = self.reply_timeout();
-                    let e = BackendLegError::Timeout { peer, phase: "waiting for the transfer's final reply", timeout };
-                    return Err(self.backend_lost(&mut run, e).await);
-                }
-                _ = stall_check.tick(), if run.pump_result.is_none() => {
-                    if let Some(reason) = self.check_stall(&mut run) {
-                        return self.give_up(&mut run, &reason).await;
-                    }
-                }
-                _ = shutdown::cut(&mut self.shutdown) => return self.cut_for_shutdown(&mut run).await,
-                event = self.client.next_event() => {
-                    let command = match self.client_input(event).await? {
-                        ClientInput::Answered => continue,
-                        ClientInput::Gone => return self.client_gone(&mut run).await,
-                        ClientInput::Command(command) => command,
-                    };
-                    if command.verb == Verb::Abor && !run.aborting {
-                        if run.direction == TransferDirection::Upload {
-                            return self.abort_upload(&mut run).await;
-                        }
-                        self.pass_abor_on(&mut run, &command).await?;
-                        continue;
-                    }
-                    let moved = run.progress.load(Ordering::Relaxed);
-                    if let Some(flow) = self.answer_while_busy(command, Some((run.direction, moved))).await? {
-                        return Ok(flow);
-                    }
-                }
-            }
+    /// The data is through and the backend's final reply did not come in time.
+    pub(super) async fn final_reply_overdue(
+        &mut self,
+        run: &mut RunningTransfer,
+    ) -> Result<Option<Flow>, SessionError> {
+        let peer = self
+            .backend
+            .as_ref()
+            .map(|leg| leg.control.peer())
+            .unwrap_or(self.local);
+        let timeout = self.reply_timeout();
+        let phase = "waiting for the transfer's final reply";
+        let e = BackendLegError::Timeout {
+            peer,
+            phase,
+            timeout,
+        };
+        Err(self.backend_lost(run, e).await)
+    }
+
+    /// A stalled data connection ends the transfer instead of pinning the session.
+    pub(super) async fn on_stall_check(
+        &mut self,
+        run: &mut RunningTransfer,
+    ) -> Result<Option<Flow>, SessionError> {
+        match self.check_stall(run) {
+            Some(reason) => self.give_up(run, &reason).await.map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The data is through and the backend has answered (or, after ABOR, the data
+    /// connection is done): the transfer ends.
+    pub(super) async fn end_transfer(
+        &mut self,
+        mut run: Box<RunningTransfer>,
+    ) -> Result<Flow, SessionError> {
+        if run.aborting {
+            return self.finish_abort(&mut run).await;
+        }
+        let pumped = run
+            .pump_result
+            .clone()
+            .unwrap_or_else(|| Err("data pump still running".to_string()));
+        self.complete(*run, pumped).await
+    }
+
+    /// ABOR during a transfer. A download goes on until its data connection is done
+    /// (`pass_abor_on`), so that the server answers as it would without ftpfront. An
+    /// upload ends at once (`abort_by_reset`), and so does a download aborted with urgent
+    /// data but no Telnet marks (Python's ftplib): servers misread that form (vsftpd: 500,
+    /// proftpd merges it with the next line, libunftp loses it), so it is not passed on.
+    /// `Some` when the transfer ended.
+    pub(super) async fn abort_transfer(
+        &mut self,
+        run: &mut RunningTransfer,
+        command: &Command,
+    ) -> Result<Option<Flow>, SessionError> {
+        let urgent_without_marks = self.client.take_urgent_seen() && !command.telnet_prefixed;
+        if run.direction == TransferDirection::Upload || urgent_without_marks {
+            return self.abort_by_reset(run).await.map(Some);
+        }
+        self.pass_abor_on(run, command).await?;
+        Ok(None)
     }
 
     /// The client vanished mid-transfer: end the backend's side the way the client's own
     /// disappearance would have (data connection reset, ABOR), then close.
-    async fn client_gone(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+    pub(super) async fn client_gone(
+        &mut self,
+        run: &mut RunningTransfer,
+    ) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
         self.count_run(run, labels::ABORTED, moved);
         info!(
@@ -361,7 +333,10 @@ impl Session {
     }
 
     /// The grace of a shutdown is over: cut the transfer, tell the client, count it.
-    async fn cut_for_shutdown(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+    pub(super) async fn cut_for_shutdown(
+        &mut self,
+        run: &mut RunningTransfer,
+    ) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
         self.count_run(run, labels::ABORTED, moved);
         self.shared.metrics.shutdown_cut_transfers_total.inc();
@@ -411,7 +386,7 @@ impl Session {
         }
     }
 
-    fn reply_timeout(&self) -> std::time::Duration {
+    pub(super) fn reply_timeout(&self) -> std::time::Duration {
         self.backend
             .as_ref()
             .map(|leg| leg.config.reply_timeout)
@@ -421,7 +396,7 @@ impl Session {
     /// A backend reply during a transfer. An error ends the transfer at once (waiting for a
     /// data connection the backend has given up on would pin the session); a 2xx is held
     /// until the pump has delivered every byte.
-    async fn on_transfer_reply(
+    async fn on_reply_while_transferring(
         &mut self,
         reply: Reply,
         run: &mut RunningTransfer,
@@ -459,50 +434,8 @@ impl Session {
             .then(|| format!("stalled: no data moved for {}s", limit.as_secs()))
     }
 
-    /// Commands while the session is busy with a data connection: NOOP and STAT are
-    /// answered now unless commands wait before them, the rest wait their turn (bounded);
-    /// `Some(flow)` ends the session.
-    async fn answer_while_busy(
-        &mut self,
-        command: Command,
-        transfer: Option<(TransferDirection, u64)>,
-    ) -> Result<Option<Flow>, SessionError> {
-        // Answered at once only when nothing is queued before them: replies leave in the
-        // order of the commands they answer (RFC 959).
-        let first_in_line = self.queued.is_empty();
-        match command.verb {
-            Verb::Noop if first_in_line => self.reply(200, "NOOP ok.").await.map(|_| None),
-            Verb::Stat if first_in_line && command.arg_str().is_empty() => {
-                let status = match transfer {
-                    Some((direction, moved)) => {
-                        format!(
-                            " {} in progress: {moved} bytes transferred",
-                            direction.as_str()
-                        )
-                    }
-                    None => " waiting for the data connection".to_string(),
-                };
-                let lines = vec![
-                    "ftpfront status:".to_string(),
-                    status,
-                    "End of status".to_string(),
-                ];
-                self.send(&Reply::multiline(213, lines)).await.map(|_| None)
-            }
-            _ if self.queued.len() >= MAX_QUEUED_COMMANDS => {
-                let text = "Too many commands during a transfer; closing control connection.";
-                self.reply(421, text).await?;
-                Ok(Some(Flow::Close(Outcome::Error)))
-            }
-            _ => {
-                self.queued.push_back(command);
-                Ok(None)
-            }
-        }
-    }
-
-    /// ABOR during a download goes to the backend in the client's form: with the Telnet
-    /// marks as RFC 959 urgent data (`send_urgent_abor`), or as a plain line. The backend
+    /// ABOR during a download goes to the backend in the client's form: with Telnet marks
+    /// as RFC 959 urgent data (`send_urgent_abor`), or as a plain line. The backend
     /// then reacts as it would to the client itself: servers that honour an urgent ABOR
     /// end the transfer at once, the others when the client closes its data connection.
     /// Until then the bytes keep flowing, and every backend reply is relayed as it comes
@@ -513,17 +446,17 @@ impl Session {
         command: &Command,
     ) -> Result<(), SessionError> {
         run.aborting = true;
+        run.abor_grace_ends = Some(tokio::time::Instant::now() + ABOR_GRACE);
         // The backend finished before the ABOR: the client hears that first, as directly.
         if let Some(reply) = run.final_reply.take() {
+            run.finals_after_abor = 1;
             self.send(&reply).await?;
         }
         let phase = "passing ABOR on";
-        // Urgent data without Telnet marks (Python's ftplib) asks for an urgent ABOR too.
-        let urgent = self.client.take_urgent_seen();
         let Some(leg) = self.backend.as_mut() else {
             return Ok(());
         };
-        if command.telnet_prefixed || urgent {
+        if command.telnet_prefixed {
             leg.control.send_urgent_abor(phase).await?;
         } else {
             leg.control.send(&Command::new("ABOR", None), phase).await?;
@@ -542,6 +475,9 @@ impl Session {
     /// counted as aborted.
     async fn finish_abort(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
+        if let Some(flow) = self.await_abor_replies(run).await? {
+            return Ok(flow);
+        }
         for reply in self.sync_marker().await? {
             if let Some(flow) = self.relay_after_abor(&reply).await? {
                 return Ok(flow);
@@ -549,6 +485,31 @@ impl Session {
         }
         self.count_client_abort(run, moved);
         Ok(Flow::Continue)
+    }
+
+    /// The replies to an aborted transfer and to ABOR (two, where servers send both) come
+    /// moments after its data connection closed; the marker waits for them that long, as
+    /// some servers (libunftp) would otherwise answer the marker first.
+    async fn await_abor_replies(
+        &mut self,
+        run: &mut RunningTransfer,
+    ) -> Result<Option<Flow>, SessionError> {
+        let until = tokio::time::Instant::now() + ABOR_REPLIES_WAIT;
+        while run.finals_after_abor < 2 {
+            let Some(leg) = self.backend.as_mut() else {
+                return Ok(None);
+            };
+            let next = leg.control.next_reply("waiting for the replies to ABOR");
+            let Ok(reply) = tokio::time::timeout_at(until, next).await else {
+                return Ok(None);
+            };
+            let reply = reply?;
+            run.finals_after_abor += u8::from(!reply.is_preliminary());
+            if let Some(flow) = self.relay_after_abor(&reply).await? {
+                return Ok(Some(flow));
+            }
+        }
+        Ok(None)
     }
 
     fn count_client_abort(&self, run: &RunningTransfer, moved: u64) {
@@ -561,12 +522,13 @@ impl Session {
         );
     }
 
-    /// ABOR during an upload: stop the pump (resetting both data connections: what the
-    /// client still sends must not reach the backend as a complete file), bring the
-    /// backend back in step (`resync_backend`) and answer as the backend did: its reply to
-    /// the broken transfer, then its reply to ABOR (RFC 959). When the backend's last word
-    /// is not a completion, the client gets ftpfront's own 426 and 226 instead.
-    async fn abort_upload(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
+    /// ABOR that ends the transfer at once: stop the pump (resetting both data
+    /// connections; for an upload, what the client still sends must not reach the backend
+    /// as a complete file), bring the backend back in step (`resync_backend`) and answer
+    /// as the backend did: its reply to the broken transfer, then its reply to ABOR (RFC
+    /// 959). When the backend's last word is not a completion, the client gets ftpfront's
+    /// own 426 and 226 instead.
+    async fn abort_by_reset(&mut self, run: &mut RunningTransfer) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
         let answered = self.resync_backend(run.final_reply.is_none()).await?;
         match answered.last() {
@@ -807,7 +769,7 @@ impl Session {
     }
 }
 
-struct RunningTransfer {
+pub(super) struct RunningTransfer {
     direction: TransferDirection,
     path: String,
     started: Instant,
@@ -823,6 +785,12 @@ struct RunningTransfer {
     counted: std::cell::Cell<u64>,
     /// The client sent ABOR and the backend has it (see `pass_abor_on`).
     aborting: bool,
+    /// When ftpfront resets the data connections of an aborted download ([`ABOR_GRACE`]).
+    abor_grace_ends: Option<tokio::time::Instant>,
+    /// Final (not 1xx) backend replies since ABOR.
+    finals_after_abor: u8,
+    /// When the next progress check is due (see `check_stall`).
+    stall_check: tokio::time::Interval,
     _active: ActiveTransfer,
 }
 
@@ -832,6 +800,83 @@ impl RunningTransfer {
         self.pump.stop_and_wait().await;
         self.progress.load(Ordering::Relaxed)
     }
+
+    /// Nothing more to wait for: the data is through, and the final reply is in (or,
+    /// after ABOR, the backend's remaining replies are left to `finish_abort`).
+    pub(super) fn is_settled(&self) -> bool {
+        self.pump_result.is_some() && (self.aborting || self.final_reply.is_some())
+    }
+
+    pub(super) fn is_aborting(&self) -> bool {
+        self.aborting
+    }
+
+    /// Once the data is through, the backend has `timeout` for its final reply.
+    pub(super) fn start_reply_deadline(&mut self, timeout: std::time::Duration) {
+        if self.pump_result.is_some() && self.reply_deadline.is_none() {
+            self.reply_deadline = Some(tokio::time::Instant::now() + timeout);
+        }
+    }
+
+    /// The final reply's deadline; none after ABOR (`finish_abort` has its own timeouts).
+    pub(super) fn reply_deadline(&self) -> Option<tokio::time::Instant> {
+        self.reply_deadline.filter(|_| !self.aborting)
+    }
+
+    /// When an aborted download's data connections are reset, if they are still open.
+    pub(super) fn abor_grace_ends(&self) -> Option<tokio::time::Instant> {
+        self.abor_grace_ends.filter(|_| self.pump_result.is_none())
+    }
+
+    /// [`ABOR_GRACE`] is over: the data connections are reset, which every server takes
+    /// as the end of the aborted transfer.
+    pub(super) async fn reset_after_abor(&mut self) {
+        self.pump.stop_and_wait().await;
+        self.pump_result = Some(Err("reset after ABOR".to_string()));
+    }
+
+    /// Backend replies are read until the final one, and after ABOR all of them.
+    pub(super) fn wants_backend_reply(&self) -> bool {
+        self.final_reply.is_none() || self.aborting
+    }
+
+    /// The pump's handle and the progress check, both only while the pump runs.
+    pub(super) fn pump_and_stall_check(
+        &mut self,
+    ) -> (
+        Option<&mut tokio::task::JoinHandle<std::io::Result<u64>>>,
+        Option<&mut tokio::time::Interval>,
+    ) {
+        let running = self.pump_result.is_none();
+        let RunningTransfer {
+            pump, stall_check, ..
+        } = self;
+        (
+            running.then_some(&mut pump.handle),
+            running.then_some(stall_check),
+        )
+    }
+
+    pub(super) fn pump_done(
+        &mut self,
+        joined: Result<std::io::Result<u64>, tokio::task::JoinError>,
+    ) {
+        self.pump.finished = true;
+        self.pump_result = Some(Pump::outcome(joined));
+    }
+
+    /// The line of STAT during the transfer.
+    pub(super) fn status_line(&self) -> String {
+        let moved = self.progress.load(Ordering::Relaxed);
+        let direction = self.direction.as_str();
+        format!(" {direction} in progress: {moved} bytes transferred")
+    }
+}
+
+fn stall_check_interval() -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(STALL_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// The pump task of a transfer. Stopping it, explicitly or by dropping this (no early
@@ -901,26 +946,4 @@ impl Drop for ActiveTransfer {
 struct DataRefusal {
     code: u16,
     text: String,
-}
-
-/// How the wait for a client's data connection ended.
-enum Waited {
-    Ready(tokio::net::TcpStream),
-    Failed(Reply),
-    Interrupted(Flow),
-}
-
-/// Sleeps for `duration`, or forever without one.
-async fn sleep_for(duration: Option<std::time::Duration>) {
-    match duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
