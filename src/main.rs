@@ -230,7 +230,12 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 #[cfg(feature = "demo")]
 fn demo(options: ftpfront::demo::DemoOptions) -> ExitCode {
-    logging::init(&ftpfront::config::LogConfig::default());
+    // libunftp's INFO lines dump whole structs, several per command: WARN and up only,
+    // unless RUST_LOG names it (RUST_LOG=info,libunftp=info).
+    logging::init_quieting(
+        &ftpfront::config::LogConfig::default(),
+        ftpfront::demo::QUIET_LOG_TARGETS,
+    );
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
