@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
-# Build stage: the same cargo command CI checks (tests/shipping.rs).
+# Build stage: the same cargo command CI checks (tests/shipping.rs), without the default
+# `demo` feature: the image has no `ftpfront demo` and none of libunftp.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin ftpfront \
+RUN cargo build --release --locked --no-default-features --bin ftpfront \
     && strip target/release/ftpfront
 
 FROM debian:bookworm-slim

@@ -79,11 +79,12 @@ show_skips() {
 }
 
 # The Dockerfile's build stage runs exactly this (tests/shipping.rs checks it), so CI
-# proves the image would build.
-step "cargo build --release --locked --bin ftpfront"
-cargo build --release --locked --bin ftpfront
+# proves the image would build: the production binary, without the `demo` feature.
+step "cargo build --release --locked --no-default-features --bin ftpfront"
+cargo build --release --locked --no-default-features --bin ftpfront
 
-# Process-level tests (CPU per MiB, logs, signals) run the release binary just built.
+# Process-level tests (CPU per MiB, logs, signals) run the release binary just built, the
+# one the image ships (the tests of `ftpfront demo` run the debug build, which has it).
 export FTP_TESTS_FTPFRONT_BINARY="$PWD/target/release/ftpfront"
 
 step "cargo test --all-targets $*"

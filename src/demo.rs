@@ -16,6 +16,10 @@ use unftp_sbe_fs::Filesystem;
 use crate::config::Config;
 use crate::server::{self, RunningProxy};
 
+/// The log targets of the embedded backend (libunftp and its filesystem back end), which
+/// `ftpfront demo` turns down to WARN ([`crate::logging::init_quieting`]).
+pub const QUIET_LOG_TARGETS: &[&str] = &["libunftp", "unftp_sbe_fs"];
+
 /// Users and passwords of the embedded backend.
 #[derive(Debug, Clone)]
 pub struct StaticUsers(pub HashMap<String, String>);
@@ -96,12 +100,28 @@ fn free_loopback_port() -> std::io::Result<SocketAddr> {
 
 async fn wait_until_listening(addr: SocketAddr) -> Result<(), DemoError> {
     for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            quit(stream).await;
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Err(DemoError::Backend(format!("nothing listens on {addr}")))
+}
+
+/// Ends the readiness probe's FTP session politely: greeting read, QUIT, 221 read. Closed
+/// with the greeting unread, the connection would be reset, which libunftp logs as two
+/// WARN lines at every start of the demo.
+async fn quit(stream: TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.read_line(&mut line).await?;
+        stream.get_mut().write_all(b"QUIT\r\n").await?;
+        stream.read_line(&mut line).await
+    })
+    .await;
 }
 
 /// Writes the demo's sample files.

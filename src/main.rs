@@ -1,17 +1,25 @@
-//! The `ftpfront` command line: `run` (default), `check` and `demo`.
+//! The `ftpfront` command line: `run` (default), `check`, `healthcheck` and `demo` (the
+//! last only in a build with the `demo` feature, the default; the production build, as the
+//! Dockerfile makes it, leaves libunftp out).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ftpfront::config::{Config, LogConfig};
-use ftpfront::{demo, logging, server};
+use ftpfront::config::Config;
+use ftpfront::{logging, server};
 
 const DEFAULT_CONFIG: &str = "/etc/ftpfront/ftpfront.toml";
 
+/// The first example of `--help`, in a build that has the demo.
+#[cfg(feature = "demo")]
+const DEMO_EXAMPLE: &str =
+    "  ftpfront demo                                  try it: embedded FTP server + proxy on loopback\n";
+#[cfg(not(feature = "demo"))]
+const DEMO_EXAMPLE: &str = "";
+
+/// The rest of `--help` after "Examples:" and [`DEMO_EXAMPLE`].
 const HELP_FOOTER: &str = "\
-Examples:
-  ftpfront demo                                  try it: embedded FTP server + proxy on loopback
   ftpfront check -c /etc/ftpfront/ftpfront.toml  validate; print the effective settings
   ftpfront run -c /etc/ftpfront/ftpfront.toml    serve (run is the default command)
   FTPFRONT_PASSIVE__PUBLIC_ADDRESS=203.0.113.10 ftpfront run
@@ -36,7 +44,7 @@ Metrics: http://127.0.0.1:9477/metrics, /healthz, /readyz (metrics.listen).";
         every PASV/EPSV with the configured public address and a port from one fixed, \
         forwarded range (shared between client addresses), logs in to a backend FTP server \
         and relays commands, replies and data in both directions.",
-    after_long_help = HELP_FOOTER
+    after_long_help = format!("Examples:\n{DEMO_EXAMPLE}{HELP_FOOTER}")
 )]
 struct Cli {
     /// Configuration file (TOML); FTPFRONT_<SECTION>__<KEY> variables override it.
@@ -59,6 +67,8 @@ enum Commands {
         address: String,
     },
     /// Start an embedded FTP server and the proxy on loopback, and print commands to try.
+    // Parsed (and hidden) in a build without the demo too, to say why it is missing.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo {
         /// Control port of the demo proxy.
         #[arg(long, default_value_t = 2121)]
@@ -78,15 +88,25 @@ fn main() -> ExitCode {
         Commands::Check => check(&cli.config),
         Commands::Healthcheck { address } => healthcheck(&address),
         Commands::Run => run(&cli.config),
+        #[cfg(feature = "demo")]
         Commands::Demo {
             port,
             passive_ports,
             metrics_port,
-        } => demo(demo::DemoOptions {
+        } => demo(ftpfront::demo::DemoOptions {
             control_port: port,
             passive_ports,
             metrics_port,
         }),
+        #[cfg(not(feature = "demo"))]
+        Commands::Demo { .. } => {
+            eprintln!(
+                "ftpfront demo: this binary was built without the `demo` feature \
+                 (--no-default-features, as the container image is); \
+                 `cargo run --release -- demo` in the source tree has it"
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -208,12 +228,18 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
-fn demo(options: demo::DemoOptions) -> ExitCode {
-    logging::init(&LogConfig::default());
+#[cfg(feature = "demo")]
+fn demo(options: ftpfront::demo::DemoOptions) -> ExitCode {
+    // libunftp's INFO lines dump whole structs, several per command: WARN and up only,
+    // unless RUST_LOG names it (RUST_LOG=info,libunftp=info).
+    logging::init_quieting(
+        &ftpfront::config::LogConfig::default(),
+        ftpfront::demo::QUIET_LOG_TARGETS,
+    );
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match rt.block_on(demo::run(options)) {
+    match rt.block_on(ftpfront::demo::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ftpfront demo: {e}");

@@ -1,6 +1,6 @@
 //! Logs as a pipeline reads them: with `log.format = "json"` every line of the running
 //! binary is a JSON object, each transfer has one xferlog-like line, and the password is
-//! nowhere.
+//! nowhere; `ftpfront demo` logs ftpfront's lines without its embedded libunftp's.
 
 mod common;
 
@@ -84,4 +84,78 @@ filter = "info"
         .as_str()
         .is_some_and(|c| c.starts_with("127.0.0.1")));
     assert!(fields["duration_ms"].is_u64());
+}
+
+/// `ftpfront demo` quiets its embedded libunftp (whose INFO lines dump whole structs, several
+/// per command): a login through the demo logs ftpfront's own lines and not one of
+/// libunftp's, neither at startup (its readiness probe ends with QUIT) nor for the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_logs_no_libunftp_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = free_port_block(1);
+    let passive = free_port_block(4);
+    let metrics = free_port_block(1);
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |path: &std::path::Path| std::fs::File::create(path).expect("output file");
+    // The debug build of this `cargo test`: FTP_TESTS_FTPFRONT_BINARY is the production
+    // build, which has no demo.
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
+        .args([
+            "demo",
+            "--port",
+            &control.to_string(),
+            "--passive-ports",
+            &format!("{passive}-{}", passive + 3),
+            "--metrics-port",
+            &metrics.to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(file(&stdout))
+        .stderr(file(&stderr))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start demo");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], control));
+    wait_until_listening(addr).await;
+    let mut client = RawClient::connect(loopback(1), addr).await;
+    assert_eq!(client.cmd("USER demo").await.code, 331);
+    assert_eq!(client.cmd("PASS demo").await.code, 230);
+    assert_eq!(client.cmd("QUIT").await.code, 221);
+    let log = || std::fs::read_to_string(&stderr).expect("read stderr");
+    for _ in 0..100 {
+        if log().contains("session end") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill(2) on our own child, by its pid.
+    unsafe { libc::kill(demo.id().expect("demo pid") as libc::pid_t, libc::SIGINT) };
+    if tokio::time::timeout(Duration::from_secs(10), demo.wait())
+        .await
+        .is_err()
+    {
+        let _ = demo.start_kill();
+    }
+
+    let text = log();
+    for ours in ["ftpfront listening", "login ok", "session end"] {
+        assert!(
+            text.contains(ours),
+            "ftpfront's INFO line {ours:?}:\n{text}"
+        );
+    }
+    let libunftp: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("libunftp") || line.contains("unftp_sbe_fs"))
+        .collect();
+    assert!(
+        libunftp.is_empty(),
+        "{} lines of libunftp in the demo's log:\n{}",
+        libunftp.len(),
+        libunftp.join("\n")
+    );
+    // stdout: the instructions, which name libunftp, but no log line of its.
+    let printed = std::fs::read_to_string(&stdout).expect("read stdout");
+    assert!(printed.contains("ftpfront demo"), "{printed}");
+    assert!(!printed.contains("libunftp::"), "{printed}");
 }

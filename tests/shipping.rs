@@ -1,5 +1,6 @@
 //! What ships: every config file passes `ftpfront check`, the Dockerfile passes hadolint and
-//! builds with the cargo command CI runs, and the binary explains itself.
+//! builds with the cargo command CI runs (without the demo feature), and the binary explains
+//! itself.
 
 mod common;
 
@@ -65,7 +66,7 @@ fn every_config_file_passes_check() {
 fn dockerfile_builds_with_the_ci_cargo_command() {
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).expect("Dockerfile");
     let ci = std::fs::read_to_string(repo("scripts/test.sh")).expect("test script");
-    let command = "cargo build --release --locked --bin ftpfront";
+    let command = "cargo build --release --locked --no-default-features --bin ftpfront";
     assert!(
         dockerfile.contains(&format!("RUN {command}")),
         "Dockerfile build stage"
@@ -82,6 +83,37 @@ fn dockerfile_builds_with_the_ci_cargo_command() {
     ] {
         assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
     }
+}
+
+/// The image ships the production binary: the default `demo` feature (libunftp) left out,
+/// and no other feature turned back on.
+#[test]
+fn the_image_is_built_without_the_demo_feature() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).expect("Dockerfile");
+    let builds: Vec<&str> = dockerfile
+        .lines()
+        .filter(|line| line.contains("cargo build"))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        1,
+        "one cargo build in the Dockerfile: {builds:?}"
+    );
+    let build = builds[0];
+    assert!(build.contains("--no-default-features"), "{build}");
+    for turned_on in ["--features", "--all-features", "-F "] {
+        assert!(!build.contains(turned_on), "{build} turns on features");
+    }
+    let manifest = std::fs::read_to_string(repo("Cargo.toml")).expect("Cargo.toml");
+    let manifest: toml::Value = toml::from_str(&manifest).expect("Cargo.toml is TOML");
+    let default = manifest["features"]["default"]
+        .as_array()
+        .expect("a default feature list");
+    assert_eq!(
+        default,
+        &vec![toml::Value::from("demo")],
+        "the default features are the demo alone: the production build needs none"
+    );
 }
 
 #[test]
