@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::check_backends;
+use super::validate_backends::check_backends;
 use super::{
     Config, ConfigError, LimitsConfig, ListenConfig, LogConfig, MetricsConfig, PassiveConfig,
     PortRange, Problem, RoutingPolicy, TlsMode,
