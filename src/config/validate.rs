@@ -131,10 +131,10 @@ impl Config {
             problems.push(Problem::new(&["tls", key], message));
         }
         if let (true, Some(cert), Some(key)) = (wanted, &tls.cert, &tls.key) {
-            if let Err(e) = crate::tls::load_certs(cert) {
+            if let Err(e) = crate::pem::load_certs(cert) {
                 problems.push(Problem::new(&["tls", "cert"], e.to_string()));
             }
-            if let Err(e) = crate::tls::load_key(key) {
+            if let Err(e) = crate::pem::load_key(key) {
                 problems.push(Problem::new(&["tls", "key"], e.to_string()));
             }
         }

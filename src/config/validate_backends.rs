@@ -108,7 +108,7 @@ fn check_backend_tls(i: &str, backend: &BackendConfig, problems: &mut Vec<Proble
         return;
     }
     if let Some(ca) = &backend.tls_ca_file {
-        if let Err(e) = crate::tls::load_certs(ca) {
+        if let Err(e) = crate::pem::load_certs(ca) {
             problems.push(Problem::new(&path("tls_ca_file"), e.to_string()));
         }
     }
