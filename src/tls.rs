@@ -1,4 +1,4 @@
-//! TLS: PEM loading, the reloadable server configuration that terminates clients' FTPS
+//! TLS: the reloadable server configuration that terminates clients' FTPS
 //! (control and data connections share one session cache, so data connections can resume
 //! the control session), and the per-backend client configurations.
 
@@ -13,7 +13,7 @@ use tokio_rustls::rustls::client::danger::{
 };
 use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::{
     ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
 };
@@ -24,6 +24,7 @@ use tokio_rustls::rustls::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{BackendConfig, BackendTls, TlsConfig, TlsVersion};
+use crate::pem::{load_certs, load_key, PemError};
 use crate::tls_pinning::PinningVerifier;
 
 /// Sessions kept for resumption: one per recent control connection is plenty.
@@ -33,52 +34,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("{path}: no {what} found in the PEM file")]
-    Empty { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("invalid TLS settings: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("backend `{backend}`: {reason}")]
     Backend { backend: String, reason: String },
-}
-
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read = |source| TlsError::Read {
-        what: "certificate file",
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let certs = rustls_pemfile::certs(&mut io::BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read)?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty {
-            what: "certificate",
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
-}
-
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let read = |source| TlsError::Read {
-        what: "private key file",
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read)?;
-    rustls_pemfile::private_key(&mut io::BufReader::new(file))
-        .map_err(read)?
-        .ok_or_else(|| TlsError::Empty {
-            what: "private key",
-            path: path.to_path_buf(),
-        })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -386,16 +347,5 @@ mod tests {
         assert_eq!(host_of("ftp.internal:21"), "ftp.internal");
         assert_eq!(host_of("10.0.0.5:990"), "10.0.0.5");
         assert_eq!(host_of("[2001:db8::5]:21"), "2001:db8::5");
-    }
-
-    #[test]
-    fn missing_and_empty_pem_files_are_clear_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("nope.pem");
-        assert!(matches!(load_certs(&missing), Err(TlsError::Read { .. })));
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "").expect("write");
-        assert!(matches!(load_certs(&empty), Err(TlsError::Empty { .. })));
-        assert!(matches!(load_key(&empty), Err(TlsError::Empty { .. })));
     }
 }

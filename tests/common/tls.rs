@@ -123,7 +123,7 @@ impl TestPki {
     /// A rustls client configuration that trusts only the test CA.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        for cert in ftpfront::tls::load_certs(&self.ca).expect("CA PEM") {
+        for cert in ftpfront::pem::load_certs(&self.ca).expect("CA PEM") {
             roots.add(cert).expect("CA certificate");
         }
         let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))

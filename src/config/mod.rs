@@ -1,0 +1,21 @@
+//! Configuration (`crate::config`): the public types, re-exported from one file per concern (schema, port range, problems, env, loading, validation, rendering for `check`).
+
+mod env;
+mod load;
+mod port_range;
+mod problem;
+mod render;
+mod schema;
+mod validate;
+mod validate_backends;
+
+#[cfg(test)]
+mod test_support;
+
+pub use port_range::{PortRange, PortRangeError};
+pub use problem::{ConfigError, Origin, Problem};
+pub use schema::{
+    BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataMode,
+    HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, PassiveConfig,
+    RoutingConfig, RoutingPolicy, ShutdownConfig, SplitHorizonRule, TlsConfig, TlsMode, TlsVersion,
+};

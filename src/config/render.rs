@@ -1,0 +1,95 @@
+//! Rendering the effective configuration as TOML, secrets masked, for `ftpfront check`.
+
+use serde::Deserialize;
+
+use super::Config;
+
+/// What [`Config::render_effective`] writes instead of a secret.
+const MASK: &str = "****";
+/// Key paths whose values are secrets (`*` matches every array element).
+const SECRET_KEYS: &[&str] = &["metrics.basic_auth_password"];
+
+impl Config {
+    /// The effective config as TOML, secrets masked, for `ftpfront check`.
+    pub fn render_effective(&self) -> String {
+        self.render_masked(SECRET_KEYS).unwrap_or_else(|error| {
+            format!("# cannot render the effective configuration: {error}\n")
+        })
+    }
+
+    fn render_masked(&self, secret_keys: &[&str]) -> Result<String, String> {
+        let mut value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        mask_secrets(&mut value, secret_keys);
+        // Back through the typed config so the output keeps the field order of the
+        // structs (toml::Value sorts keys); masks are strings, as secrets are.
+        let masked = Config::deserialize(value).map_err(|e| e.to_string())?;
+        toml::to_string_pretty(&masked).map_err(|e| e.to_string())
+    }
+}
+
+/// Replaces the values at `patterns` (dotted key paths, `*` = every array element).
+fn mask_secrets(value: &mut toml::Value, patterns: &[&str]) {
+    for pattern in patterns {
+        let segments: Vec<&str> = pattern.split('.').collect();
+        mask_path(value, &segments);
+    }
+}
+
+fn mask_path(value: &mut toml::Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        *value = toml::Value::String(MASK.to_string());
+        return;
+    };
+    match value {
+        toml::Value::Table(table) => {
+            if let Some(inner) = table.get_mut(*first) {
+                mask_path(inner, rest);
+            }
+        }
+        toml::Value::Array(items) if *first == "*" => {
+            for item in items {
+                mask_path(item, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+    use crate::config::{PortRange, SplitHorizonRule};
+
+    #[test]
+    fn effective_config_round_trips() {
+        let mut config = Config::from_toml_str(&design_example()).unwrap();
+        config.passive.advertised_ports = Some(PortRange::new(50000, 50099).unwrap());
+        config.passive.public_address_by_client = vec![SplitHorizonRule {
+            clients: vec!["192.168.0.0/16".parse().unwrap()],
+            address: "192.168.1.10".parse().unwrap(),
+        }];
+        let rendered = config.render_effective();
+        assert!(rendered.contains("ports = \"30000-30099\""), "{rendered}");
+        assert!(rendered.contains("idle_timeout = \"5m\""), "{rendered}");
+        assert_eq!(
+            Config::from_toml_str(&rendered).unwrap(),
+            config,
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let config = Config::from_toml_str(ONE_BACKEND).unwrap();
+        let secrets = ["backends.*.address", "log.filter", "no.such", "limits.*"];
+        let rendered = config.render_masked(&secrets).unwrap();
+        assert!(rendered.contains("address = \"****\""), "{rendered}");
+        assert!(rendered.contains("filter = \"****\""), "{rendered}");
+        assert!(!rendered.contains("10.0.0.5"), "{rendered}");
+        assert!(
+            rendered.find("[listen]") < rendered.find("[passive]"),
+            "{rendered}"
+        );
+    }
+}

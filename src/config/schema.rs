@@ -1,0 +1,527 @@
+//! The configuration schema: the typed settings of every section, their defaults, and lookups on them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use super::PortRange;
+
+/// The whole configuration; `config/ftpfront.toml` is the commented example.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub passive: PassiveConfig,
+    pub tls: TlsConfig,
+    pub backends: Vec<BackendConfig>,
+    pub routing: RoutingConfig,
+    pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    pub shutdown: ShutdownConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+/// `[shutdown]`: how a SIGTERM/SIGINT ends the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long running transfers may go on after the signal; then they are cut (421).
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[health]`: the periodic backend probe behind `ftpfront_backend_up` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each backend is probed (TCP connect, TLS if configured, 220 greeting).
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// How long one probe may take before the backend counts as down.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[listen]`: the client-facing control listeners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Plain FTP (and, later, explicit AUTH TLS).
+    pub control: SocketAddr,
+    /// Implicit FTPS listener (TLS from the first byte).
+    pub implicit_tls: Option<SocketAddr>,
+    /// Every connection on the control, implicit and passive listeners starts with a
+    /// PROXY v1/v2 header naming the real client (behind a load balancer).
+    pub proxy_protocol: bool,
+    /// The only peers allowed to connect while `proxy_protocol` is on (the load balancers).
+    pub proxy_protocol_from: Vec<IpNet>,
+    /// How long a trusted peer may take to send its PROXY header.
+    #[serde(with = "humantime_serde")]
+    pub proxy_protocol_timeout: Duration,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            control: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 21)),
+            implicit_tls: None,
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[passive]`: the passive port range the NAT forwards, and what 227/229 replies announce.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    pub ports: PortRange,
+    /// Written into 227 replies; `None`: the local address of the control connection.
+    pub public_address: Option<IpAddr>,
+    pub bind: IpAddr,
+    /// Share one port between sessions from different client IPs.
+    pub multiplex: bool,
+    /// What 227/229 announce when the NAT translates ports; same length as `ports`.
+    pub advertised_ports: Option<PortRange>,
+    /// Split horizon: the first rule whose `clients` contains the client IP wins.
+    pub public_address_by_client: Vec<SplitHorizonRule>,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            ports: PortRange {
+                start: 30000,
+                end: 30099,
+            },
+            public_address: None,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            multiplex: true,
+            advertised_ports: None,
+            public_address_by_client: Vec::new(),
+        }
+    }
+}
+
+impl PassiveConfig {
+    /// The address to announce to `client`: a matching split-horizon rule, else
+    /// `public_address` (`None`: use the local address of the control connection).
+    pub fn public_address_for(&self, client: IpAddr) -> Option<IpAddr> {
+        // IPv4 clients on a dual-stack socket show up as ::ffff:a.b.c.d.
+        let client = client.to_canonical();
+        self.public_address_by_client
+            .iter()
+            .find(|rule| rule.clients.iter().any(|net| net.contains(&client)))
+            .map(|rule| rule.address)
+            .or(self.public_address)
+    }
+
+    /// The port to announce for local passive port `port`: its counterpart in
+    /// `advertised_ports`, or `port` itself. `None` when `port` is outside `ports`.
+    pub fn advertised_port(&self, port: u16) -> Option<u16> {
+        let offset = self.ports.offset_of(port)?;
+        match self.advertised_ports {
+            Some(advertised) => advertised.port_at(offset),
+            None => Some(port),
+        }
+    }
+}
+
+/// One `[[passive.public_address_by_client]]` rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitHorizonRule {
+    pub clients: Vec<IpNet>,
+    pub address: IpAddr,
+}
+
+impl Default for SplitHorizonRule {
+    fn default() -> Self {
+        // Unspecified on purpose: validation rejects a rule without an address.
+        Self {
+            clients: Vec::new(),
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// `[tls]`: TLS termination towards clients (explicit AUTH TLS and implicit FTPS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM certificate chain and private key; required unless `mode = "off"`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Refuse data connections that do not resume the TLS session (as vsftpd's
+    /// `require_ssl_reuse`); off by default because Python's ftplib never resumes.
+    pub require_data_session_reuse: bool,
+    /// Highest TLS version offered to clients; `None`: TLS 1.3.
+    pub max_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version, written "1.2" or "1.3".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    #[default]
+    Off,
+    Optional,
+    /// No USER before AUTH TLS.
+    Required,
+}
+
+/// One `[[backends]]` entry: an FTP server ftpfront proxies to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    pub name: String,
+    /// "host:port"; host may be a DNS name, resolved at connect time.
+    pub address: String,
+    pub tls: BackendTls,
+    /// Verify the backend's certificate (`false` for legacy self-signed servers).
+    pub tls_verify: bool,
+    /// PEM CA certificates to verify the backend with; `None`: the system's CAs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Name sent as SNI and verified in the certificate; `None`: the host of `address`.
+    pub tls_server_name: Option<String>,
+    /// Highest TLS version towards the backend ("1.2" pins servers that need it).
+    pub tls_max_version: Option<TlsVersion>,
+    pub data_mode: DataMode,
+    /// Connect data to the control peer address, ignoring the address in the backend's 227.
+    pub use_control_address: bool,
+    pub proxy_protocol: BackendProxyProtocol,
+    /// Address written into PORT/EPRT towards this backend when `data_mode = active`;
+    /// `None`: the local address of the backend control connection.
+    pub active_address: Option<IpAddr>,
+    /// Ports ftpfront listens on for active-mode backend data; `None`: ephemeral.
+    pub active_ports: Option<PortRange>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Maximum wait for a backend reply to a command.
+    #[serde(with = "humantime_serde")]
+    pub reply_timeout: Duration,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: String::new(),
+            tls: BackendTls::None,
+            tls_verify: true,
+            tls_ca_file: None,
+            tls_server_name: None,
+            tls_max_version: None,
+            data_mode: DataMode::Passive,
+            use_control_address: true,
+            proxy_protocol: BackendProxyProtocol::Off,
+            active_address: None,
+            active_ports: None,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTls {
+    #[default]
+    None,
+    Explicit,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataMode {
+    #[default]
+    Passive,
+    Active,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendProxyProtocol {
+    #[default]
+    Off,
+    V1,
+    V2,
+}
+
+/// `[routing]`: which backend a login goes to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default: Option<String>,
+    pub policy: RoutingPolicy,
+    /// User name -> backend name.
+    pub users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingPolicy {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    Random,
+    First,
+}
+
+/// `[metrics]`: the Prometheus / health endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+    /// HTTP basic auth for `/metrics` (both or neither); `/healthz` and `/readyz` stay
+    /// open for orchestrator probes.
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9477))),
+            basic_auth_user: None,
+            basic_auth_password: None,
+        }
+    }
+}
+
+/// `[limits]`: resource limits and client access policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_accept_timeout: Duration,
+    pub max_line_length: usize,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub client_active_mode: ClientActiveMode,
+    /// Failed logins on one control connection before it is closed (421), as servers do
+    /// (vsftpd `max_login_fails`, proftpd `MaxLoginAttempts`); 0 turns the limit off.
+    pub max_login_attempts: u32,
+    /// Failed logins from one address (IPv6: one /64) within `failed_login_window` that
+    /// ban it for `ban_duration`; 0 turns bans off.
+    pub max_failed_logins: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_login_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ban_duration: Duration,
+}
+
+const ALLOW_ALL_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+const ALLOW_ALL_V6: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 0);
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10000,
+            max_sessions_per_ip: 64,
+            idle_timeout: Duration::from_secs(300),
+            data_accept_timeout: Duration::from_secs(30),
+            max_line_length: 4096,
+            allow: vec![IpNet::V4(ALLOW_ALL_V4), IpNet::V6(ALLOW_ALL_V6)],
+            deny: Vec::new(),
+            client_active_mode: ClientActiveMode::SameIp,
+            max_login_attempts: 3,
+            max_failed_logins: 10,
+            failed_login_window: Duration::from_secs(600),
+            ban_duration: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Policy for client PORT/EPRT.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientActiveMode {
+    Deny,
+    /// Only to the control peer's IP and ports >= 1024 (no FTP bounce).
+    #[default]
+    SameIp,
+    Any,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive string.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|backend| backend.name == name)
+    }
+
+    /// routing.default, or the only backend's name when exactly one backend exists and no default is set.
+    pub fn default_backend(&self) -> Option<&str> {
+        match (&self.routing.default, self.backends.as_slice()) {
+            (Some(name), _) => Some(name),
+            (None, [only]) => Some(&only.name),
+            (None, _) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::default();
+        assert_eq!(config.listen.control, "0.0.0.0:21".parse().unwrap());
+        assert_eq!(config.listen.implicit_tls, None);
+        assert!(!config.listen.proxy_protocol);
+        assert!(config.listen.proxy_protocol_from.is_empty());
+        assert_eq!(config.passive.ports, PortRange::new(30000, 30099).unwrap());
+        assert_eq!(config.passive.public_address, None);
+        assert_eq!(config.passive.bind, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert!(config.passive.multiplex);
+        assert_eq!(config.passive.advertised_ports, None);
+        assert!(config.passive.public_address_by_client.is_empty());
+        assert_eq!(config.tls, TlsConfig::default());
+        assert_eq!(config.tls.mode, TlsMode::Off);
+        assert!(config.backends.is_empty());
+        assert_eq!(config.routing.default, None);
+        assert_eq!(config.routing.policy, RoutingPolicy::RoundRobin);
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9477".parse().unwrap())
+        );
+        let limits = &config.limits;
+        assert_eq!(
+            (limits.max_sessions, limits.max_sessions_per_ip),
+            (10000, 64)
+        );
+        assert_eq!(limits.idle_timeout, Duration::from_secs(300));
+        assert_eq!(limits.data_accept_timeout, Duration::from_secs(30));
+        assert_eq!(limits.max_line_length, 4096);
+        let allow_all: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        assert_eq!(limits.allow, allow_all);
+        assert!(limits.deny.is_empty());
+        assert_eq!(limits.client_active_mode, ClientActiveMode::SameIp);
+        assert_eq!(limits.max_login_attempts, 3);
+        assert_eq!(limits.max_failed_logins, 10);
+        assert_eq!(limits.failed_login_window, Duration::from_secs(600));
+        assert_eq!(limits.ban_duration, Duration::from_secs(600));
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.log.filter, "info");
+
+        let backend = BackendConfig::default();
+        assert_eq!(backend.tls, BackendTls::None);
+        assert_eq!(backend.data_mode, DataMode::Passive);
+        assert!(backend.use_control_address);
+        assert_eq!(backend.proxy_protocol, BackendProxyProtocol::Off);
+        assert_eq!((backend.active_address, backend.active_ports), (None, None));
+        assert_eq!(backend.connect_timeout, Duration::from_secs(10));
+        assert_eq!(backend.reply_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn default_backend_rules() {
+        let mut config = Config::default();
+        assert_eq!(config.default_backend(), None);
+        let backend = |name: &str| BackendConfig {
+            name: name.into(),
+            address: "10.0.0.5:21".into(),
+            ..BackendConfig::default()
+        };
+        config.backends = vec![backend("a"), backend("b")];
+        assert_eq!(config.default_backend(), None);
+        config.routing.default = Some("b".into());
+        assert_eq!(config.default_backend(), Some("b"));
+    }
+
+    #[test]
+    fn passive_helpers() {
+        let text = r#"
+[passive]
+ports = "30000-30009"
+advertised_ports = "50000-50009"
+public_address = "203.0.113.10"
+[[passive.public_address_by_client]]
+clients = ["192.168.0.0/16"]
+address = "192.168.1.10"
+"#;
+        let passive = errors_free(text).passive;
+        assert_eq!(passive.advertised_port(30000), Some(50000));
+        assert_eq!(passive.advertised_port(30009), Some(50009));
+        assert_eq!(passive.advertised_port(30010), None);
+        let public: IpAddr = "203.0.113.10".parse().unwrap();
+        let lan: IpAddr = "192.168.1.10".parse().unwrap();
+        assert_eq!(
+            passive.public_address_for("198.51.100.7".parse().unwrap()),
+            Some(public)
+        );
+        assert_eq!(
+            passive.public_address_for("192.168.5.5".parse().unwrap()),
+            Some(lan)
+        );
+        let mapped: IpAddr = "::ffff:192.168.5.5".parse().unwrap();
+        assert_eq!(passive.public_address_for(mapped), Some(lan));
+        let plain = PassiveConfig::default();
+        assert_eq!(plain.advertised_port(30050), Some(30050));
+        assert_eq!(plain.public_address_for(lan), None);
+    }
+}
