@@ -21,12 +21,14 @@ use crate::ports::{canonical_ip, PortPool};
 use crate::shutdown;
 use crate::tls::{BackendTlsConfig, ClientTls};
 
+mod events;
 mod gates;
 mod keepalive;
 mod run_loop;
 mod security;
 mod transfer;
 
+use events::{SessionEvent, Side};
 use run_loop::{Pending, Phase};
 
 /// What every session shares: configuration, metrics, the port pool and the router.
@@ -176,9 +178,8 @@ impl Session {
                     error = e.to_string().as_str(),
                     "backend control connection failed"
                 );
-                self.shared
-                    .metrics
-                    .count_protocol_error("backend", e.kind());
+                let (side, kind) = (Side::Backend, e.kind());
+                self.record(SessionEvent::ProtocolError { side, kind });
                 let _ = self
                     .send(&Reply::new(
                         421,
@@ -206,26 +207,27 @@ impl Session {
     /// Turns a client line into a command, or into ftpfront's answer to a line it cannot
     /// take (sent by the caller, in order).
     fn parse_client_event(&mut self, event: Option<LineEvent>) -> ClientInput {
-        let metrics = &self.shared.metrics;
         match event {
             None => ClientInput::Gone,
             Some(LineEvent::TooLong) => {
-                metrics.count_protocol_error("client", "line_too_long");
+                let side = Side::Client;
+                self.record(SessionEvent::ProtocolError {
+                    side,
+                    kind: "line_too_long",
+                });
                 let limit = self.shared.config.limits.max_line_length;
                 let text = format!("Command line too long (limit {limit} bytes).");
                 ClientInput::Own(Reply::new(500, text))
             }
             Some(LineEvent::Line(line)) => match Command::parse(&line) {
                 Ok(command) => {
-                    metrics
-                        .commands_total
-                        .with_label_values(&[command.verb.metric_label()])
-                        .inc();
-                    debug!(command = command.log_line().as_str(), "client command");
+                    self.record(SessionEvent::CommandReceived { command: &command });
                     ClientInput::Command(command)
                 }
                 Err(e) => {
-                    metrics.count_protocol_error("client", "malformed_command");
+                    let side = Side::Client;
+                    let kind = "malformed_command";
+                    self.record(SessionEvent::ProtocolError { side, kind });
                     ClientInput::Own(Reply::new(500, format!("Syntax error: {e}.")))
                 }
             },
@@ -249,9 +251,8 @@ impl Session {
                     text = reply.text().as_str(),
                     "unsolicited backend reply ignored"
                 );
-                self.shared
-                    .metrics
-                    .count_protocol_error("backend", "unsolicited_reply");
+                let (side, kind) = (Side::Backend, "unsolicited_reply");
+                self.record(SessionEvent::ProtocolError { side, kind });
                 Ok(Flow::Continue)
             }
             Err(e) => Err(e.into()),
@@ -533,36 +534,24 @@ impl Session {
         started: Instant,
     ) -> Result<Flow, SessionError> {
         let backend_name = self.backend_name().to_string();
-        let metrics = &self.shared.metrics;
         match reply.code {
             230 => {
-                metrics
-                    .logins_total
-                    .with_label_values(&[&backend_name, labels::OK])
-                    .inc();
-                metrics
-                    .backend_login_duration_seconds
-                    .with_label_values(&[&backend_name])
-                    .observe(started.elapsed().as_secs_f64());
-                info!(user = user.as_str(), backend = %backend_name, "login ok");
+                self.record(SessionEvent::LoginOk {
+                    user: &user,
+                    started,
+                });
                 self.name_span(&user, &backend_name);
                 self.login = Login::LoggedIn { user };
                 self.replay_utf8().await?;
             }
             331 | 332 => self.login = Login::UserSent { user, started },
-            _ => {
-                metrics
-                    .logins_total
-                    .with_label_values(&[&backend_name, labels::FAILED])
-                    .inc();
+            code => {
+                self.record(SessionEvent::LoginRefused { user: &user, code });
                 self.login = Login::None;
-                // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses,
-                // and not worth a line each (a client could repeat them without end).
-                if reply.code == 530 {
-                    info!(user = user.as_str(), backend = %backend_name, code = reply.code, "login failed");
+                // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses.
+                if code == 530 {
                     return self.count_failed_login().await;
                 }
-                debug!(user = user.as_str(), backend = %backend_name, code = reply.code, "login step refused");
             }
         }
         Ok(Flow::Continue)
@@ -896,7 +885,7 @@ impl Session {
     /// A gate's refusal: counted, and answered.
     async fn refuse(&mut self, refusal: gates::Refusal) -> Result<Flow, SessionError> {
         if let Some(plaintext) = refusal.plaintext {
-            self.count_plaintext_refused(plaintext.label());
+            self.record(SessionEvent::PlaintextRefused(plaintext));
         }
         self.answer_reply(&refusal.reply).await?;
         Ok(Flow::Continue)

@@ -4,6 +4,7 @@
 
 use tracing::{debug, warn};
 
+use super::events::{SessionEvent, Side};
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::LineConn;
 use crate::ftp::Command;
@@ -63,7 +64,8 @@ impl Session {
     }
 
     pub(super) fn count_client_handshake(&self, ok: bool) {
-        self.shared.metrics.count_tls_handshake("client", ok);
+        let side = Side::Client;
+        self.record(SessionEvent::TlsHandshake { side, ok });
     }
 
     pub(super) async fn pbsz(&mut self, command: Command) -> Result<Flow, SessionError> {
@@ -99,13 +101,5 @@ impl Session {
             _ => self.reply(504, "Unknown protection level.").await?,
         }
         Ok(Flow::Continue)
-    }
-
-    pub(super) fn count_plaintext_refused(&self, what: &str) {
-        self.shared
-            .metrics
-            .tls_plaintext_refused_total
-            .with_label_values(&[what])
-            .inc();
     }
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::events::{SessionEvent, Side, TransferEnd, TransferFacts, TransferResult};
 use super::run_loop::AwaitingData;
 use super::{Flow, Outcome, Phase, Session, SessionError};
 use crate::conn::BackendLegError;
@@ -18,7 +19,6 @@ use crate::data::{
 };
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
-use crate::metrics::labels;
 use crate::tls;
 use tokio_rustls::rustls::HandshakeKind;
 
@@ -98,14 +98,14 @@ impl Session {
             let reply = leg.control.command(&rest, "sending REST").await?;
             if reply.code != 350 {
                 self.send(&reply).await?;
-                self.count_transfer(direction, labels::FAILED, 0, None);
+                self.record(SessionEvent::TransferNotStarted { direction });
                 return Ok(Flow::Continue);
             }
         }
         let first = leg.control.command(&command, "starting a transfer").await?;
         if first.is_error() || first.is_intermediate() {
             self.send(&first).await?;
-            self.count_transfer(direction, labels::FAILED, 0, None);
+            self.record(SessionEvent::TransferNotStarted { direction });
             return Ok(Flow::Continue);
         }
         let mut held_final = None;
@@ -123,13 +123,11 @@ impl Session {
                 );
                 self.finish_failed_start(held_final.is_none()).await?;
                 self.reply(425, "Can't open data connection.").await?;
-                self.count_transfer(direction, labels::FAILED, 0, None);
+                self.record(SessionEvent::TransferNotStarted { direction });
                 return Ok(Flow::Continue);
             }
         };
-        let connections = &self.shared.metrics.data_connections_total;
-        connections.with_label_values(&["client"]).inc();
-        connections.with_label_values(&["backend"]).inc();
+        self.record(SessionEvent::DataConnectionsOpened);
         // TLS on the data legs starts after the 150: clients begin their handshake only then.
         let upload = direction == TransferDirection::Upload;
         let (client_leg, backend_leg) = match self
@@ -141,7 +139,7 @@ impl Session {
                 warn!(reason = refusal.text.as_str(), "data connection TLS failed");
                 self.reply(refusal.code, &refusal.text).await?;
                 self.resync_backend(held_final.is_none()).await?;
-                self.count_transfer(direction, labels::FAILED, 0, None);
+                self.record(SessionEvent::TransferNotStarted { direction });
                 return Ok(Flow::Continue);
             }
         };
@@ -295,13 +293,7 @@ impl Session {
         run: &mut RunningTransfer,
     ) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
-        self.count_run(run, labels::ABORTED, moved);
-        info!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            "transfer abandoned: the client closed its control connection"
-        );
+        self.record_end(run, moved, TransferResult::Aborted, TransferEnd::Abandoned);
         self.send_backend_abor().await;
         Ok(Flow::Close(Outcome::Ok))
     }
@@ -315,14 +307,9 @@ impl Session {
         e: BackendLegError,
     ) -> SessionError {
         let moved = run.stop().await;
-        self.count_run(run, labels::ERROR, moved);
-        warn!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            error = e.to_string().as_str(),
-            "transfer failed: backend control connection lost"
-        );
+        let error = e.to_string();
+        let end = TransferEnd::BackendLost { error: &error };
+        self.record_end(run, moved, TransferResult::Error, end);
         let _ = self
             .reply(
                 426,
@@ -338,14 +325,8 @@ impl Session {
         run: &mut RunningTransfer,
     ) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
-        self.count_run(run, labels::ABORTED, moved);
-        self.shared.metrics.shutdown_cut_transfers_total.inc();
-        warn!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            "transfer cut at the end of the shutdown grace"
-        );
+        let end = TransferEnd::CutForShutdown;
+        self.record_end(run, moved, TransferResult::Aborted, end);
         self.send_backend_abor().await;
         self.reply(
             421,
@@ -366,14 +347,8 @@ impl Session {
         self.resync_backend(run.final_reply.is_none()).await?;
         self.reply(426, &format!("Data connection {reason}; transfer aborted."))
             .await?;
-        self.count_run(run, labels::ERROR, moved);
-        warn!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            reason,
-            "transfer aborted by ftpfront"
-        );
+        let end = TransferEnd::GaveUp { reason };
+        self.record_end(run, moved, TransferResult::Error, end);
         Ok(Flow::Continue)
     }
 
@@ -409,7 +384,8 @@ impl Session {
             run.pump.stop_and_wait().await;
             self.send(&reply).await?;
             let moved = run.progress.load(Ordering::Relaxed);
-            self.count_run(run, labels::ERROR, moved);
+            let end = TransferEnd::ClosedByBackend;
+            self.record_end(run, moved, TransferResult::Error, end);
             return Ok(Some(Flow::Close(Outcome::Error)));
         }
         if reply.is_error() && run.pump_result.is_none() {
@@ -483,7 +459,12 @@ impl Session {
                 return Ok(flow);
             }
         }
-        self.count_client_abort(run, moved);
+        self.record_end(
+            run,
+            moved,
+            TransferResult::Aborted,
+            TransferEnd::AbortedByClient,
+        );
         Ok(Flow::Continue)
     }
 
@@ -512,16 +493,6 @@ impl Session {
         Ok(None)
     }
 
-    fn count_client_abort(&self, run: &RunningTransfer, moved: u64) {
-        self.count_run(run, labels::ABORTED, moved);
-        info!(
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes = moved,
-            "transfer aborted by the client"
-        );
-    }
-
     /// ABOR that ends the transfer at once: stop the pump (resetting both data
     /// connections; for an upload, what the client still sends must not reach the backend
     /// as a complete file), bring the backend back in step (`resync_backend`) and answer
@@ -545,7 +516,12 @@ impl Session {
                 self.reply(226, "ABOR command successful.").await?;
             }
         }
-        self.count_client_abort(run, moved);
+        self.record_end(
+            run,
+            moved,
+            TransferResult::Aborted,
+            TransferEnd::AbortedByClient,
+        );
         Ok(Flow::Continue)
     }
 
@@ -669,10 +645,13 @@ impl Session {
         client: &Result<DataStream, DataRefusal>,
         backend: &Result<DataStream, DataRefusal>,
     ) {
-        for (side, leg) in [("client", client), ("backend", backend)] {
+        for (side, leg) in [(Side::Client, client), (Side::Backend, backend)] {
             match leg {
                 Ok(DataStream::Plain(_)) => {}
-                leg => self.shared.metrics.count_tls_handshake(side, leg.is_ok()),
+                leg => self.record(SessionEvent::TlsHandshake {
+                    side,
+                    ok: leg.is_ok(),
+                }),
             }
         }
     }
@@ -690,82 +669,61 @@ impl Session {
             .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
         let data_error = pumped.as_ref().err().cloned();
         let (reply, result, bytes) = match pumped {
-            Ok(bytes) if final_reply.is_completion() => (final_reply, labels::OK, bytes),
-            Ok(bytes) => (final_reply, labels::FAILED, bytes),
+            Ok(bytes) if final_reply.is_completion() => (final_reply, TransferResult::Ok, bytes),
+            Ok(bytes) => (final_reply, TransferResult::Failed, bytes),
             Err(reason) if final_reply.is_completion() => (
                 Reply::new(
                     426,
                     format!("Data connection broken ({reason}); transfer incomplete."),
                 ),
-                labels::ERROR,
+                TransferResult::Error,
                 run.progress.load(Ordering::Relaxed),
             ),
             Err(_) => (
                 final_reply,
-                labels::FAILED,
+                TransferResult::Failed,
                 run.progress.load(Ordering::Relaxed),
             ),
         };
         self.send(&reply).await?;
-        self.count_run(&run, result, bytes);
-        info!(
-            client = %self.client_ip,
-            user = self.user_name(),
-            backend = self.backend_name(),
-            direction = run.direction.as_str(),
-            path = run.path.as_str(),
-            bytes,
-            duration_ms = run.started.elapsed().as_millis() as u64,
-            result,
-            reply = reply.code,
-            data_error = data_error.as_deref(),
-            "transfer"
-        );
+        let end = TransferEnd::Completed {
+            reply: reply.code,
+            data_error: data_error.as_deref(),
+        };
+        self.record_end(&run, bytes, result, end);
         Ok(Flow::Continue)
     }
 
-    /// Counts a finished running transfer; its bytes went into the counter as they moved
+    /// A running transfer ended: its bytes went into the counter as they moved
     /// (`count_progress`), only the rest is added now.
-    fn count_run(&self, run: &RunningTransfer, result: &str, bytes: u64) {
-        let rest = bytes.saturating_sub(run.counted.get());
-        self.count_transfer(run.direction, result, rest, Some(run.started));
+    fn record_end(
+        &self,
+        run: &RunningTransfer,
+        bytes: u64,
+        result: TransferResult,
+        end: TransferEnd<'_>,
+    ) {
+        let transfer = TransferFacts {
+            direction: run.direction,
+            path: &run.path,
+            started: run.started,
+            bytes,
+            uncounted: bytes.saturating_sub(run.counted.get()),
+        };
+        self.record(SessionEvent::TransferEnded {
+            transfer,
+            result,
+            end,
+        });
     }
 
     /// Adds the bytes moved since the last call, so throughput graphs follow long transfers
     /// instead of jumping when they end.
     fn count_progress(&self, run: &RunningTransfer) {
         let moved = run.progress.load(Ordering::Relaxed);
-        let new = moved.saturating_sub(run.counted.replace(moved));
-        self.shared
-            .metrics
-            .transfer_bytes_total
-            .with_label_values(&[self.backend_name(), run.direction.as_str()])
-            .inc_by(new);
-    }
-
-    fn count_transfer(
-        &self,
-        direction: TransferDirection,
-        result: &str,
-        bytes: u64,
-        started: Option<Instant>,
-    ) {
-        let backend = self.backend_name();
-        let metrics = &self.shared.metrics;
-        metrics
-            .transfers_total
-            .with_label_values(&[backend, direction.as_str(), result])
-            .inc();
-        metrics
-            .transfer_bytes_total
-            .with_label_values(&[backend, direction.as_str()])
-            .inc_by(bytes);
-        if let Some(started) = started {
-            metrics
-                .transfer_duration_seconds
-                .with_label_values(&[direction.as_str()])
-                .observe(started.elapsed().as_secs_f64());
-        }
+        let bytes = moved.saturating_sub(run.counted.replace(moved));
+        let direction = run.direction;
+        self.record(SessionEvent::TransferProgress { direction, bytes });
     }
 }
 
