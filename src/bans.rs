@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
-use crate::ports::canonical_ip;
+use crate::net::canonical_ip;
 use crate::shutdown;
 
 /// Most addresses tracked at once (~64 bytes each, so ~4 MiB at most). When full, expired

@@ -1,6 +1,5 @@
 //! Data channel: the client's data leg (pooled passive port or active-mode connect), the
-//! backend's data leg (its passive mode or ftpfront listening for its active mode), and the
-//! bounded byte pump between the two.
+//! data streams of both legs (plain or TLS), and the bounded byte pump between them.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -9,134 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::BackendLeg;
-use crate::config::{DataMode, PortRange};
-use crate::conn::BackendLegError;
-use crate::ftp::{addr, Command, Reply};
-use crate::ports::{canonical_ip, Reservation};
+use crate::ftp::Reply;
+use crate::net;
+use crate::ports::Reservation;
 
 /// Pump buffer: large enough for loopback and LAN line rate, small enough that thousands of
 /// concurrent transfers stay within memory (the whole file is never held).
 const PUMP_BUFFER: usize = 128 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    #[error("cannot connect to {peer} ({role}): {source}")]
-    Connect {
-        peer: SocketAddr,
-        role: &'static str,
-        source: io::Error,
-    },
-    #[error("connecting to {peer} ({role}) timed out after {timeout:?}")]
-    ConnectTimeout {
-        peer: SocketAddr,
-        role: &'static str,
-        timeout: Duration,
-    },
-    #[error("cannot listen for the backend's data connection on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
-    #[error("the backend did not open its data connection within {0:?}")]
-    AcceptTimeout(Duration),
-    #[error("accepting the backend's data connection failed: {0}")]
-    Accept(io::Error),
-}
-
-/// Connects with a timeout, optionally from a given local address.
-pub async fn connect(
-    peer: SocketAddr,
-    local_ip: Option<IpAddr>,
-    timeout: Duration,
-    role: &'static str,
-) -> Result<TcpStream, DataError> {
-    let attempt = async {
-        let socket = match peer {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }?;
-        if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        socket.connect(peer).await
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(source)) => Err(DataError::Connect { peer, role, source }),
-        Err(_) => Err(DataError::ConnectTimeout {
-            peer,
-            role,
-            timeout,
-        }),
-    }
-}
-
-/// A listener waiting for an active-mode backend to connect to ftpfront.
-pub struct ActiveListener {
-    listener: TcpListener,
-    addr: SocketAddr,
-}
-
-impl ActiveListener {
-    /// Binds on `ip`, on a free port of `ports` (or an ephemeral port when none is set).
-    pub async fn bind(ip: IpAddr, ports: Option<PortRange>) -> Result<ActiveListener, DataError> {
-        let candidates: Vec<u16> = match ports {
-            Some(range) => range.iter().collect(),
-            None => vec![0],
-        };
-        let mut last_error = None;
-        for port in candidates {
-            let addr = SocketAddr::new(ip, port);
-            match TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    let addr = listener
-                        .local_addr()
-                        .map_err(|source| DataError::Listen { addr, source })?;
-                    return Ok(ActiveListener { listener, addr });
-                }
-                Err(e) => last_error = Some((addr, e)),
-            }
-        }
-        let (addr, source) = last_error.unwrap_or_else(|| {
-            (
-                SocketAddr::new(ip, 0),
-                io::Error::new(io::ErrorKind::AddrInUse, "empty port range"),
-            )
-        });
-        Err(DataError::Listen { addr, source })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Accepts the backend's connection; connections from other addresses than the
-    /// backend's are refused, like the client side's anti-theft check.
-    pub async fn accept_from(
-        self,
-        backend_ip: IpAddr,
-        timeout: Duration,
-    ) -> Result<TcpStream, DataError> {
-        let backend_ip = canonical_ip(backend_ip);
-        let wait = async {
-            loop {
-                let (stream, peer) = self.listener.accept().await.map_err(DataError::Accept)?;
-                if canonical_ip(peer.ip()) == backend_ip {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(stream);
-                }
-                tracing::warn!(%peer, expected = %backend_ip, "active-mode data connection from an unexpected address: dropped");
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| DataError::AcceptTimeout(timeout))?
-    }
-}
 
 /// Copies `from` to `to` until end of stream, then half-closes `to` so the receiver sees
 /// EOF (an upload's end must reach the backend as a FIN, or it never answers 226).
@@ -239,10 +120,9 @@ impl DataStream {
         }
     }
 
-    /// Close with RST instead of FIN, so the peer cannot mistake a broken transfer for a
-    /// complete one (a plain upload's end is nothing but a FIN).
+    /// Close with RST instead of FIN (see [`net::reset_on_close`]).
     fn reset(&self) {
-        let _ = socket2::SockRef::from(self.tcp()).set_linger(Some(Duration::ZERO));
+        net::reset_on_close(self.tcp());
     }
 }
 
@@ -472,12 +352,6 @@ pub enum ClientData {
     Active(SocketAddr),
 }
 
-/// The backend side of a transfer, before its data connection exists.
-pub enum BackendData {
-    Connected(tokio::net::TcpStream),
-    Listening(ActiveListener),
-}
-
 /// Connects the client's data leg: the pooled passive port's accepted connection, or a
 /// connection to the address of the client's PORT/EPRT.
 pub async fn client_data_stream(
@@ -495,114 +369,17 @@ pub async fn client_data_stream(
             Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
         },
         ClientData::Active(target) => {
-            connect(target, Some(local_ip), timeout, "client data (active mode)")
+            net::connect(target, Some(local_ip), timeout, "client data (active mode)")
                 .await
                 .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}.")))
         }
     }
 }
 
-/// Why a backend data connection could not be prepared: the control leg failed (the
-/// session cannot go on) or only this transfer's setup did (the client gets 425).
-pub enum BackendDataError {
-    Leg(BackendLegError),
-    Setup(String),
-}
-
-impl From<BackendLegError> for BackendDataError {
-    fn from(e: BackendLegError) -> Self {
-        BackendDataError::Leg(e)
-    }
-}
-
-/// Prepares the backend's data connection the way the backend is configured: its passive
-/// mode (connecting to its control address, not the private one in its 227, by default)
-/// or active mode (ftpfront listens, then announces PORT/EPRT).
-pub async fn open_backend_data(leg: &mut BackendLeg) -> Result<BackendData, BackendDataError> {
-    match leg.config.data_mode {
-        DataMode::Passive => open_backend_passive(leg).await.map(BackendData::Connected),
-        DataMode::Active => open_backend_active(leg).await.map(BackendData::Listening),
-    }
-}
-
-async fn open_backend_passive(
-    leg: &mut BackendLeg,
-) -> Result<tokio::net::TcpStream, BackendDataError> {
-    let peer = leg.control.peer();
-    // Old servers know PASV; EPSV is the only choice over IPv6 and the fallback otherwise.
-    let mut reply = if peer.is_ipv4() {
-        leg.control
-            .command(&Command::new("PASV", None), "asking the backend for PASV")
-            .await?
-    } else {
-        leg.control
-            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
-            .await?
-    };
-    if peer.is_ipv4() && reply.is_permanent_error() {
-        reply = leg
-            .control
-            .command(&Command::new("EPSV", None), "asking the backend for EPSV")
-            .await?;
-    }
-    let target = match reply.code {
-        227 => {
-            let announced = addr::parse_pasv_reply(&reply)
-                .map_err(|e| BackendDataError::Setup(format!("bad 227 reply: {e}")))?;
-            if leg.config.use_control_address {
-                SocketAddr::new(peer.ip(), announced.port())
-            } else {
-                SocketAddr::V4(announced)
-            }
-        }
-        229 => {
-            let port = addr::parse_epsv_reply(&reply)
-                .map_err(|e| BackendDataError::Setup(format!("bad 229 reply: {e}")))?;
-            SocketAddr::new(peer.ip(), port)
-        }
-        _ => {
-            return Err(BackendDataError::Setup(format!(
-                "backend refused passive mode: {} {}",
-                reply.code,
-                reply.text()
-            )))
-        }
-    };
-    connect(target, None, leg.config.connect_timeout, "backend data")
-        .await
-        .map_err(|e| BackendDataError::Setup(e.to_string()))
-}
-
-async fn open_backend_active(leg: &mut BackendLeg) -> Result<ActiveListener, BackendDataError> {
-    let ip = leg
-        .config
-        .active_address
-        .unwrap_or_else(|| leg.control.local().ip());
-    let listener = ActiveListener::bind(ip, leg.config.active_ports)
-        .await
-        .map_err(|e| BackendDataError::Setup(e.to_string()))?;
-    let command = match listener.addr() {
-        SocketAddr::V4(v4) => Command::new("PORT", Some(&addr::format_port_arg(v4))),
-        v6 => Command::new("EPRT", Some(&addr::format_eprt_arg(v6))),
-    };
-    let reply = leg
-        .control
-        .command(&command, "announcing PORT/EPRT to the backend")
-        .await?;
-    if !reply.is_completion() {
-        return Err(BackendDataError::Setup(format!(
-            "backend refused {}: {} {}",
-            command.verb_text,
-            reply.code,
-            reply.text()
-        )));
-    }
-    Ok(listener)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     #[tokio::test]
     async fn pump_moves_every_byte_and_half_closes() {
@@ -720,19 +497,5 @@ mod tests {
             end.map_err(|e| e.kind()),
             Err(io::ErrorKind::ConnectionReset)
         );
-    }
-
-    #[tokio::test]
-    async fn active_listener_refuses_other_addresses() {
-        let listener = ActiveListener::bind("127.0.0.1".parse().expect("ip"), None)
-            .await
-            .expect("bind");
-        let addr = listener.addr();
-        let stray = TcpStream::connect(addr).await.expect("connect");
-        let result = listener
-            .accept_from("127.0.0.2".parse().expect("ip"), Duration::from_millis(100))
-            .await;
-        assert!(matches!(result, Err(DataError::AcceptTimeout(_))));
-        drop(stray);
     }
 }

@@ -16,6 +16,7 @@ pub mod ftp;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod pem;
 pub mod ports;
 pub mod proxy_protocol;

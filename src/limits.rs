@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 
 use crate::config::LimitsConfig;
-use crate::ports::canonical_ip;
+use crate::net::canonical_ip;
 
 /// Raises the soft open-files limit to the hard one and returns the new soft limit. Each
 /// session needs up to 4 descriptors (client and backend control, two data legs during a

@@ -14,13 +14,14 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::{set_keepalive, Router};
+use crate::backend::Router;
 use crate::bans::{Bans, BANNED_TEXT};
 use crate::config::Config;
 use crate::conn::LineConn;
 use crate::limits::{Limiter, Permit};
 use crate::metrics::{self, labels, Metrics};
-use crate::ports::{bind_listener, PoolSettings, PortPool};
+use crate::net::bind_listener;
+use crate::ports::{PoolSettings, PortPool};
 use crate::proxy_protocol::{Endpoints, ProxyHeaderError, ProxyPolicy};
 use crate::session::{Session, Shared};
 use crate::shutdown;
@@ -56,6 +57,8 @@ pub struct RunningProxy {
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
     client_tls: Option<Arc<ClientTls>>,
+    /// Closed at the end of the shutdown, so its ports are free at once.
+    pool: PortPool,
 }
 
 /// After the grace, how long cut sessions get to send their 421 and close.
@@ -69,14 +72,11 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     // At zero even while off, so the dashboard panel and the alert never lack a series.
     metrics.init_proxy_protocol_series(config.listen.implicit_tls.is_some());
     let pool = PortPool::new(
-        PoolSettings {
-            range: config.passive.ports,
-            bind: config.passive.bind,
-            multiplex: config.passive.multiplex,
-            accept_timeout: config.limits.data_accept_timeout,
-            proxy: proxy_policy.clone(),
-            listener_idle: crate::ports::LISTENER_IDLE,
-        },
+        PoolSettings::new(
+            &config.passive,
+            config.limits.data_accept_timeout,
+            proxy_policy.clone(),
+        ),
         metrics.clone(),
     );
     let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
@@ -92,7 +92,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         client_tls: client_tls.clone(),
         backend_tls,
         metrics: metrics.clone(),
-        pool,
+        pool: pool.clone(),
         router: Router::new(config.clone()),
     });
     let (shutdown, shutdown_rx) = shutdown::channel();
@@ -171,6 +171,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         grace: config.shutdown.grace,
         sessions,
         tasks,
+        pool,
     })
 }
 
@@ -227,6 +228,8 @@ impl RunningProxy {
                 warn!("sessions did not end after being cut; dropping them");
             }
         }
+        // Sessions cut but not yet gone must not keep the passive ports bound.
+        self.pool.close();
         let _ = self.metrics_stop.send(true);
         for task in self.tasks {
             task.abort();
@@ -423,8 +426,7 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
     metrics.sessions_active.inc();
     let _active = ActiveGuard(metrics.clone());
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty, backend = tracing::field::Empty);
-    set_keepalive(&stream);
-    let _ = stream.set_nodelay(true);
+    crate::net::tune_control(&stream);
     // ABOR sent with MSG_OOB (Python's ftplib does) must stay in the byte stream.
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
     let max_line = shared.config.limits.max_line_length;

@@ -670,3 +670,27 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
     client.cmd("QUIT").await;
     proxy.shutdown().await;
 }
+
+/// An embedding program that stops a proxy gets its passive ports back at once: the pool's
+/// listeners stop with the shutdown instead of at their next accept (which, with nobody
+/// connecting, could be never).
+#[tokio::test]
+async fn shutdown_frees_the_passive_ports_at_once() {
+    let backend = TestBackend::start().await;
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let port = client.pasv().await.expect("227").port();
+    assert_eq!(client.cmd("QUIT").await.code, 221);
+    proxy.shutdown().await;
+    let freed = async {
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), freed)
+            .await
+            .is_ok(),
+        "passive port {port} is still bound after the shutdown"
+    );
+}

@@ -126,30 +126,6 @@ impl Default for PassiveConfig {
     }
 }
 
-impl PassiveConfig {
-    /// The address to announce to `client`: a matching split-horizon rule, else
-    /// `public_address` (`None`: use the local address of the control connection).
-    pub fn public_address_for(&self, client: IpAddr) -> Option<IpAddr> {
-        // IPv4 clients on a dual-stack socket show up as ::ffff:a.b.c.d.
-        let client = client.to_canonical();
-        self.public_address_by_client
-            .iter()
-            .find(|rule| rule.clients.iter().any(|net| net.contains(&client)))
-            .map(|rule| rule.address)
-            .or(self.public_address)
-    }
-
-    /// The port to announce for local passive port `port`: its counterpart in
-    /// `advertised_ports`, or `port` itself. `None` when `port` is outside `ports`.
-    pub fn advertised_port(&self, port: u16) -> Option<u16> {
-        let offset = self.ports.offset_of(port)?;
-        match self.advertised_ports {
-            Some(advertised) => advertised.port_at(offset),
-            None => Some(port),
-        }
-    }
-}
-
 /// One `[[passive.public_address_by_client]]` rule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -425,7 +401,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::test_support::*;
 
     #[test]
     fn defaults_match_the_contract() {
@@ -491,37 +466,5 @@ mod tests {
         assert_eq!(config.default_backend(), None);
         config.routing.default = Some("b".into());
         assert_eq!(config.default_backend(), Some("b"));
-    }
-
-    #[test]
-    fn passive_helpers() {
-        let text = r#"
-[passive]
-ports = "30000-30009"
-advertised_ports = "50000-50009"
-public_address = "203.0.113.10"
-[[passive.public_address_by_client]]
-clients = ["192.168.0.0/16"]
-address = "192.168.1.10"
-"#;
-        let passive = errors_free(text).passive;
-        assert_eq!(passive.advertised_port(30000), Some(50000));
-        assert_eq!(passive.advertised_port(30009), Some(50009));
-        assert_eq!(passive.advertised_port(30010), None);
-        let public: IpAddr = "203.0.113.10".parse().unwrap();
-        let lan: IpAddr = "192.168.1.10".parse().unwrap();
-        assert_eq!(
-            passive.public_address_for("198.51.100.7".parse().unwrap()),
-            Some(public)
-        );
-        assert_eq!(
-            passive.public_address_for("192.168.5.5".parse().unwrap()),
-            Some(lan)
-        );
-        let mapped: IpAddr = "::ffff:192.168.5.5".parse().unwrap();
-        assert_eq!(passive.public_address_for(mapped), Some(lan));
-        let plain = PassiveConfig::default();
-        assert_eq!(plain.advertised_port(30050), Some(30050));
-        assert_eq!(plain.public_address_for(lan), None);
     }
 }

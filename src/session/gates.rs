@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::{ClientActiveMode, TlsMode};
 use crate::ftp::addr;
 use crate::ftp::{Command, Reply, Verb};
-use crate::ports::canonical_ip;
+use crate::net::canonical_ip;
 
 /// What the gates may know of a session.
 #[derive(Debug, Clone, Copy)]

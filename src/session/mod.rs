@@ -17,7 +17,8 @@ use crate::features::{self, FeatureCache, Learnt, Lookup};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
-use crate::ports::{canonical_ip, PortPool};
+use crate::net::canonical_ip;
+use crate::ports::PortPool;
 use crate::shutdown;
 use crate::tls::{BackendTlsConfig, ClientTls};
 
@@ -809,7 +810,7 @@ impl Session {
         self.data = None;
         match self.shared.pool.reserve(self.client_ip) {
             Ok(reservation) => {
-                let port = self.advertised_port(reservation.port());
+                let port = self.shared.pool.announcement().port_for(reservation.port());
                 self.data = Some(ClientData::Passive(reservation));
                 match pasv_ip {
                     Some(ip) => addr::format_pasv_reply(ip, port),
@@ -834,23 +835,12 @@ impl Session {
         }
     }
 
-    /// The address clients are told to connect to: split-horizon rules, then the configured
-    /// public address, then the address the client reached us on.
+    /// The address clients are told to connect to (ports/announce.rs).
     fn public_address(&self) -> IpAddr {
         self.shared
-            .config
-            .passive
-            .public_address_for(self.client_ip)
-            .unwrap_or_else(|| canonical_ip(self.reached_at.ip()))
-    }
-
-    /// The NAT may translate ports too: announce the matching port of `advertised_ports`.
-    fn advertised_port(&self, port: u16) -> u16 {
-        self.shared
-            .config
-            .passive
-            .advertised_port(port)
-            .unwrap_or(port)
+            .pool
+            .announcement()
+            .address_for(self.client_ip, self.reached_at.ip())
     }
 
     /// Client PORT/EPRT under `limits.client_active_mode`: no bounce to other hosts or to

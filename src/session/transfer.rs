@@ -12,11 +12,9 @@ use tracing::{debug, warn};
 use super::events::{SessionEvent, Side, TransferEnd, TransferFacts, TransferResult};
 use super::run_loop::AwaitingData;
 use super::{Flow, Outcome, Phase, Session, SessionError};
+use crate::backend::{open_backend_data, BackendData, BackendDataError, DataError};
 use crate::conn::BackendLegError;
-use crate::data::{
-    self, client_data_stream, open_backend_data, BackendData, BackendDataError, DataError,
-    DataStream,
-};
+use crate::data::{self, client_data_stream, DataStream};
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
 use crate::tls;

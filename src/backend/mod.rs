@@ -15,16 +15,9 @@ use crate::metrics::{labels, Metrics};
 use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
 
-/// Keepalive on control legs: NATs drop idle control connections during long transfers,
-/// and then the final 226 is lost.
-pub fn set_keepalive(stream: &TcpStream) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(15));
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-        tracing::debug!(error = %e, "cannot enable TCP keepalive");
-    }
-}
+mod data_setup;
+
+pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
 
 /// A session's connection to its backend, with that backend's settings.
 pub struct BackendLeg {
@@ -176,8 +169,7 @@ async fn establish(
     client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let mut stream = open_stream(backend).await?;
-    set_keepalive(&stream);
-    let _ = stream.set_nodelay(true);
+    crate::net::tune_control(&stream);
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let addresses = stream
         .peer_addr()

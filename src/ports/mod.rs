@@ -7,8 +7,7 @@
 //! the same IP get different ports, since nothing on the wire could tell them apart.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -19,20 +18,21 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::PortRange;
+use crate::config::{PassiveConfig, PortRange};
 use crate::metrics::{labels, Metrics};
+use crate::net::{bind_listener, canonical_ip};
 use crate::proxy_protocol::ProxyPolicy;
 
-/// Client addresses are compared after unmapping IPv4-mapped IPv6 addresses, because a
-/// dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
+mod announce;
+
+pub use announce::Announcement;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PoolError {
     #[error("no passive port is free for {0}; all {1} ports of the range hold a pending reservation for this address")]
     Exhausted(IpAddr, usize),
+    #[error("the proxy is shutting down")]
+    Closed,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,9 +82,20 @@ struct Inner {
     accept_timeout: Duration,
     proxy: Option<Arc<ProxyPolicy>>,
     listener_idle: Duration,
+    announce: Announcement,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Cancelled when the pool closes: every accept loop and the sweeper stop at once, so
+    /// a stopped proxy's ports are free (and refuse connections) without waiting for a
+    /// connection or a timer.
+    closed: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 /// Shared handle on the pool; cheap to clone.
@@ -103,6 +114,27 @@ pub struct PoolSettings {
     pub proxy: Option<Arc<ProxyPolicy>>,
     /// See [`LISTENER_IDLE`].
     pub listener_idle: Duration,
+    /// What clients are told to connect to.
+    pub announce: Announcement,
+}
+
+impl PoolSettings {
+    /// The pool `[passive]` describes, with `accept_timeout` from `[limits]`.
+    pub fn new(
+        passive: &PassiveConfig,
+        accept_timeout: Duration,
+        proxy: Option<Arc<ProxyPolicy>>,
+    ) -> PoolSettings {
+        PoolSettings {
+            range: passive.ports,
+            bind: passive.bind,
+            multiplex: passive.multiplex,
+            accept_timeout,
+            proxy,
+            listener_idle: LISTENER_IDLE,
+            announce: Announcement::new(passive),
+        }
+    }
 }
 
 impl PortPool {
@@ -118,18 +150,33 @@ impl PortPool {
             accept_timeout: settings.accept_timeout,
             proxy: settings.proxy,
             listener_idle: settings.listener_idle,
+            announce: settings.announce,
             metrics,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
+            closed: CancellationToken::new(),
         });
-        tokio::spawn(sweep_expired(Arc::downgrade(&inner)));
+        tokio::spawn(sweep_expired(Arc::downgrade(&inner), inner.closed.clone()));
         PortPool { inner }
+    }
+
+    /// What clients are told to connect to.
+    pub fn announcement(&self) -> &Announcement {
+        &self.inner.announce
+    }
+
+    /// Stops every listener of the pool now (shutdown); reservations fail from here on.
+    pub fn close(&self) {
+        self.inner.closed.cancel();
     }
 
     /// Reserves a port for a data connection from `client_ip`.
     pub fn reserve(&self, client_ip: IpAddr) -> Result<Reservation, PoolError> {
         let client_ip = canonical_ip(client_ip);
         let inner = &self.inner;
+        if inner.closed.is_cancelled() {
+            return Err(PoolError::Closed);
+        }
         let mut state = inner.lock();
         let now = Instant::now();
         inner.purge_expired(&mut state, now);
@@ -207,7 +254,7 @@ impl Inner {
         match bind_listener(self.bind, port) {
             Ok(listener) => {
                 debug!(port, "passive listener bound");
-                let stop = CancellationToken::new();
+                let stop = self.closed.child_token();
                 let bound = ListenerState::Bound {
                     stop: stop.clone(),
                     last_used: now,
@@ -342,34 +389,6 @@ impl Inner {
     }
 }
 
-/// `0.0.0.0` and `::` both mean "every address": bind a dual-stack socket so IPv6 clients
-/// can use the passive ports too, falling back to IPv4 where IPv6 is disabled.
-pub fn bind_listener(bind: IpAddr, port: u16) -> io::Result<TcpListener> {
-    if bind.is_unspecified() {
-        let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-        match bind_socket(any6, Some(false)) {
-            Ok(listener) => return Ok(listener),
-            Err(e) if bind.is_ipv6() => return Err(e),
-            Err(_) => {}
-        }
-    }
-    bind_socket(SocketAddr::new(bind, port), None)
-}
-
-fn bind_socket(addr: SocketAddr, only_v6: Option<bool>) -> io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    if let Some(only) = only_v6 {
-        socket.set_only_v6(only)?;
-    }
-    // A restarted proxy must rebind its ports while old data connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
-}
-
 async fn accept_loop(pool: Weak<Inner>, listener: TcpListener, port: u16, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
@@ -425,9 +444,12 @@ async fn dispatch_after_header(
     }
 }
 
-async fn sweep_expired(pool: Weak<Inner>) {
+async fn sweep_expired(pool: Weak<Inner>, closed: CancellationToken) {
     loop {
-        tokio::time::sleep(SWEEP_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            _ = closed.cancelled() => return,
+        }
         let Some(inner) = pool.upgrade() else {
             return;
         };
@@ -510,6 +532,7 @@ mod tests {
             accept_timeout: Duration::from_secs(5),
             proxy: None,
             listener_idle: LISTENER_IDLE,
+            announce: Announcement::new(&crate::config::PassiveConfig::default()),
         };
         (PortPool::new(settings, metrics.clone()), metrics)
     }
@@ -529,6 +552,7 @@ mod tests {
             accept_timeout: Duration::from_secs(5),
             proxy: None,
             listener_idle: Duration::from_millis(200),
+            announce: Announcement::new(&crate::config::PassiveConfig::default()),
         };
         let pool = PortPool::new(settings, metrics.clone());
         let a = pool.reserve(ip(1)).expect("reserve");
@@ -650,6 +674,7 @@ mod tests {
                 accept_timeout: Duration::from_millis(50),
                 proxy: None,
                 listener_idle: LISTENER_IDLE,
+                announce: Announcement::new(&crate::config::PassiveConfig::default()),
             },
             metrics.clone(),
         );
@@ -660,5 +685,44 @@ mod tests {
         ));
         assert_eq!(metrics.passive_reservations_active.get(), 0);
         assert!(pool.reserve(ip(1)).is_ok());
+    }
+
+    /// Waits until nothing listens on `port` any more (a bind succeeds).
+    async fn port_freed(port: u16) -> bool {
+        let free = async {
+            while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), free)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn close_stops_every_listener_at_once() {
+        let (pool, _metrics) = pool(2, true);
+        let reservation = pool.reserve(ip(1)).expect("reserve");
+        let port = reservation.port();
+        drop(reservation);
+        pool.close();
+        assert!(
+            port_freed(port).await,
+            "port {port} still bound after close"
+        );
+        assert_eq!(pool.reserve(ip(1)).err(), Some(PoolError::Closed));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_pool_frees_its_ports_without_waiting_for_a_connection() {
+        let (pool, _metrics) = pool(2, true);
+        let reservation = pool.reserve(ip(1)).expect("reserve");
+        let port = reservation.port();
+        drop(reservation);
+        drop(pool);
+        assert!(
+            port_freed(port).await,
+            "port {port} still bound after the pool was dropped"
+        );
     }
 }
