@@ -509,3 +509,41 @@ async fn connection_in_its_tls_handshake_does_not_hold_the_shutdown() {
         "exited {took:?} after SIGTERM: a connection that never sent a ClientHello held the drain"
     );
 }
+
+/// A session whose transfer command waits for a data connection the client never opens is
+/// busy like a running transfer: it keeps its chance until the end of the grace, then it
+/// gets 421 and the process exits 0 (shutdown reaches every phase of a session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_awaiting_its_data_connection_gets_421_at_the_end_of_the_grace() {
+    let _serial = SERIAL.lock().await;
+    let backend = TestBackend::start().await;
+    random_file(&backend, "small.bin", 1024).await;
+    let mut instance = Instance::start(backend.server.addr, "2s").await;
+    let mut client = RawClient::login(loopback(4), instance.proxy.control).await;
+    client.pasv().await.expect("PASV");
+    client.send("RETR small.bin").await;
+
+    let sent = Instant::now();
+    instance.signal(libc::SIGTERM);
+    let told = match client.reply_within(Duration::from_secs(8)).await {
+        Awaited::Reply(reply) => reply,
+        other => panic!(
+            "session awaiting its data connection during SIGTERM: {other:?}\n{}",
+            instance.log()
+        ),
+    };
+    let told_after = sent.elapsed();
+    assert_eq!(told.code, 421, "{told:?}");
+    assert!(told.text.contains("shutting down"), "{told:?}");
+    assert!(
+        told_after >= Duration::from_millis(1900),
+        "421 after {told_after:?}, before the grace"
+    );
+    match client.reply_within(Duration::from_secs(3)).await {
+        Awaited::Closed(_) => {}
+        other => panic!("control connection after the 421: {other:?}"),
+    }
+    let status = instance.exit_within(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(instance.log().contains(COMPLETE_LOG), "{}", instance.log());
+}

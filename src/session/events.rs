@@ -130,6 +130,8 @@ pub(super) enum SessionEvent<'a> {
         user: &'a str,
         code: u16,
     },
+    /// This session's failed login started a ban of its client's address.
+    AddressBanned,
 }
 
 impl Session {
@@ -206,6 +208,12 @@ impl Session {
                 } else {
                     debug!(user, backend, code, "login step refused");
                 }
+            }
+            SessionEvent::AddressBanned => {
+                let limits = &self.shared.config.limits;
+                warn!(failures = limits.max_failed_logins, window = ?limits.failed_login_window, duration = ?limits.ban_duration, "address banned after failed logins");
+                metrics.bans_total.inc();
+                metrics.bans_active.inc();
             }
         }
     }

@@ -576,11 +576,7 @@ impl Session {
                 self.check_login_attempts().await
             }
             bans::Failure::Banned => {
-                let limits = &self.shared.config.limits;
-                warn!(failures = limits.max_failed_logins, window = ?limits.failed_login_window, duration = ?limits.ban_duration, "address banned after failed logins");
-                let metrics = &self.shared.metrics;
-                metrics.bans_total.inc();
-                metrics.bans_active.inc();
+                self.record(SessionEvent::AddressBanned);
                 self.close_banned().await
             }
         }
