@@ -10,8 +10,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::transfer::RunningTransfer;
-use super::{next_backend_reply, ClientInput, Flow, Outcome, Session, SessionError};
+use super::relay::next_backend_reply;
+use super::running::RunningTransfer;
+use super::{ClientInput, Flow, Outcome, Session, SessionError};
 use crate::conn::BackendLegError;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::shutdown;

@@ -1,0 +1,126 @@
+//! Preparing the client's data connection: PASV/EPSV answered with a port of the pool and
+//! the announced address, PORT/EPRT checked against the active-mode policy, REST held
+//! until the transfer command.
+
+use std::net::IpAddr;
+
+use tracing::warn;
+
+use super::gates;
+use super::{Flow, Session, SessionError};
+use crate::data::ClientData;
+use crate::ftp::addr::{self, EpsvArg};
+use crate::ftp::{Command, Reply, Verb};
+
+impl Session {
+    /// PASV/EPSV are always answered by ftpfront, with a port of the pool.
+    pub(super) async fn passive(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let reply = self.passive_reply(&command);
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    fn passive_reply(&mut self, command: &Command) -> Reply {
+        let extended = command.verb == Verb::Epsv;
+        if extended {
+            match addr::parse_epsv_arg(command.arg.as_deref()) {
+                Ok(EpsvArg::All) => {
+                    self.epsv_all = true;
+                    return Reply::new(200, "EPSV ALL ok: only EPSV from now on.");
+                }
+                Ok(EpsvArg::Protocol(p)) if p != self.client_protocol() => {
+                    return Reply::new(
+                        522,
+                        format!(
+                            "Network protocol not supported, use ({})",
+                            self.client_protocol()
+                        ),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return Reply::new(501, format!("Bad EPSV argument: {e}.")),
+            }
+        }
+        let public = self.public_address();
+        let IpAddr::V4(public_v4) = public else {
+            if !extended {
+                return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+            }
+            return self.reserve_passive(None);
+        };
+        if !extended && self.client_ip.is_ipv6() {
+            return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+        }
+        self.reserve_passive(if extended { None } else { Some(public_v4) })
+    }
+
+    /// Reserves a port (replacing this session's previous reservation) and formats the
+    /// 227 (with `pasv_ip`) or 229 reply.
+    fn reserve_passive(&mut self, pasv_ip: Option<std::net::Ipv4Addr>) -> Reply {
+        // Dropping the old reservation first lets a one-port range serve a repeated PASV.
+        self.data = None;
+        match self.shared.pool.reserve(self.client_ip) {
+            Ok(reservation) => {
+                let port = self.shared.pool.announcement().port_for(reservation.port());
+                self.data = Some(ClientData::Passive(reservation));
+                match pasv_ip {
+                    Some(ip) => addr::format_pasv_reply(ip, port),
+                    None => addr::format_epsv_reply(port),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "passive port pool exhausted for this client address");
+                Reply::new(
+                    425,
+                    format!("Can't open data connection: {e}. Try again when a transfer ends."),
+                )
+            }
+        }
+    }
+
+    fn client_protocol(&self) -> u8 {
+        if self.client_ip.is_ipv4() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The address clients are told to connect to (ports/announce.rs).
+    fn public_address(&self) -> IpAddr {
+        self.shared
+            .pool
+            .announcement()
+            .address_for(self.client_ip, self.reached_at.ip())
+    }
+
+    /// Client PORT/EPRT under `limits.client_active_mode`: no bounce to other hosts or to
+    /// privileged ports unless the policy is `any`.
+    pub(super) async fn active(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let reply = match gates::active_target(&self.view(), &command) {
+            Ok(target) => {
+                self.data = Some(ClientData::Active(target));
+                Reply::new(200, format!("{} command successful.", command.verb_text))
+            }
+            Err(reply) => reply,
+        };
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// REST is answered here and handed to the backend right before the transfer command,
+    /// because ftpfront sends the backend PASV/PORT in between (RFC 3659 5.3: REST must be
+    /// the last command before the transfer).
+    pub(super) async fn rest(&mut self, command: Command) -> Result<Flow, SessionError> {
+        match command.arg_str().trim().parse::<u64>() {
+            Ok(offset) => {
+                self.pending_rest = Some(command);
+                let text =
+                    format!("Restarting at {offset}. Send STORE or RETRIEVE to initiate transfer.");
+                self.reply(350, &text).await?;
+            }
+            Err(_) => self.reply(501, "REST needs a byte offset.").await?,
+        }
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,159 @@
+//! What ftpfront answers itself before login, when no backend is chosen yet (HELP, SYST,
+//! NOOP, OPTS, FEAT, QUIT): as the default backend would, from what `features.rs` learnt.
+
+use super::{Flow, Outcome, Session, SessionError, Shared};
+use crate::features::{self, Learnt, Lookup};
+use crate::ftp::{Command, Reply, Verb};
+
+impl Session {
+    /// HELP before login: the commands a client may use now (RFC 959 214), `HELP <verb>`
+    /// for one of them, 502 for a command ftpfront does not know.
+    pub(super) async fn help_before_login(
+        &mut self,
+        command: &Command,
+    ) -> Result<Flow, SessionError> {
+        const BEFORE_LOGIN: &str =
+            " USER PASS ACCT AUTH PBSZ PROT HOST FEAT OPTS SYST NOOP HELP QUIT REIN";
+        let topic = command.arg_str().trim();
+        let reply = if topic.is_empty() {
+            let lines = vec![
+                "The following commands are recognized before login.".to_string(),
+                BEFORE_LOGIN.to_string(),
+                "Help OK.".to_string(),
+            ];
+            Reply::multiline(214, lines)
+        } else if Verb::from_name(topic) == Verb::Other {
+            Reply::new(
+                502,
+                format!("Unknown command {}.", topic.to_ascii_uppercase()),
+            )
+        } else {
+            Reply::new(
+                214,
+                format!(
+                    "{} is recognized; log in for details.",
+                    topic.to_ascii_uppercase()
+                ),
+            )
+        };
+        self.send(&reply).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// SYST before login as the default backend answers it (vsftpd: 530, others: 215),
+    /// learnt by the feature probe; 530 when that is unknown.
+    pub(super) async fn syst_before_login(&mut self) -> Result<Flow, SessionError> {
+        let shared = self.shared.clone();
+        match default_backend_learnt(&shared).await.before_login.syst {
+            Some(reply) => self.send(&reply).await?,
+            None => self.answer(530, "Please login with USER and PASS.").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// NOOP before login as the default backend answers it (vsftpd: 530, others: 200).
+    pub(super) async fn noop_before_login(&mut self) -> Result<Flow, SessionError> {
+        let shared = self.shared.clone();
+        match default_backend_learnt(&shared).await.before_login.noop {
+            Some(reply) if reply.code == 530 => self.send(&reply).await?,
+            _ => self.answer(200, "NOOP ok.").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Before login there is no backend to ask: ftpfront answers OPTS UTF8 itself and tells
+    /// the backend after login (`replay_utf8`). After login OPTS goes to the backend.
+    pub(super) async fn opts_before_login(
+        &mut self,
+        command: Command,
+    ) -> Result<Flow, SessionError> {
+        let option = command.arg_str().trim().to_ascii_uppercase();
+        let words: Vec<&str> = option.split_whitespace().collect();
+        match words.as_slice() {
+            ["UTF8"] | ["UTF8", "ON"] => {
+                self.utf8_requested = true;
+                self.reply(200, "UTF8 mode on.").await?;
+            }
+            ["UTF8", "OFF"] => {
+                self.utf8_requested = false;
+                self.reply(200, "UTF8 mode off.").await?;
+            }
+            _ => {
+                self.reply(501, "Option not understood before login.")
+                    .await?
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn quit(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reply(221, "Goodbye.").await?;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// FEAT is built by ftpfront (see `features`): after login from the session's backend,
+    /// before login from the default backend's cached features. After login the backend
+    /// hears the client's own line, so a stray argument gets the server's verdict (proftpd:
+    /// 501; vsftpd and pure-ftpd ignore it).
+    pub(super) async fn feat(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let shared = self.shared.clone();
+        let backend_features = match (self.logged_in(), self.backend.as_mut()) {
+            (true, Some(leg)) => {
+                let reply = leg.control.command(&command, "asking FEAT").await?;
+                if !reply.is_completion() {
+                    return self.relay_refusal(&reply).await;
+                }
+                let relayable = features::relayable(&reply);
+                shared
+                    .features
+                    .store_features(&leg.config.name, relayable.clone());
+                relayable
+            }
+            _ => {
+                let learnt = default_backend_learnt(&shared).await;
+                if let Some(refusal) = stray_argument_refused(&command, &learnt) {
+                    self.send(&refusal).await?;
+                    return Ok(Flow::Continue);
+                }
+                learnt.features
+            }
+        };
+        let tls = self.shared.client_tls.is_some();
+        self.send(&features::reply(backend_features, tls)).await?;
+        Ok(Flow::Continue)
+    }
+}
+
+/// Before login the backend is not chosen yet: the default backend's features stand in.
+/// A FEAT with an argument before login, refused as the default backend refuses it.
+fn stray_argument_refused(command: &Command, learnt: &Learnt) -> Option<Reply> {
+    if command.arg_str().trim().is_empty() {
+        return None;
+    }
+    let reply = learnt.before_login.feat_with_argument.as_ref()?;
+    (500..=504).contains(&reply.code).then(|| reply.clone())
+}
+
+async fn default_backend_learnt(shared: &Shared) -> Learnt {
+    let config = &shared.config;
+    let Some(backend) = config
+        .default_backend()
+        .and_then(|name| config.backend(name))
+    else {
+        return Learnt::default();
+    };
+    let permit = match shared.features.lookup(&backend.name) {
+        Lookup::Fresh(learnt) => return learnt,
+        Lookup::Unknown => return Learnt::default(),
+        Lookup::Probe(permit) => permit,
+    };
+    let tls = shared.backend_tls.get(&backend.name);
+    let found = features::probe(backend, tls, &shared.metrics).await;
+    match &found {
+        Some(found) => shared.features.store(&backend.name, found.clone()),
+        None => shared.features.store_failure(&backend.name),
+    }
+    drop(permit);
+    found.unwrap_or_default()
+}

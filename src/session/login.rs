@@ -1,0 +1,257 @@
+//! Login: HOST, USER routed to a backend (a fresh control connection or the one of a
+//! failed attempt), PASS/ACCT relayed, failed logins counted per connection and per
+//! address (bans), REIN, and the backend connection's end.
+
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::events::SessionEvent;
+use super::{Flow, Login, Outcome, Session, SessionError};
+use crate::backend::{self, BackendLeg};
+use crate::bans;
+use crate::config::BackendConfig;
+use crate::conn::BackendLegError;
+use crate::ftp::{Command, Reply};
+
+impl Session {
+    pub(super) async fn host(&mut self, command: Command) -> Result<Flow, SessionError> {
+        if self.backend.is_some() {
+            self.reply(503, "HOST must come before USER.").await?;
+        } else if command.arg_str().is_empty() {
+            self.reply(501, "HOST needs a host name.").await?;
+        } else {
+            self.host = Some(command.arg_str().to_string());
+            self.reply(220, "Host accepted.").await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// USER routes to a backend. Retries after a failed login reuse the backend connection
+    /// (the server then counts its own failed logins, as without ftpfront); another
+    /// backend, or a USER after a successful login, starts over on a fresh connection.
+    pub(super) async fn user(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let user = command.arg_str().to_string();
+        if user.is_empty() {
+            self.reply(501, "USER needs a user name.").await?;
+            return Ok(Flow::Continue);
+        }
+        if self.is_banned() {
+            return self.close_banned().await;
+        }
+        let Some(config) = self.shared.router.route(&user).cloned() else {
+            self.reset_login_state();
+            self.reply(530, "No backend serves this user.").await?;
+            return Ok(Flow::Continue);
+        };
+        let started = Instant::now();
+        let same_backend = |leg: &BackendLeg| leg.config.name == config.name;
+        let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_backend);
+        self.reset_login_state();
+        if !reuse {
+            self.close_backend().await;
+            if let Err(flow) = self.open_backend(config, &user).await? {
+                return Ok(flow);
+            }
+        }
+        let Some(leg) = self.backend.as_mut() else {
+            return Ok(Flow::Close(Outcome::Error));
+        };
+        let reply = leg.control.command(&command, "sending USER").await?;
+        self.send(&reply).await?;
+        self.after_login_reply(&reply, user, started).await
+    }
+
+    /// Connects to `config`'s backend for `user`; `Err(flow)` when it failed (the client
+    /// has its reply).
+    async fn open_backend(
+        &mut self,
+        config: BackendConfig,
+        user: &str,
+    ) -> Result<Result<(), Flow>, SessionError> {
+        let tls = self.shared.backend_tls.get(&config.name);
+        let client = Some(self.client.peer());
+        match backend::connect(&config, tls, &self.shared.metrics, client).await {
+            Ok((control, tls)) => {
+                self.backend = Some(BackendLeg {
+                    control,
+                    config,
+                    tls,
+                });
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                warn!(user, error = e.to_string().as_str(), "backend unavailable");
+                self.send(&e.client_reply()).await?;
+                Ok(Err(Flow::Close(Outcome::Error)))
+            }
+        }
+    }
+
+    pub(super) async fn pass_or_acct(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let (user, started) = match &self.login {
+            Login::UserSent { user, started } => (user.clone(), *started),
+            Login::LoggedIn { .. } => {
+                self.reply(503, "Already logged in.").await?;
+                return Ok(Flow::Continue);
+            }
+            Login::None => {
+                self.reply(503, "Login with USER first.").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(leg) = self.backend.as_mut() else {
+            self.reply(503, "Login with USER first.").await?;
+            return Ok(Flow::Continue);
+        };
+        let reply = leg
+            .control
+            .command(&command, "sending the password")
+            .await?;
+        self.send(&reply).await?;
+        self.after_login_reply(&reply, user, started).await
+    }
+
+    /// Tracks the login from the backend's reply to USER/PASS/ACCT.
+    async fn after_login_reply(
+        &mut self,
+        reply: &Reply,
+        user: String,
+        started: Instant,
+    ) -> Result<Flow, SessionError> {
+        let backend_name = self.backend_name().to_string();
+        match reply.code {
+            230 => {
+                self.record(SessionEvent::LoginOk {
+                    user: &user,
+                    started,
+                });
+                self.name_span(&user, &backend_name);
+                self.login = Login::LoggedIn { user };
+                self.replay_utf8().await?;
+            }
+            331 | 332 => self.login = Login::UserSent { user, started },
+            code => {
+                self.record(SessionEvent::LoginRefused { user: &user, code });
+                self.login = Login::None;
+                // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses.
+                if code == 530 {
+                    return self.count_failed_login().await;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn is_banned(&self) -> bool {
+        let bans = &self.shared.bans;
+        bans.banned_for(self.client_ip, Instant::now()).is_some()
+    }
+
+    /// A failed login counts towards the connection's limit and the address's ban; the
+    /// one that starts the ban closes this session too (others from the address are
+    /// refused at their next USER).
+    async fn count_failed_login(&mut self) -> Result<Flow, SessionError> {
+        self.failed_logins += 1;
+        let now = Instant::now();
+        match self.shared.bans.record_failure(self.client_ip, now) {
+            bans::Failure::Counted => self.check_login_attempts().await,
+            bans::Failure::Untracked => {
+                debug!("ban table full: failed login not tracked");
+                self.check_login_attempts().await
+            }
+            bans::Failure::Banned => {
+                self.record(SessionEvent::AddressBanned);
+                self.close_banned().await
+            }
+        }
+    }
+
+    async fn check_login_attempts(&mut self) -> Result<Flow, SessionError> {
+        let limit = self.shared.config.limits.max_login_attempts;
+        if limit == 0 || self.failed_logins < limit {
+            return Ok(Flow::Continue);
+        }
+        info!(
+            attempts = self.failed_logins,
+            "too many failed logins on one connection"
+        );
+        if self.backend_hangs_up().await {
+            // The server enforces its own limit: end the session the way it does.
+            return Ok(Flow::Close(Outcome::Ok));
+        }
+        self.close_backend().await;
+        self.reply(421, "Too many failed logins; closing control connection.")
+            .await?;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// Whether the backend closes its control connection within a moment (servers close
+    /// at once after their own last failed login).
+    async fn backend_hangs_up(&mut self) -> bool {
+        let Some(leg) = self.backend.as_mut() else {
+            return false;
+        };
+        let next = leg.control.next_reply("waiting for the backend to hang up");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(250), next).await;
+        matches!(waited, Ok(Err(BackendLegError::Closed { .. })))
+    }
+
+    async fn close_banned(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reply(421, bans::BANNED_TEXT).await?;
+        Ok(Flow::Close(Outcome::Ok))
+    }
+
+    /// OPTS UTF8 sent before login was answered by ftpfront; the backend hears it now.
+    async fn replay_utf8(&mut self) -> Result<(), SessionError> {
+        if !self.utf8_requested {
+            return Ok(());
+        }
+        if let Some(leg) = self.backend.as_mut() {
+            let reply = leg
+                .control
+                .command(
+                    &Command::new("OPTS", Some("UTF8 ON")),
+                    "replaying OPTS UTF8",
+                )
+                .await?;
+            debug!(code = reply.code, "backend answered OPTS UTF8 ON");
+        }
+        Ok(())
+    }
+
+    /// Names the session span after its first login. Recorded once only: the text log
+    /// appends every recording to the span, so recording each USER would let one client
+    /// grow memory and every later log line without bound. Later logins of the same
+    /// connection (REIN) are in their own "login ok" lines.
+    fn name_span(&mut self, user: &str, backend: &str) {
+        if !self.span_named {
+            self.span_named = true;
+            self.span.record("user", user);
+            self.span.record("backend", backend);
+        }
+    }
+
+    fn reset_login_state(&mut self) {
+        self.login = Login::None;
+        self.data = None;
+        self.pending_rest = None;
+        self.epsv_all = false;
+    }
+
+    pub(super) async fn reinitialize(&mut self) -> Result<Flow, SessionError> {
+        self.close_backend().await;
+        self.reset_login_state();
+        self.host = None;
+        self.reply(220, "Service ready for new user.").await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Says goodbye to the backend (best effort: it may be the one that failed).
+    pub(super) async fn close_backend(&mut self) {
+        if let Some(leg) = self.backend.take() {
+            leg.control.quit(std::time::Duration::from_secs(2)).await;
+        }
+    }
+}
