@@ -406,17 +406,26 @@ impl FtpClient {
             .unwrap_or_else(|e| panic!("229 format: {e}: {reply:?}")))
     }
 
-    /// RETR over an already announced passive address; returns the bytes and final reply.
-    pub async fn retr(&mut self, path: &str, data_addr: SocketAddr) -> (Vec<u8>, RawReply) {
-        let mut data = connect_from(self.source, data_addr)
+    /// Connects to `data_addr` from the client's address, then sends `command`, whose
+    /// first reply must be 150 or 125; the data connection.
+    async fn start_transfer(&mut self, command: &str, data_addr: SocketAddr) -> TcpStream {
+        let data = connect_from(self.source, data_addr)
             .await
             .expect("data connect");
-        self.send(&format!("RETR {path}")).await;
+        self.send(command).await;
         let first = self.reply().await;
         assert!(
             first.code == 150 || first.code == 125,
-            "RETR start: {first:?}"
+            "{command} start: {first:?}"
         );
+        data
+    }
+
+    /// RETR over an already announced passive address; returns the bytes and final reply.
+    pub async fn retr(&mut self, path: &str, data_addr: SocketAddr) -> (Vec<u8>, RawReply) {
+        let mut data = self
+            .start_transfer(&format!("RETR {path}"), data_addr)
+            .await;
         let mut bytes = Vec::new();
         data.read_to_end(&mut bytes).await.expect("read data");
         let last = self.reply().await;
@@ -425,15 +434,9 @@ impl FtpClient {
 
     /// STOR `bytes` as `path` over an already announced passive address; the final reply.
     pub async fn stor(&mut self, path: &str, data_addr: SocketAddr, bytes: &[u8]) -> RawReply {
-        let mut data = connect_from(self.source, data_addr)
-            .await
-            .expect("data connect");
-        self.send(&format!("STOR {path}")).await;
-        let first = self.reply().await;
-        assert!(
-            first.code == 150 || first.code == 125,
-            "STOR start: {first:?}"
-        );
+        let mut data = self
+            .start_transfer(&format!("STOR {path}"), data_addr)
+            .await;
         data.write_all(bytes).await.expect("write data");
         data.shutdown().await.expect("close data");
         drop(data);
