@@ -17,12 +17,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::ftp_client::{connect_from, FtpClient};
 use common::harness::{
-    connect_from, free_port_block, loopback, retr_active, run_binary, sample_bytes, sha256,
-    BinaryProxy, RawClient, TestBackend, PASSWORD, USER,
+    free_port_block, loopback, sample_bytes, sha256, TestBackend, PASSWORD, USER,
 };
-use common::process::{cpu_seconds, fd_count, rss_kib};
-use common::tls::{garbage_on_fresh_connection, metric, not_a_client_hello, TestPki};
+use common::metrics::{metric, try_http_get_at};
+use common::process::{cpu_seconds, fd_count, rss_kib, run_binary, BinaryProxy};
+use common::tls::{garbage_on_fresh_connection, not_a_client_hello, TestPki};
 use futures::StreamExt;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -136,7 +137,7 @@ impl Target {
     async fn scrape(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match http_get(self.metrics, "/metrics").await {
+            match try_http_get_at(self.metrics, "/metrics", "").await {
                 Ok(text) if text.starts_with("HTTP/1.1 200") => return text,
                 other if Instant::now() >= deadline => {
                     panic!("metrics at {} not answering: {other:?}", self.metrics)
@@ -248,16 +249,6 @@ filter = "info"
     )
 }
 
-/// A plain HTTP/1.1 GET; the whole response, status line included.
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------
 // The honest client
 // ---------------------------------------------------------------------------
@@ -266,7 +257,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 /// connect to the final 226 (the hash, slow in a debug test build, is not timed).
 async fn honest_download_from(source: IpAddr, control: SocketAddr) -> Duration {
     let started = Instant::now();
-    let mut client = RawClient::login(source, control).await;
+    let mut client = FtpClient::login(source, control).await;
     let data = client.pasv().await.expect("honest PASV");
     let (bytes, reply) = client.retr(BIG, data).await;
     let took = started.elapsed();
@@ -754,7 +745,7 @@ async fn random_on_implicit(source: IpAddr, target: SocketAddr, index: u32) -> b
 
 /// A real implicit FTPS client gets `220` and `221`.
 async fn tls_client_greeted(implicit: SocketAddr, pki: &TestPki) {
-    let (mut client, greeting) = common::tls::ControlClient::connect_implicit(implicit, pki).await;
+    let (mut client, greeting) = FtpClient::implicit(implicit, pki).await;
     assert_eq!(greeting.code, 220, "TLS greeting: {greeting:?}");
     client.expect("QUIT", 221).await;
 }
@@ -1199,7 +1190,7 @@ async fn bounce_attempts(control: SocketAddr, code: u16) -> usize {
         format!("EPRT |1|{own}|{low_port}|"),
         format!("EPRT |2|::ffff:{own}|{low_port}|"),
     ];
-    let mut client = RawClient::login(source, control).await;
+    let mut client = FtpClient::login(source, control).await;
     for attempt in &attempts {
         let reply = client.cmd(attempt).await;
         assert_eq!(reply.code, code, "{attempt}: {reply:?}");
@@ -1215,7 +1206,9 @@ async fn bounce_attempts(control: SocketAddr, code: u16) -> usize {
     let own_listener = tokio::net::TcpListener::bind((own, 0)).await.expect("bind");
     let own_port = port_line(own, port_of(&own_listener));
     if code == 501 {
-        let (bytes, reply) = retr_active(&mut client, &own_port, "hello.txt", &own_listener).await;
+        let (bytes, reply) = client
+            .retr_active(&own_port, "hello.txt", &own_listener)
+            .await;
         assert_eq!(reply.code, 226, "the control PORT: {reply:?}");
         assert_eq!(
             bytes, b"hello through the proxy\n",
@@ -1278,7 +1271,7 @@ async fn a_stranger_connecting_first_to_a_passive_port_gets_nothing() {
         .await;
 
     let started = Instant::now();
-    let mut victim = RawClient::login(loopback(HONEST), target.control()).await;
+    let mut victim = FtpClient::login(loopback(HONEST), target.control()).await;
     let data = victim.pasv().await.expect("victim PASV");
     let mut thieves = Vec::new();
     for i in 0..THIEVES {

@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use ftpfront::server::RunningProxy;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -24,7 +26,7 @@ async fn start(backend: &TestBackend) -> RunningProxy {
 }
 
 /// One failed USER/PASS on `client`; returns the reply to PASS.
-async fn fail_login(client: &mut RawClient) -> RawReply {
+async fn fail_login(client: &mut FtpClient) -> RawReply {
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     client.cmd("PASS wrong").await
 }
@@ -54,11 +56,11 @@ async fn wait_for_metric(proxy: &RunningProxy, series: &str, value: f64) -> f64 
 
 /// Fails `MAX_FAILED` logins from `source`: the last one gets its 530, then 421, closed.
 async fn get_banned(source: IpAddr, proxy: SocketAddr) {
-    let mut first = RawClient::connect(source, proxy).await;
+    let mut first = FtpClient::connect(source, proxy).await;
     for _ in 1..MAX_FAILED {
         assert_eq!(fail_login(&mut first).await.code, 530);
     }
-    let mut second = RawClient::connect(source, proxy).await;
+    let mut second = FtpClient::connect(source, proxy).await;
     assert_eq!(fail_login(&mut second).await.code, 530);
     let refusal = second.reply().await;
     assert_eq!(refusal.code, 421, "the banning failure closes: {refusal:?}");
@@ -84,7 +86,7 @@ async fn a_failed_login_burst_bans_that_address_only_until_the_ban_ends() {
         refused.starts_with("421 "),
         "banned address greeted: {refused:?}"
     );
-    let mut other = RawClient::login(honest, proxy.control_addr).await;
+    let mut other = FtpClient::login(honest, proxy.control_addr).await;
     assert_eq!(other.cmd("PWD").await.code, 257);
     let text = scrape(&proxy).await;
     assert_eq!(metric_value(&text, "ftpfront_bans_total"), 1.0);
@@ -97,7 +99,7 @@ async fn a_failed_login_burst_bans_that_address_only_until_the_ban_ends() {
         wait_for_metric(&proxy, "ftpfront_bans_active", 0.0).await,
         0.0
     );
-    let mut back = RawClient::login(attacker, proxy.control_addr).await;
+    let mut back = FtpClient::login(attacker, proxy.control_addr).await;
     assert_eq!(back.cmd("PWD").await.code, 257);
     proxy.shutdown().await;
 }
@@ -107,7 +109,7 @@ async fn failures_below_the_limit_and_successes_never_ban() {
     let backend = TestBackend::start().await;
     let proxy = start(&backend).await;
     let source = loopback(63);
-    let mut client = RawClient::connect(source, proxy.control_addr).await;
+    let mut client = FtpClient::connect(source, proxy.control_addr).await;
     for _ in 1..MAX_FAILED {
         assert_eq!(fail_login(&mut client).await.code, 530);
     }
@@ -115,7 +117,7 @@ async fn failures_below_the_limit_and_successes_never_ban() {
     // connection and on a new one.
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     assert_eq!(client.cmd(&format!("PASS {PASSWORD}")).await.code, 230);
-    let mut good = RawClient::login(source, proxy.control_addr).await;
+    let mut good = FtpClient::login(source, proxy.control_addr).await;
     assert_eq!(good.cmd("PWD").await.code, 257);
     assert_eq!(
         metric_value(&scrape(&proxy).await, "ftpfront_bans_total"),

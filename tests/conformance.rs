@@ -21,7 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::external::require_program;
+use common::external::{ftp_client_script, require_program};
+use common::ftp_client::*;
 use common::harness::*;
 use common::servers::{start_async, FtpServer, ServerKind, ServerOptions};
 use ftpfront::server::RunningProxy;
@@ -133,21 +134,21 @@ fn normalise(text: &str) -> String {
 }
 
 /// `command => reply` (the whole reply).
-async fn exchange(client: &mut RawClient, command: &str) -> String {
+async fn exchange(client: &mut FtpClient, command: &str) -> String {
     client.send(command).await;
     let reply = client.reply_within(Duration::from_secs(10)).await;
     format!("{command} => {}", render(reply))
 }
 
 /// `command => code`.
-async fn exchange_code(client: &mut RawClient, command: &str) -> String {
+async fn exchange_code(client: &mut FtpClient, command: &str) -> String {
     client.send(command).await;
     let reply = client.reply_within(Duration::from_secs(10)).await;
     format!("{command} => {}", render_code(reply))
 }
 
 /// Every reply that arrives until none has for `quiet`.
-async fn replies_until_quiet(client: &mut RawClient, quiet: Duration) -> Vec<String> {
+async fn replies_until_quiet(client: &mut FtpClient, quiet: Duration) -> Vec<String> {
     let mut seen = Vec::new();
     loop {
         match client.reply_within(quiet).await {
@@ -176,7 +177,7 @@ async fn start_pair(kind: ServerKind) -> Option<Pair> {
 }
 
 /// The address ftpfront or the server announced for PASV.
-async fn passive(client: &mut RawClient) -> SocketAddr {
+async fn passive(client: &mut FtpClient) -> SocketAddr {
     client
         .pasv()
         .await
@@ -263,7 +264,7 @@ async fn feat_has_no_utf8_when_the_backend_has_none() {
 /// USER anonymous / PASS with a banned address, eight times: every reply code, and where the
 /// session ended.
 async fn eight_failed_logins(addr: SocketAddr, source: IpAddr) -> Vec<String> {
-    let (mut client, greeting) = RawClient::connect_unchecked(source, addr).await;
+    let (mut client, greeting) = FtpClient::connect_unchecked(source, addr).await;
     let mut seen = vec![format!("greeting {}", render_code(greeting))];
     for _ in 0..8 {
         for command in ["USER anonymous", "PASS bad@"] {
@@ -312,7 +313,7 @@ async fn failed_logins_end_the_session_where_the_backend_does() {
 /// What a client sees from a full server: the first reply other than a 220 greeting (which
 /// through ftpfront is ftpfront's own), through USER and PASS, then whether it closed.
 async fn refused_client(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Vec<String> {
-    let (mut client, greeting) = RawClient::connect_unchecked(source, addr).await;
+    let (mut client, greeting) = FtpClient::connect_unchecked(source, addr).await;
     let mut seen = Vec::new();
     match greeting {
         Awaited::Reply(reply) if reply.code == 220 => {}
@@ -346,10 +347,10 @@ async fn refused_client(server: &FtpServer, addr: SocketAddr, source: IpAddr) ->
 /// A session logged in straight to a server limited to one client. The connection that
 /// checked the server was up may still count for a moment (pure-ftpd's child ends after
 /// the close): until it is gone the server greets with 421, so this tries again.
-async fn hold_the_only_slot(server: &FtpServer) -> RawClient {
+async fn hold_the_only_slot(server: &FtpServer) -> FtpClient {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (mut client, greeting) = RawClient::connect_unchecked(loopback(20), server.addr).await;
+        let (mut client, greeting) = FtpClient::connect_unchecked(loopback(20), server.addr).await;
         match greeting {
             Awaited::Reply(reply) if reply.code == 220 => {
                 if client.cmd(&format!("USER {}", server.user)).await.code == 331 {
@@ -476,7 +477,7 @@ async fn pipelined_commands_during_a_download_keep_their_order() {
 // ---------------------------------------------------------------------------------------
 // 6. ABOR variants
 
-/// Byte strings sent in order, the `true` ones as urgent data (see `RawClient::send_parts`).
+/// Byte strings sent in order, the `true` ones as urgent data (see `FtpClient::send_parts`).
 type Parts = &'static [(&'static [u8], bool)];
 
 /// How each variant is sent.
@@ -601,7 +602,7 @@ async fn stray_arguments_get_the_backends_codes() {
         };
         let (direct, proxied) = pair
             .both(async |addr, source| {
-                let (mut client, _greeting) = RawClient::connect_unchecked(source, addr).await;
+                let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
                 let mut seen = vec!["before login".to_string()];
                 for command in ["NOOP", "NOOP x", "PASV x", "FEAT x"] {
                     seen.push(exchange_code(&mut client, command).await);
@@ -626,7 +627,7 @@ async fn stray_arguments_get_the_backends_codes() {
 
 /// STAT and SYST before login (codes: ftpfront answers them itself there).
 async fn before_login(addr: SocketAddr, source: IpAddr) -> Vec<String> {
-    let (mut client, _greeting) = RawClient::connect_unchecked(source, addr).await;
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
     let mut seen = Vec::new();
     for command in ["STAT", "SYST"] {
         seen.push(exchange_code(&mut client, command).await);
@@ -808,7 +809,7 @@ fn put_fixtures(server: &FtpServer) -> Vec<u8> {
 }
 
 /// A RETR or LIST over a fresh PASV: the start reply, the bytes, the final reply.
-async fn raw_download(client: &mut RawClient, command: &str) -> Vec<String> {
+async fn raw_download(client: &mut FtpClient, command: &str) -> Vec<String> {
     use tokio::io::AsyncReadExt;
     let data_addr = passive(client).await;
     let mut data = connect_from(client.source, data_addr)
@@ -829,7 +830,7 @@ async fn raw_download(client: &mut RawClient, command: &str) -> Vec<String> {
 
 /// The raw client's session: whole replies (350 and 227 by code: ftpfront's own).
 async fn raw_session(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Vec<String> {
-    let (mut client, _greeting) = RawClient::connect_unchecked(source, addr).await;
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
     let mut seen = vec![exchange(&mut client, &format!("USER {}", server.user)).await];
     if seen[0].contains("=> 331") {
         seen.push(exchange(&mut client, &format!("PASS {}", server.password)).await);
@@ -917,19 +918,15 @@ async fn curl_session(
     seen
 }
 
-/// Python's ftplib (tests/clients/conformance_session.py): what it printed.
+/// Python's ftplib (tests/clients/ftp_client.py conformance): what it printed.
 async fn ftplib_session(
     python: &Path,
     server: &FtpServer,
     addr: SocketAddr,
     name: &str,
 ) -> Vec<String> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/conformance_session.py"
-    );
     let run = tokio::process::Command::new(python)
-        .arg(script)
+        .args([ftp_client_script(), "conformance"])
         .args([
             &addr.ip().to_string(),
             &addr.port().to_string(),

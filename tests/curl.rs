@@ -4,10 +4,14 @@
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
+use common::process::spawn_demo;
 
 /// The 227 lines curl printed in verbose mode.
 fn pasv_lines(stderr: &[u8]) -> Vec<String> {
@@ -145,25 +149,8 @@ async fn demo_command_serves_the_printed_curl_commands() {
     let Some(curl_bin) = require_program("curl") else {
         return;
     };
-    let control = free_port_block(1);
-    let passive = free_port_block(4);
-    let metrics = free_port_block(1);
-    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
-        .args([
-            "demo",
-            "--port",
-            &control.to_string(),
-            "--passive-ports",
-            &format!("{passive}-{}", passive + 3),
-            "--metrics-port",
-            &metrics.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start demo");
-    let url = format!("ftp://demo:demo@127.0.0.1:{control}/hello.txt");
+    let mut demo = spawn_demo(Stdio::null(), Stdio::null()).await;
+    let url = format!("ftp://demo:demo@{}/hello.txt", demo.control);
     let mut fetched = None;
     for _ in 0..100 {
         let out = run_curl(&curl_bin, &[&url]).await;
@@ -173,7 +160,7 @@ async fn demo_command_serves_the_printed_curl_commands() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = demo.start_kill();
+    let _ = demo.child.start_kill();
     let text = String::from_utf8(fetched.expect("demo answered")).expect("utf-8");
     assert!(text.contains("through ftpfront"), "{text}");
 }

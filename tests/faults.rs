@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::fake_backend::{Behaviour, DataEnd, FakeBackend, Observed};
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions};
 use ftpfront::config::Config;
 use ftpfront::server::RunningProxy;
@@ -73,7 +75,7 @@ async fn assert_released_and_stop(proxy: RunningProxy) {
 }
 
 /// PASV, the data connection, then `command`, whose 150 is checked.
-async fn open_transfer(client: &mut RawClient, command: &str) -> TcpStream {
+async fn open_transfer(client: &mut FtpClient, command: &str) -> TcpStream {
     let addr = client.pasv().await.expect("PASV");
     let data = connect_from(client.source, addr)
         .await
@@ -114,7 +116,7 @@ fn kill(data: TcpStream) {
 }
 
 /// The reply that ends a broken transfer: 426 or 451; never 226, never silence.
-async fn assert_transfer_failed(client: &mut RawClient, what: &str) {
+async fn assert_transfer_failed(client: &mut FtpClient, what: &str) {
     match client.reply_within(REPLY_TIMEOUT + SLACK).await {
         Awaited::Reply(reply) if reply.code == 426 || reply.code == 451 => {}
         other => panic!("{what}: expected 426 or 451 for the transfer, got {other:?}"),
@@ -122,7 +124,7 @@ async fn assert_transfer_failed(client: &mut RawClient, what: &str) {
 }
 
 /// After a failed transfer the session goes on (PWD answered) or ends with 421; no hang.
-async fn assert_goes_on_or_421(mut client: RawClient, what: &str) {
+async fn assert_goes_on_or_421(mut client: FtpClient, what: &str) {
     // A 421 closing the session follows the transfer's reply at once.
     let early = client.reply_within(Duration::from_millis(500)).await;
     let next = match early {
@@ -139,7 +141,7 @@ async fn assert_goes_on_or_421(mut client: RawClient, what: &str) {
     }
 }
 
-async fn assert_closed(client: &mut RawClient, what: &str) {
+async fn assert_closed(client: &mut FtpClient, what: &str) {
     let after = client.reply_within(SLACK).await;
     assert!(
         matches!(after, Awaited::Closed(_)),
@@ -148,7 +150,7 @@ async fn assert_closed(client: &mut RawClient, what: &str) {
 }
 
 /// A reply within `limit` that closes the session: 421, then the connection ends.
-async fn assert_421_within(client: &mut RawClient, limit: Duration, what: &str) {
+async fn assert_421_within(client: &mut FtpClient, limit: Duration, what: &str) {
     let started = Instant::now();
     let reply = client.reply_within(limit).await;
     let took = started.elapsed();
@@ -167,7 +169,7 @@ async fn first_data_end(fake: &FakeBackend, also: impl Fn(&Observed) -> bool) ->
 }
 
 /// Starts an upload, sends `len` bytes and waits until the backend has some of them.
-async fn upload_under_way(fake: &FakeBackend, client: &mut RawClient, len: usize) -> TcpStream {
+async fn upload_under_way(fake: &FakeBackend, client: &mut FtpClient, len: usize) -> TcpStream {
     let mut data = open_transfer(client, "STOR up.bin").await;
     write_upload(&mut data, len).await;
     let seen = fake
@@ -197,7 +199,7 @@ fn assert_backend_saw_abort(seen: &Observed, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_killed_mid_download_fails_the_transfer() {
     let (_fake, proxy) = start(Behaviour::DieMidDownload { after: 256 * 1024 }).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let mut data = open_transfer(&mut client, "RETR big.bin").await;
     read_until_end(&mut data).await;
     let what = "backend killed mid-download";
@@ -210,7 +212,7 @@ async fn backend_killed_mid_download_fails_the_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_killed_mid_upload_fails_the_transfer() {
     let (_fake, proxy) = start(Behaviour::DieMidUpload { after: 128 * 1024 }).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let mut data = open_transfer(&mut client, "STOR up.bin").await;
     write_upload(&mut data, 4 * 1024 * 1024).await;
     let what = "backend killed mid-upload";
@@ -223,7 +225,7 @@ async fn backend_killed_mid_upload_fails_the_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_resetting_the_download_fails_the_transfer() {
     let (_fake, proxy) = start(Behaviour::ResetDataMidDownload { after: 256 * 1024 }).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let mut data = open_transfer(&mut client, "RETR big.bin").await;
     read_until_end(&mut data).await;
     let what = "backend reset the download's data connection";
@@ -239,7 +241,7 @@ async fn assert_greeting_bounded(behaviour: Behaviour, what: &str) {
     let mut config = config_for(&fake);
     config.backends[0].reply_timeout = Duration::from_secs(8);
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     let limit = CONNECT_TIMEOUT + Duration::from_secs(1);
     let started = Instant::now();
     client.send("USER alice").await;
@@ -270,7 +272,7 @@ async fn backend_greeting_120_forever_gets_421_within_connect_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_greeting_421_gives_the_client_421() {
     let (_fake, proxy) = start(Behaviour::Busy421).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     client.send("USER alice").await;
     assert_421_within(&mut client, REPLY_TIMEOUT + SLACK, "backend greets 421").await;
     assert_released_and_stop(proxy).await;
@@ -280,7 +282,7 @@ async fn backend_greeting_421_gives_the_client_421() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_227_from_the_backend_gives_425_and_the_session_goes_on() {
     let (_fake, proxy) = start(Behaviour::MalformedPasv).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let addr = client.pasv().await.expect("PASV");
     let data = connect_from(client.source, addr)
         .await
@@ -301,7 +303,7 @@ async fn malformed_227_from_the_backend_gives_425_and_the_session_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabyte_reply_line_ends_the_session_with_421() {
     let (_fake, proxy) = start(Behaviour::HugeReplyLine).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     client.send("PWD").await;
     let limit = REPLY_TIMEOUT + SLACK;
     assert_421_within(&mut client, limit, "10 MB reply line").await;
@@ -312,7 +314,7 @@ async fn ten_megabyte_reply_line_ends_the_session_with_421() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_multiline_reply_ends_the_session_with_421() {
     let (_fake, proxy) = start(Behaviour::EndlessMultiline).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     client.send("STAT").await;
     let limit = REPLY_TIMEOUT + SLACK;
     assert_421_within(&mut client, limit, "endless multi-line reply").await;
@@ -323,7 +325,7 @@ async fn endless_multiline_reply_ends_the_session_with_421() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_per_second_replies_are_bounded() {
     let (_fake, proxy) = start(Behaviour::SlowReplies).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     assert_eq!(client.cmd("USER alice").await.code, 331);
     assert_eq!(client.cmd("PASS secret").await.code, 230);
     client.send("PWD").await;
@@ -349,7 +351,7 @@ async fn client_killed_mid_download_ends_the_backend_data_connection() {
         retr_bytes: 1 << 30,
     })
     .await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let mut data = open_transfer(&mut client, "RETR big.bin").await;
     let mut first = vec![0u8; 64 * 1024];
     tokio::time::timeout(Duration::from_secs(10), data.read_exact(&mut first))
@@ -370,7 +372,7 @@ async fn client_killed_mid_download_ends_the_backend_data_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_killed_mid_upload_is_an_aborted_upload_at_the_backend() {
     let (fake, proxy) = start(Behaviour::Normal { retr_bytes: 0 }).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let data = upload_under_way(&fake, &mut client, 256 * 1024).await;
     // Control first, as a dying process closes its descriptors in order; the data
     // connection only once the backend saw the proxy's reaction (or after 5 s), so that
@@ -392,7 +394,7 @@ async fn client_killed_mid_upload_is_an_aborted_upload_at_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abor_mid_upload_is_an_aborted_upload_at_the_backend() {
     let (fake, proxy) = start(Behaviour::Normal { retr_bytes: 0 }).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let _data = upload_under_way(&fake, &mut client, 256 * 1024).await;
     client.send("ABOR").await;
     let limit = Duration::from_secs(10);
@@ -421,7 +423,7 @@ async fn stalled_upload_is_an_aborted_upload_at_the_backend() {
     let idle = Duration::from_secs(2);
     config.limits.idle_timeout = idle;
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let _data = upload_under_way(&fake, &mut client, 64 * 1024).await;
     // The client sends nothing more: the stall check (every second) gives up after `idle`.
     let limit = idle + Duration::from_secs(1) + SLACK;
@@ -468,7 +470,7 @@ async fn abor_mid_upload_is_a_failed_upload_in_vsftpds_log_through_ftpfront_too(
 /// Anonymous login at `addr`, STOR `upload/name`, 1 MiB, urgent ABOR (426, 226); returns
 /// vsftpd's transfer-log line for the file.
 async fn abor_upload_to_vsftpd(server: &Vsftpd, addr: SocketAddr, name: &str) -> String {
-    let mut client = RawClient::connect(loopback(1), addr).await;
+    let mut client = FtpClient::connect(loopback(1), addr).await;
     let mut reply = client.cmd("USER anonymous").await;
     if reply.code == 331 {
         reply = client.cmd("PASS guest@").await;

@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::external::require_program;
+use common::external::{ftp_client_script, require_program};
 use common::harness::*;
+use common::metrics::*;
 
 fn upload_bytes(seed: u32, len: usize) -> Vec<u8> {
-    // The same generator as tests/clients/ftplib_session.py.
+    // The same generator as tests/clients/ftp_client.py.
     let mut state = seed | 1;
     (0..len)
         .map(|_| {
@@ -27,12 +28,8 @@ async fn ftplib_transfers_resumes_and_aborts() {
     let backend = TestBackend::start().await;
     let digest = backend.put_file("big.bin", 24 * 1024 * 1024, 17);
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/ftplib_session.py"
-    );
     let run = tokio::process::Command::new(python)
-        .arg(script)
+        .args([ftp_client_script(), "ftplib-checks"])
         .args([
             "127.0.0.1",
             &proxy.control_addr.port().to_string(),

@@ -15,7 +15,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
+use common::process::wait_until_listening;
 use common::tls::TestPki;
 use ftpfront::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,7 +304,7 @@ async fn two_instances_behind_haproxy_share_the_load_and_refuse_strangers() {
     // A third address connecting to a port reserved for another client is refused, and
     // the owner's transfer on that port still works.
     backend.put_file("owned.bin", 300_000, 77);
-    let mut owner = RawClient::login(loopback(2), lb).await;
+    let mut owner = FtpClient::login(loopback(2), lb).await;
     let data_addr = owner.pasv().await.expect("227");
     assert_eq!(data_addr.ip(), LB, "227 names the balancer");
     let mut thief = connect_from(loopback(4), data_addr)
@@ -437,7 +440,7 @@ async fn backend_receives_the_client_address_in_a_proxy_header() {
         // Data goes straight to the server's own 227 address, not through HAProxy.
         config.backends[0].use_control_address = false;
         let proxy = start_proxy(config).await;
-        let mut client = RawClient::login(loopback(7), proxy.control_addr).await;
+        let mut client = FtpClient::login(loopback(7), proxy.control_addr).await;
         let data_addr = client.pasv().await.expect("227");
         let (bytes, done) = client.retr("file.bin", data_addr).await;
         assert_eq!(done.code, 226, "{version}: {done:?}");

@@ -7,11 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::harness::{
-    free_port_block, loopback, run_binary, sha256, BinaryProxy, RawClient, TestBackend,
-};
-use common::process::{cpu_seconds, rss_kib};
-use common::tls::{ControlClient, TestPki};
+use common::ftp_client::FtpClient;
+use common::harness::{free_port_block, loopback, sha256, TestBackend};
+use common::process::{cpu_seconds, rss_kib, run_binary, BinaryProxy};
+use common::tls::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn binary_config(
@@ -59,7 +58,7 @@ async fn start(dir: &Path, backend: SocketAddr, listen: &str, extra: &str) -> Bi
 /// Logs in from `source`, downloads `name` and checks its SHA-256; returns the time taken.
 async fn honest_download(source: IpAddr, proxy: SocketAddr, name: &str, sha: &str) -> Duration {
     let started = Instant::now();
-    let mut client = RawClient::login(source, proxy).await;
+    let mut client = FtpClient::login(source, proxy).await;
     let data = client.pasv().await.expect("PASV");
     let (bytes, reply) = client.retr(name, data).await;
     assert_eq!(reply.code, 226, "honest download: {}", reply.text);
@@ -70,7 +69,7 @@ async fn honest_download(source: IpAddr, proxy: SocketAddr, name: &str, sha: &st
 /// Sends `lines` pipelined NOOPs and QUIT without waiting, reading replies meanwhile;
 /// returns how many reply lines came back before the proxy closed.
 async fn noop_burst(source: IpAddr, proxy: SocketAddr, lines: usize) -> usize {
-    let stream = common::harness::connect_from(source, proxy)
+    let stream = common::ftp_client::connect_from(source, proxy)
         .await
         .expect("connect");
     let (mut read, mut write) = stream.into_split();
@@ -200,7 +199,7 @@ async fn alpn_other_than_ftp_is_refused() {
     let listen = format!("implicit_tls = \"127.0.0.1:{implicit}\"");
     let _proxy = start(dir.path(), backend.server.addr, &listen, &tls_section(&pki)).await;
     let implicit_addr = SocketAddr::from(([127, 0, 0, 1], implicit));
-    common::harness::wait_until_listening(implicit_addr).await;
+    common::process::wait_until_listening(implicit_addr).await;
     let refused = implicit_handshake_with_alpn(implicit_addr, &pki, &[b"http/1.1"]).await;
     match refused {
         Err(e) => assert!(
@@ -239,20 +238,20 @@ async fn log_and_tls_hygiene_of_the_binary() {
     let proxy = start(dir.path(), backend.server.addr, &listen, &tls).await;
     let pid = proxy.child.id().expect("pid");
     let implicit_addr = SocketAddr::from(([127, 0, 0, 1], implicit));
-    common::harness::wait_until_listening(implicit_addr).await;
+    common::process::wait_until_listening(implicit_addr).await;
 
-    let mut forger = RawClient::connect(loopback(4), proxy.control).await;
+    let mut forger = FtpClient::connect(loopback(4), proxy.control).await;
     assert_eq!(forger.cmd("USER evil result=ok user=admin").await.code, 331);
     assert_eq!(forger.cmd("PASS wrong").await.code, 530);
     assert_eq!(forger.cmd("QUIT").await.code, 221);
     for _ in 0..2 {
-        let (mut tls_client, greeting) = ControlClient::connect_implicit(implicit_addr, &pki).await;
+        let (mut tls_client, greeting) = FtpClient::implicit(implicit_addr, &pki).await;
         assert_eq!(greeting.code, 220);
         tls_client.expect("QUIT", 221).await;
     }
 
     let rss_before = rss_kib(pid);
-    let mut repeater = RawClient::connect(loopback(5), proxy.control).await;
+    let mut repeater = FtpClient::connect(loopback(5), proxy.control).await;
     let name = "u".repeat(3000);
     // The retries go to one backend connection, whose server answers a USER after a
     // USER as it likes (libunftp: 503); the session must survive them all.
@@ -322,7 +321,7 @@ async fn anonymous_feat_is_no_amplifier_against_the_backend() {
     let clients = (0..4u8).map(|n| {
         tokio::spawn(async move {
             for _ in 0..50 {
-                let mut client = RawClient::connect(loopback(40 + n), control).await;
+                let mut client = FtpClient::connect(loopback(40 + n), control).await;
                 let feat = client.cmd("FEAT").await;
                 assert_eq!(feat.code, 211, "FEAT: {feat:?}");
                 assert_eq!(client.cmd("QUIT").await.code, 221);
@@ -360,7 +359,7 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     let config = binary_config(control, free_port_block(4), backend.server.addr, "", "");
     let path = dir.path().join("ftpfront.toml");
     std::fs::write(&path, config).expect("config");
-    let mut command = tokio::process::Command::new(common::harness::ftpfront_binary());
+    let mut command = tokio::process::Command::new(common::process::ftpfront_binary());
     command
         .args(["run", "--config"])
         .arg(&path)
@@ -382,7 +381,7 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
         });
     }
     let child = command.spawn().expect("start ftpfront");
-    common::harness::wait_until_listening(SocketAddr::from(([127, 0, 0, 1], control))).await;
+    common::process::wait_until_listening(SocketAddr::from(([127, 0, 0, 1], control))).await;
     let (soft, hard) = open_files_limits(child.id().expect("pid"));
     assert_eq!(soft, hard, "soft open-files limit not raised");
 }

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::FtpClient;
 use common::harness::*;
+use common::process::{run_binary, signal, spawn_demo, Demo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_one_transfer_line_and_no_password() {
@@ -92,32 +94,13 @@ filter = "info"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_logs_no_libunftp_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let control = free_port_block(1);
-    let passive = free_port_block(4);
-    let metrics = free_port_block(1);
     let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let file = |path: &std::path::Path| std::fs::File::create(path).expect("output file");
-    // The debug build of this `cargo test`: FTP_TESTS_FTPFRONT_BINARY is the production
-    // build, which has no demo.
-    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpfront"))
-        .args([
-            "demo",
-            "--port",
-            &control.to_string(),
-            "--passive-ports",
-            &format!("{passive}-{}", passive + 3),
-            "--metrics-port",
-            &metrics.to_string(),
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(file(&stdout))
-        .stderr(file(&stderr))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start demo");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], control));
-    wait_until_listening(addr).await;
-    let mut client = RawClient::connect(loopback(1), addr).await;
+    let Demo {
+        child: mut demo,
+        control,
+    } = spawn_demo(file(&stdout).into(), file(&stderr).into()).await;
+    let mut client = FtpClient::connect(loopback(1), control).await;
     assert_eq!(client.cmd("USER demo").await.code, 331);
     assert_eq!(client.cmd("PASS demo").await.code, 230);
     assert_eq!(client.cmd("QUIT").await.code, 221);
@@ -128,8 +111,7 @@ async fn demo_logs_no_libunftp_lines() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SAFETY: kill(2) on our own child, by its pid.
-    unsafe { libc::kill(demo.id().expect("demo pid") as libc::pid_t, libc::SIGINT) };
+    signal(&demo, libc::SIGINT);
     if tokio::time::timeout(Duration::from_secs(10), demo.wait())
         .await
         .is_err()

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use ftpfront::server::RunningProxy;
 
 /// The value of `series` now minus its value in `before`.
@@ -24,11 +26,11 @@ async fn every_metric_moves_with_the_traffic() {
     let before = scrape(&proxy).await;
 
     // A failed login, then a good one with a download.
-    let mut failing = RawClient::connect(loopback(1), addr).await;
+    let mut failing = FtpClient::connect(loopback(1), addr).await;
     assert_eq!(failing.cmd(&format!("USER {USER}")).await.code, 331);
     assert_eq!(failing.cmd("PASS wrong").await.code, 530);
     assert_eq!(failing.cmd("QUIT").await.code, 221);
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let data = client.pasv().await.expect("PASV");
     let (bytes, done) = client.retr("counted.bin", data).await;
     assert_eq!(done.code, 226);
@@ -36,7 +38,7 @@ async fn every_metric_moves_with_the_traffic() {
 
     // Exhaustion: a second pending reservation from the same address on a one-port range.
     let _pending = client.pasv().await.expect("PASV");
-    let mut same_address = RawClient::login(loopback(1), addr).await;
+    let mut same_address = FtpClient::login(loopback(1), addr).await;
     assert_eq!(same_address.pasv().await.expect_err("exhausted").code, 425);
     // A foreign address connecting to the reserved port.
     let mut stray = connect_from(loopback(3), data)
@@ -53,7 +55,7 @@ async fn every_metric_moves_with_the_traffic() {
     // The backend goes away: the next login gets 421.
     drop(backend);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut late = RawClient::connect(loopback(1), addr).await;
+    let mut late = FtpClient::connect(loopback(1), addr).await;
     assert_eq!(late.cmd(&format!("USER {USER}")).await.code, 421);
 
     for _ in 0..50 {

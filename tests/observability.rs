@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use common::observability::{repo_file, run_ok, write_temp};
-use common::tls::{
-    enable_client_tls, garbage_on_fresh_connection, not_a_client_hello, ControlClient, TestPki,
-};
+use common::tls::{enable_client_tls, garbage_on_fresh_connection, not_a_client_hello, TestPki};
 use ftpfront::config::TlsMode;
 use ftpfront::server::RunningProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,7 +91,7 @@ async fn scrape_after_traffic() -> String {
     let addr = proxy.control_addr;
 
     // A login, a download and a clean QUIT.
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let data = client.pasv().await.expect("PASV");
     let (bytes, done) = client.retr("hello.txt", data).await;
     assert_eq!(bytes, b"hello through the proxy\n");
@@ -99,7 +99,7 @@ async fn scrape_after_traffic() -> String {
     assert_eq!(client.cmd("QUIT").await.code, 221);
 
     // A wrong password.
-    let mut client = RawClient::connect(loopback(1), addr).await;
+    let mut client = FtpClient::connect(loopback(1), addr).await;
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     let reply = client.cmd("PASS wrong").await;
     assert_eq!(reply.code / 100, 5, "{reply:?}");
@@ -109,7 +109,7 @@ async fn scrape_after_traffic() -> String {
     assert_eq!(reply.code, 500, "{reply:?}");
 
     // A data connection from a foreign IP to a reserved passive port.
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let data: SocketAddr = client.pasv().await.expect("PASV");
     if let Ok(mut foreign) = connect_from(loopback(2), data).await {
         drain(&mut foreign, Duration::from_secs(2)).await;
@@ -118,7 +118,7 @@ async fn scrape_after_traffic() -> String {
 
     // One good and one failed client TLS handshake.
     let implicit = proxy.implicit_addr.expect("implicit FTPS listener");
-    let (mut tls_client, greeting) = ControlClient::connect_implicit(implicit, &pki).await;
+    let (mut tls_client, greeting) = FtpClient::implicit(implicit, &pki).await;
     assert_eq!(greeting.code, 220, "{greeting:?}");
     tls_client.expect("QUIT", 221).await;
     assert!(

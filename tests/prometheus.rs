@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
 use common::observability::{
     alert_names, dashboard_exprs, metric_selectors, repo_file, write_temp,
@@ -182,14 +183,14 @@ fn value(result: &[Value]) -> f64 {
 }
 
 /// STOR `bytes` as `path` over a fresh passive data connection; returns the final reply.
-async fn stor(client: &mut RawClient, path: &str, bytes: &[u8]) -> RawReply {
+async fn stor(client: &mut FtpClient, path: &str, bytes: &[u8]) -> RawReply {
     let data_addr = client.pasv().await.expect("PASV");
     client.stor(path, data_addr, bytes).await
 }
 
 /// Logins, a download, an upload, a wrong password and a protocol error through the proxy.
 async fn drive_traffic(backend: &TestBackend, addr: SocketAddr) {
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let data = client.pasv().await.expect("PASV");
     let (bytes, done) = client.retr("hello.txt", data).await;
     assert_eq!(bytes, b"hello through the proxy\n");
@@ -197,7 +198,7 @@ async fn drive_traffic(backend: &TestBackend, addr: SocketAddr) {
     assert_eq!(client.cmd("QUIT").await.code, 221);
 
     let upload = sample_bytes(200_000, 5);
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let done = stor(&mut client, "upload/up.bin", &upload).await;
     assert_eq!(done.code, 226, "{done:?}");
     assert_eq!(client.cmd("QUIT").await.code, 221);
@@ -206,7 +207,7 @@ async fn drive_traffic(backend: &TestBackend, addr: SocketAddr) {
         sha256(&upload)
     );
 
-    let mut client = RawClient::connect(loopback(1), addr).await;
+    let mut client = FtpClient::connect(loopback(1), addr).await;
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     let reply = client.cmd("PASS wrong").await;
     assert_eq!(reply.code / 100, 5, "{reply:?}");
@@ -216,7 +217,7 @@ async fn drive_traffic(backend: &TestBackend, addr: SocketAddr) {
     assert_eq!(reply.code, 500, "{reply:?}");
     assert_eq!(client.cmd("QUIT").await.code, 221);
 
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     assert_eq!(client.cmd("QUIT").await.code, 221);
 }
 

@@ -7,7 +7,9 @@ mod common;
 use std::io::Cursor;
 use std::net::SocketAddr;
 
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use suppaftp::types::{FileType, Mode};
 use suppaftp::FtpStream;
 
@@ -137,7 +139,7 @@ async fn twenty_concurrent_sessions_transfer_at_once() {
 async fn wrong_password_is_refused_and_counted() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     assert_eq!(client.cmd("PASS wrong").await.code, 530);
     assert_eq!(client.cmd("LIST").await.code, 530, "still not logged in");
@@ -162,7 +164,7 @@ async fn backend_down_gives_421() {
     let dead = unused.local_addr().expect("addr");
     drop(unused);
     let proxy = start_proxy(proxy_config(dead, 2)).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     assert_eq!(
         client.cmd("FEAT").await.code,
         211,
@@ -226,15 +228,15 @@ async fn one_port_serves_two_client_addresses_at_once() {
     let proxy = start_proxy(proxy_config(backend.server.addr, 1)).await;
     let addr = proxy.control_addr;
 
-    let mut a = RawClient::login(loopback(1), addr).await;
-    let mut b = RawClient::login(loopback(2), addr).await;
+    let mut a = FtpClient::login(loopback(1), addr).await;
+    let mut b = FtpClient::login(loopback(2), addr).await;
     let data_a = a.pasv().await.expect("PASV a");
     let data_b = b.pasv().await.expect("PASV b");
     assert_eq!(data_a, data_b, "both addresses share the single port");
     assert_eq!(data_a.ip(), loopback(1), "227 names the public address");
 
     // A second pending reservation from the same address cannot share the port.
-    let mut a2 = RawClient::login(loopback(1), addr).await;
+    let mut a2 = FtpClient::login(loopback(1), addr).await;
     let refused = a2.pasv().await.expect_err("same address, port busy");
     assert_eq!(refused.code, 425, "{refused:?}");
 
@@ -282,8 +284,8 @@ async fn without_multiplexing_a_second_address_gets_425() {
     let mut config = proxy_config(backend.server.addr, 1);
     config.passive.multiplex = false;
     let proxy = start_proxy(config).await;
-    let mut a = RawClient::login(loopback(1), proxy.control_addr).await;
-    let mut b = RawClient::login(loopback(2), proxy.control_addr).await;
+    let mut a = FtpClient::login(loopback(1), proxy.control_addr).await;
+    let mut b = FtpClient::login(loopback(2), proxy.control_addr).await;
     let data_a = a.pasv().await.expect("PASV a");
     assert_eq!(b.pasv().await.expect_err("port taken").code, 425);
     let (_, done) = a.retr("hello.txt", data_a).await;
@@ -295,7 +297,7 @@ async fn without_multiplexing_a_second_address_gets_425() {
 async fn repeated_pasv_replaces_the_reservation() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 1)).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let _first = client.pasv().await.expect("PASV 1");
     let second = client.pasv().await.expect("PASV 2 on a one-port range");
     let (bytes, done) = client.retr("hello.txt", second).await;
@@ -312,7 +314,7 @@ async fn replies_during_a_download_keep_the_order_of_their_commands() {
     let backend = TestBackend::start().await;
     backend.put_file("big.bin", 8 * 1024 * 1024, 9);
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let data_addr = client.pasv().await.expect("PASV");
     let mut data = connect_from(loopback(1), data_addr).await.expect("data");
     client.send("RETR big.bin").await;
@@ -338,7 +340,7 @@ async fn replies_during_a_download_keep_the_order_of_their_commands() {
 /// connection without reading; with `close_data` the client closes it right after ABOR (as
 /// lftp and curl do). Returns the codes of the two replies to ABOR, then PWD's.
 async fn abor_mid_download(addr: SocketAddr, close_data: bool) -> Vec<u16> {
-    let mut client = RawClient::login(loopback(1), addr).await;
+    let mut client = FtpClient::login(loopback(1), addr).await;
     let data_addr = client.pasv().await.expect("PASV");
     let mut data = Some(connect_from(loopback(1), data_addr).await.expect("data"));
     client.send("RETR huge.bin").await;
@@ -376,7 +378,7 @@ async fn abor_mid_download_gets_the_servers_replies_and_the_session_goes_on() {
     proxied[..2].sort();
     assert_eq!(proxied, direct, "through ftpfront as directly");
     assert_eq!(proxied[2], 257, "session continues after ABOR");
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let again = client.pasv().await.expect("PASV after ABOR");
     let (bytes, done) = client.retr("hello.txt", again).await;
     assert_eq!(done.code, 226);
@@ -425,7 +427,7 @@ async fn ipv6_client_lists_and_downloads_through_epsv() {
     config.passive.bind = "::".parse().expect("ip");
     let proxy = start_proxy(config).await;
     let six: std::net::IpAddr = "::1".parse().expect("ip");
-    let mut client = RawClient::login(six, proxy.control_addr).await;
+    let mut client = FtpClient::login(six, proxy.control_addr).await;
     let refused = client.cmd("PASV").await;
     assert_eq!(refused.code, 522, "PASV cannot carry IPv6: {refused:?}");
     let port = client.epsv().await.expect("EPSV");
@@ -451,7 +453,7 @@ async fn ipv6_client_lists_and_downloads_through_epsv() {
         .expect("listen");
     let port = listener.local_addr().expect("addr").port();
     let announce = format!("EPRT |2|::1|{port}|");
-    let (bytes, done) = retr_active(&mut client, &announce, "six.bin", &listener).await;
+    let (bytes, done) = client.retr_active(&announce, "six.bin", &listener).await;
     assert_eq!(done.code, 226);
     assert_eq!(sha256(&bytes), digest);
     proxy.shutdown().await;
@@ -461,7 +463,7 @@ async fn ipv6_client_lists_and_downloads_through_epsv() {
 async fn client_active_mode_policy() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let refused = client.cmd("PORT 127,0,0,9,200,10").await;
     assert_eq!(refused.code, 501, "foreign address refused: {refused:?}");
     let refused = client.cmd("PORT 127,0,0,1,0,21").await;
@@ -475,7 +477,7 @@ async fn client_active_mode_policy() {
         .expect("listen");
     let port = listener.local_addr().expect("addr").port();
     let announce = format!("PORT 127,0,0,1,{},{}", port / 256, port % 256);
-    let (bytes, done) = retr_active(&mut client, &announce, "hello.txt", &listener).await;
+    let (bytes, done) = client.retr_active(&announce, "hello.txt", &listener).await;
     assert_eq!(done.code, 226);
     assert_eq!(bytes, b"hello through the proxy\n");
     proxy.shutdown().await;
@@ -483,7 +485,7 @@ async fn client_active_mode_policy() {
     let mut config = proxy_config(backend.server.addr, 2);
     config.limits.client_active_mode = ftpfront::config::ClientActiveMode::Deny;
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     assert_eq!(client.cmd("PORT 127,0,0,1,200,10").await.code, 502);
     assert_eq!(client.cmd("EPRT |1|127.0.0.1|51210|").await.code, 502);
     proxy.shutdown().await;
@@ -522,7 +524,7 @@ async fn active_mode_towards_the_backend() {
 async fn proxy_handles_its_own_commands_and_bad_input() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     // FEAT before login (lftp decides MLSD vs LIST from it) names the backend's features.
     let early = client.cmd("FEAT").await;
     assert!(
@@ -530,7 +532,7 @@ async fn proxy_handles_its_own_commands_and_bad_input() {
         "{early:?}"
     );
     // SYST before login is answered as the backend answers it before login.
-    let mut direct = RawClient::connect(loopback(1), backend.server.addr).await;
+    let mut direct = FtpClient::connect(loopback(1), backend.server.addr).await;
     assert_eq!(client.cmd("SYST").await.text, direct.cmd("SYST").await.text);
     assert_eq!(client.cmd("OPTS UTF8 ON").await.code, 200);
     assert_eq!(
@@ -579,7 +581,7 @@ async fn a_stalled_upload_ends_with_426_instead_of_pinning_the_session() {
     let mut config = proxy_config(backend.server.addr, 2);
     config.limits.idle_timeout = std::time::Duration::from_secs(2);
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let data_addr = client.pasv().await.expect("PASV");
     let mut data = connect_from(loopback(1), data_addr).await.expect("data");
     client.send("STOR upload/stalled.bin").await;
@@ -642,7 +644,7 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
         addr.port()
     );
     lb.write_all(header.as_bytes()).await.expect("header");
-    let mut client = RawClient::over(lb, loopback(2)).await;
+    let mut client = FtpClient::over(lb, loopback(2)).await;
     assert_eq!(client.cmd(&format!("USER {USER}")).await.code, 331);
     assert_eq!(client.cmd(&format!("PASS {PASSWORD}")).await.code, 230);
     let reply = client.cmd("PASV").await;
@@ -652,7 +654,7 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
         .expect("active listener");
     let port = listener.local_addr().expect("addr").port();
     let announce = format!("PORT 127,0,0,2,{},{}", port / 256, port % 256);
-    let (bytes, done) = retr_active(&mut client, &announce, "hello.txt", &listener).await;
+    let (bytes, done) = client.retr_active(&announce, "hello.txt", &listener).await;
     assert_eq!(done.code, 226, "{done:?}");
     assert_eq!(bytes, b"hello through the proxy\n");
 

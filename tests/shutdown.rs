@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use common::harness::{
-    free_port_block, http_get_at, loopback, run_binary, Awaited, BinaryProxy, RawClient,
-    TestBackend,
-};
+use common::ftp_client::{Awaited, FtpClient};
+use common::harness::{free_port_block, loopback, TestBackend};
+use common::metrics::{http_get_at, metric_value};
+use common::process::{run_binary, signal, BinaryProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -92,14 +92,8 @@ filter = "info"
         instance
     }
 
-    fn pid(&self) -> i32 {
-        self.proxy.child.id().expect("still running") as i32
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory preconditions; the pid is our own child's.
-        let sent = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+    fn signal(&self, which: libc::c_int) {
+        signal(&self.proxy.child, which);
     }
 
     async fn readyz_is(&self, status: u16) -> bool {
@@ -110,7 +104,7 @@ filter = "info"
 
     async fn sessions_active_is(&self, value: f64) -> bool {
         let scrape = http_get_at(self.metrics, "/metrics", "").await;
-        common::harness::metric_value(&scrape, "ftpfront_sessions_active") == value
+        metric_value(&scrape, "ftpfront_sessions_active") == value
     }
 
     fn log(&self) -> String {
@@ -231,10 +225,10 @@ struct SlowDownload {
 
 impl SlowDownload {
     /// Logs in from a fresh client, sends RETR `name` and checks the 150.
-    async fn start(proxy: SocketAddr, name: &str, rate: u64) -> (RawClient, SlowDownload) {
-        let mut client = RawClient::login(loopback(2), proxy).await;
+    async fn start(proxy: SocketAddr, name: &str, rate: u64) -> (FtpClient, SlowDownload) {
+        let mut client = FtpClient::login(loopback(2), proxy).await;
         let data_addr = client.pasv().await.expect("PASV");
-        let data = common::harness::connect_from(client.source, data_addr)
+        let data = common::ftp_client::connect_from(client.source, data_addr)
             .await
             .expect("data connect");
         client.send(&format!("RETR {name}")).await;
@@ -451,7 +445,7 @@ async fn idle_session_gets_421_and_the_process_exits_promptly() {
     let _serial = SERIAL.lock().await;
     let backend = TestBackend::start().await;
     let mut instance = Instance::start(backend.server.addr, "30s").await;
-    let mut idle = RawClient::login(loopback(3), instance.proxy.control).await;
+    let mut idle = FtpClient::login(loopback(3), instance.proxy.control).await;
 
     let sent = Instant::now();
     instance.signal(libc::SIGTERM);

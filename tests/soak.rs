@@ -22,11 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::harness::{
-    free_port_block, http_get_at, loopback, metric_value, run_binary, sample_bytes, RawClient,
-    TestBackend,
-};
-use common::process::{fd_count, rss_kib};
+use common::ftp_client::FtpClient;
+use common::harness::{free_port_block, loopback, sample_bytes, TestBackend};
+use common::metrics::{http_get_at, metric_value};
+use common::process::{fd_count, rss_kib, run_binary};
 use rand::{Rng, SeedableRng};
 
 const SESSIONS: usize = 200;
@@ -115,7 +114,7 @@ async fn run_session(
     id: usize,
     transfers: Vec<Planned>,
 ) -> Moved {
-    let mut client = RawClient::login(source, target.control).await;
+    let mut client = FtpClient::login(source, target.control).await;
     let mut moved = Moved::default();
     for (n, planned) in transfers.into_iter().enumerate() {
         let content = &target.pool[planned.offset..planned.offset + planned.len];

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use common::tls::*;
 use ftpfront::config::{Config, TlsMode};
 use ftpfront::server::RunningProxy;
@@ -123,8 +125,8 @@ impl Fixture {
             "implicit" => self.implicit_addr().port(),
             _ => self.control_port(),
         };
-        let mut args: Vec<String> = vec![
-            ftps_session_script().into(),
+        let mut args = ftp_client_ops();
+        args.extend([
             "--mode".into(),
             mode.into(),
             "--host".into(),
@@ -139,7 +141,7 @@ impl Fixture {
             USER.into(),
             "--password".into(),
             PASSWORD.into(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(ops.iter().cloned());
         run(python, &args, PROGRAM_TIMEOUT).await
@@ -401,7 +403,7 @@ async fn ftplib_ftp_tls_prot_p_lists_gets_puts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_pbsz_prot_ccc_replies() {
     let f = Fixture::start(TlsMode::Optional, |_| {}).await;
-    let (mut c, greeting) = ControlClient::connect(f.proxy.control_addr, &f.pki).await;
+    let (mut c, greeting) = FtpClient::explicit(f.proxy.control_addr, &f.pki).await;
     assert_eq!(greeting.code, 220, "{greeting:?}");
     let feat = c.expect("FEAT", 211).await;
     for needed in ["AUTH TLS", "PBSZ", "PROT"] {
@@ -424,7 +426,7 @@ async fn auth_pbsz_prot_ccc_replies() {
     c.expect("QUIT", 221).await;
 
     // Implicit: TLS from the first byte, then the same commands.
-    let (mut c, greeting) = ControlClient::connect_implicit(f.implicit_addr(), &f.pki).await;
+    let (mut c, greeting) = FtpClient::implicit(f.implicit_addr(), &f.pki).await;
     assert_eq!(greeting.code, 220, "{greeting:?}");
     c.expect("PBSZ 0", 200).await;
     c.expect("PROT P", 200).await;
@@ -433,7 +435,7 @@ async fn auth_pbsz_prot_ccc_replies() {
     c.expect("QUIT", 221).await;
 
     // Optional: a plaintext client still logs in.
-    let mut plain = RawClient::login(loopback(1), f.proxy.control_addr).await;
+    let mut plain = FtpClient::login(loopback(1), f.proxy.control_addr).await;
     assert_eq!(plain.cmd("QUIT").await.code, 221);
     let scrape = f.scrape().await;
     assert!(
@@ -451,7 +453,7 @@ async fn without_tls_auth_is_refused_and_not_advertised() {
     init_test_logging();
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut c = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut c = FtpClient::connect(loopback(1), proxy.control_addr).await;
     let feat = c.cmd("FEAT").await;
     assert_eq!(feat.code, 211, "{feat:?}");
     assert!(!feat.text.contains("AUTH TLS"), "{}", feat.text);
@@ -471,7 +473,7 @@ async fn required_mode_refuses_plaintext_login_and_clear_data() {
     let curl = require_program("curl");
     let f = Fixture::start(TlsMode::Required, |_| {}).await;
 
-    let mut plain = RawClient::connect(loopback(1), f.proxy.control_addr).await;
+    let mut plain = FtpClient::connect(loopback(1), f.proxy.control_addr).await;
     let feat = plain.cmd("FEAT").await;
     assert!(feat.text.contains("AUTH TLS"), "{feat:?}");
     let user = plain.cmd(&format!("USER {USER}")).await;
@@ -489,7 +491,7 @@ async fn required_mode_refuses_plaintext_login_and_clear_data() {
     assert_eq!(plain.cmd("QUIT").await.code, 221);
 
     // Logged in over TLS, but PROT C: the transfer is refused with 521, the session goes on.
-    let (mut c, _) = ControlClient::connect(f.proxy.control_addr, &f.pki).await;
+    let (mut c, _) = FtpClient::explicit(f.proxy.control_addr, &f.pki).await;
     c.auth("AUTH TLS").await;
     c.expect("PBSZ 0", 200).await;
     c.expect(&format!("USER {USER}"), 331).await;
@@ -572,7 +574,7 @@ async fn garbage_instead_of_client_hello_is_dropped_and_counted() {
         "the implicit listener kept a connection that sent garbage"
     );
 
-    let (mut c, _) = ControlClient::connect(f.proxy.control_addr, &f.pki).await;
+    let (mut c, _) = FtpClient::explicit(f.proxy.control_addr, &f.pki).await;
     c.expect("AUTH TLS", 234).await;
     // The server may close before it has read everything: a failed write is a close too.
     let closed = match c.send_raw(&not_a_client_hello()).await {
@@ -610,12 +612,12 @@ async fn garbage_instead_of_client_hello_is_dropped_and_counted() {
     );
 
     // The proxy still serves the next clients, explicit and implicit.
-    let (mut c, _) = ControlClient::connect(f.proxy.control_addr, &f.pki).await;
+    let (mut c, _) = FtpClient::explicit(f.proxy.control_addr, &f.pki).await;
     c.auth("AUTH TLS").await;
     c.expect(&format!("USER {USER}"), 331).await;
     c.expect(&format!("PASS {PASSWORD}"), 230).await;
     c.expect("QUIT", 221).await;
-    let (mut c, _) = ControlClient::connect_implicit(f.implicit_addr(), &f.pki).await;
+    let (mut c, _) = FtpClient::implicit(f.implicit_addr(), &f.pki).await;
     c.expect(&format!("USER {USER}"), 331).await;
     c.expect(&format!("PASS {PASSWORD}"), 230).await;
     c.expect("QUIT", 221).await;

@@ -4,53 +4,26 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::harness::{free_port_block, run_binary};
+use common::ftp_client::FtpClient;
+use common::harness::free_port_block;
+use common::process::{run_binary, signal};
 use common::tls::{TestPki, WRONG_HOST};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::ClientConfig;
-use tokio_rustls::TlsConnector;
-
-type TlsControl = BufReader<tokio_rustls::client::TlsStream<TcpStream>>;
-
-async fn read_reply<S: tokio::io::AsyncBufRead + Unpin>(stream: &mut S) -> String {
-    let mut line = String::new();
-    let read = stream.read_line(&mut line);
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("reply in time")
-        .expect("read reply");
-    line
-}
 
 /// AUTH TLS, then a handshake that verifies the certificate for `name`.
-async fn explicit_tls(
-    addr: SocketAddr,
-    tls: Arc<ClientConfig>,
-    name: &str,
-) -> std::io::Result<TlsControl> {
-    let mut plain = BufReader::new(TcpStream::connect(addr).await?);
-    assert!(read_reply(&mut plain).await.starts_with("220"));
-    plain.get_mut().write_all(b"AUTH TLS\r\n").await?;
-    assert!(read_reply(&mut plain).await.starts_with("234"));
+async fn explicit_tls(addr: SocketAddr, pki: &TestPki, name: &str) -> std::io::Result<FtpClient> {
+    let (mut control, greeting) = FtpClient::explicit(addr, pki).await;
+    assert!(greeting.text.starts_with("220"));
+    assert!(control.cmd("AUTH TLS").await.text.starts_with("234"));
     let name = ServerName::try_from(name.to_string()).expect("server name");
-    let secured = TlsConnector::from(tls)
-        .connect(name, plain.into_inner())
-        .await?;
-    Ok(BufReader::new(secured))
+    control.try_upgrade(name).await?;
+    Ok(control)
 }
 
-async fn noop(control: &mut TlsControl) -> String {
-    control
-        .get_mut()
-        .write_all(b"NOOP\r\n")
-        .await
-        .expect("send NOOP");
-    read_reply(control).await
+async fn noop(control: &mut FtpClient) -> String {
+    control.cmd("NOOP").await.text
 }
 
 fn install(
@@ -61,14 +34,6 @@ fn install(
 ) {
     std::fs::copy(pki_cert, cert).expect("copy certificate");
     std::fs::copy(pki_key, key).expect("copy key");
-}
-
-fn hangup(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,13 +65,11 @@ listen = "127.0.0.1:0"
         live_key.display()
     );
     let mut proxy = run_binary(pki.dir.path(), port, &config).await;
-    let pid = proxy.child.id().expect("pid");
     let addr = proxy.control;
-    // A fresh client configuration per connection: a cached session would be resumed
-    // without looking at the certificate again.
-    let tls = || pki.client_config();
+    // FtpClient::explicit makes a fresh client configuration per connection: a cached
+    // session would be resumed without looking at the certificate again.
 
-    let mut before = explicit_tls(addr, tls(), "localhost")
+    let mut before = explicit_tls(addr, &pki, "localhost")
         .await
         .expect("the first certificate is served");
     assert!(noop(&mut before).await.starts_with("200"));
@@ -118,10 +81,10 @@ listen = "127.0.0.1:0"
         &live_cert,
         &live_key,
     );
-    hangup(pid);
+    signal(&proxy.child, libc::SIGHUP);
     let mut swapped = false;
     for _ in 0..50 {
-        if explicit_tls(addr, tls(), WRONG_HOST).await.is_ok() {
+        if explicit_tls(addr, &pki, WRONG_HOST).await.is_ok() {
             swapped = true;
             break;
         }
@@ -129,7 +92,7 @@ listen = "127.0.0.1:0"
     }
     assert!(swapped, "after SIGHUP the new certificate is served");
     assert!(
-        explicit_tls(addr, tls(), "localhost").await.is_err(),
+        explicit_tls(addr, &pki, "localhost").await.is_err(),
         "the old certificate is gone for new sessions"
     );
     assert!(
@@ -139,9 +102,9 @@ listen = "127.0.0.1:0"
 
     // A broken certificate file: the reload fails, the current certificate stays.
     std::fs::write(&live_cert, "not a certificate").expect("break the certificate");
-    hangup(pid);
+    signal(&proxy.child, libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    explicit_tls(addr, tls(), WRONG_HOST)
+    explicit_tls(addr, &pki, WRONG_HOST)
         .await
         .expect("the previous certificate is still served");
     let logged = std::fs::read_to_string(&proxy.log).expect("read log");

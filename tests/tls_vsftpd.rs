@@ -19,7 +19,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use common::tls::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions, VsftpdTls, WRONG_PASV_ADDRESS};
 use ftpfront::config::{BackendTls, Config, TlsMode, TlsVersion};
@@ -112,8 +114,8 @@ async fn ftplib_session(
         Leg::Implicit => proxy.implicit_addr.expect("implicit listener").port(),
         _ => proxy.control_addr.port(),
     };
-    let mut args: Vec<String> = vec![
-        ftps_session_script().into(),
+    let mut args = ftp_client_ops();
+    args.extend([
         "--mode".into(),
         client.name().into(),
         "--host".into(),
@@ -124,7 +126,7 @@ async fn ftplib_session(
         utf8(&pki.ca).into(),
         "--tls".into(),
         version.unwrap_or("any").into(),
-    ];
+    ]);
     args.extend(ops.iter().cloned());
     run(python, &args, SESSION_TIMEOUT).await
 }
@@ -327,7 +329,7 @@ async fn bad_backend_certificate(kind: &str, leg: Leg) {
         "verification is on by default"
     );
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::connect(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     let reply = client.cmd("USER anonymous").await;
     let scrape_text = scrape(&proxy).await;
     assert_eq!(

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::fake_backend::{Behaviour, FakeBackend};
+use common::ftp_client::*;
 use common::harness::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions};
 use ftpfront::server::RunningProxy;
@@ -34,8 +35,8 @@ async fn proxy_for(server: &Vsftpd) -> RunningProxy {
 }
 
 /// A raw client logged in anonymously at `addr` (vsftpd or ftpfront).
-async fn anonymous(addr: SocketAddr, source: u8) -> RawClient {
-    let mut client = RawClient::connect(loopback(source), addr).await;
+async fn anonymous(addr: SocketAddr, source: u8) -> FtpClient {
+    let mut client = FtpClient::connect(loopback(source), addr).await;
     // The test vsftpd asks no password of anonymous users (230 at once).
     if client.cmd("USER anonymous").await.code == 331 {
         assert_eq!(client.cmd("PASS guest@").await.code, 230);
@@ -93,7 +94,7 @@ async fn keepalive_commands_keep_the_backend_session_alive() {
 /// The reply to USER when the backend cannot take the session, and whether the
 /// connection closed after it.
 async fn user_refused(proxy: &RunningProxy) -> RawReply {
-    let mut client = RawClient::connect(loopback(12), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(12), proxy.control_addr).await;
     let reply = client.cmd("USER alice").await;
     assert!(
         matches!(
@@ -140,7 +141,7 @@ async fn own_failures_name_no_backend_or_address() {
 }
 
 /// One wrong USER/PASS pair; returns the reply to PASS.
-async fn guess(client: &mut RawClient) -> RawReply {
+async fn guess(client: &mut FtpClient) -> RawReply {
     assert_eq!(client.cmd("USER alice").await.code, 331);
     client.cmd("PASS guess").await
 }
@@ -155,7 +156,7 @@ async fn failed_logins_per_connection_are_limited_on_one_backend_connection() {
     let mut config = proxy_config(fake.addr, 2);
     config.health.probe_interval = Duration::from_secs(3600);
     let proxy = start_proxy(config).await;
-    let mut client = RawClient::connect(loopback(13), proxy.control_addr).await;
+    let mut client = FtpClient::connect(loopback(13), proxy.control_addr).await;
     for _ in 0..3 {
         assert_eq!(guess(&mut client).await.code, 530);
     }

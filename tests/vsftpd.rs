@@ -18,7 +18,9 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::external::require_program;
+use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions, WRONG_PASV_ADDRESS};
 use ftpfront::config::{Config, DataMode, PortRange};
 use ftpfront::server::RunningProxy;
@@ -253,16 +255,6 @@ impl Fixture {
     }
 }
 
-/// Parses `229 Entering Extended Passive Mode (|||port|)`.
-fn parse_229(reply: &str) -> Option<u16> {
-    let inner = reply.split('(').nth(1)?.split(')').next()?;
-    let fields: Vec<&str> = inner.split('|').collect();
-    if fields.len() != 5 || !fields[1].is_empty() || !fields[2].is_empty() {
-        return None;
-    }
-    fields[3].parse().ok()
-}
-
 fn assert_no_wrong_address(run: &Run, what: &str) {
     let wrong_dotted = WRONG_PASV_ADDRESS.to_string();
     let wrong_commas = wrong_dotted.replace('.', ",");
@@ -309,8 +301,8 @@ fn assert_passive_in_range(run: &Run, range: PortRange, code: &str, what: &str) 
 }
 
 /// A raw client logged in to vsftpd through the proxy as `anonymous`, in binary mode.
-async fn anonymous_client(proxy: SocketAddr) -> RawClient {
-    let mut client = RawClient::connect(loopback(1), proxy).await;
+async fn anonymous_client(proxy: SocketAddr) -> FtpClient {
+    let mut client = FtpClient::connect(loopback(1), proxy).await;
     let mut reply = client.cmd("USER anonymous").await;
     if reply.code == 331 {
         reply = client.cmd("PASS guest@").await;

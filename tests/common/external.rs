@@ -43,6 +43,11 @@ pub fn require_program(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The tests' one Python ftplib client (its forms: `ops`, `ftplib-checks`, `conformance`).
+pub fn ftp_client_script() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ftp_client.py")
+}
+
 /// True when running as root (needed for network namespaces).
 pub fn is_root() -> bool {
     std::process::Command::new("id")

@@ -3,7 +3,9 @@
 
 pub mod external;
 pub mod fake_backend;
+pub mod ftp_client;
 pub mod harness;
+pub mod metrics;
 pub mod observability;
 pub mod process;
 pub mod servers;

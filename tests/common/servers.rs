@@ -27,7 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::external;
-use super::harness::{free_port_block, RawClient};
+use super::ftp_client::FtpClient;
+use super::harness::free_port_block;
 use super::vsftpd::{Vsftpd, VsftpdOptions};
 
 /// Which server program.
@@ -99,8 +100,8 @@ impl FtpServer {
 
     /// A raw client connected to `addr` (this server, or a proxy in front of it) from
     /// `source`, logged in as this server's user.
-    pub async fn login(&self, addr: SocketAddr, source: IpAddr) -> RawClient {
-        let mut client = RawClient::connect(source, addr).await;
+    pub async fn login(&self, addr: SocketAddr, source: IpAddr) -> FtpClient {
+        let mut client = FtpClient::connect(source, addr).await;
         let user = client.cmd(&format!("USER {}", self.user)).await;
         if user.code == 331 {
             let pass = client.cmd(&format!("PASS {}", self.password)).await;

@@ -1,6 +1,6 @@
-//! FTPS test helpers: a throw-away PKI made with rcgen, a raw FTP control client that can
-//! switch to TLS (AUTH TLS or implicit), label-order-independent metric lookup, and a runner
-//! for external clients (curl, lftp, Python) with a timeout and a readable transcript.
+//! FTPS test helpers: a throw-away PKI made with rcgen, the TLS metrics, bytes that are not
+//! a ClientHello, and a runner for external clients (curl, lftp, Python) with a timeout and
+//! a readable transcript. The FTP client that speaks TLS is `ftp_client.rs`'s.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,14 +13,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
 
-use super::harness::RawReply;
+use super::ftp_client::closes_within;
+use super::metrics::metric;
 
 /// A test CA and certificates it signed, as PEM files in a temporary directory.
 pub struct TestPki {
@@ -159,41 +158,6 @@ pub fn init_test_logging() {
 // Metrics
 // ---------------------------------------------------------------------------
 
-/// The value of the sample `name{labels}` in a Prometheus scrape, whatever the order of the
-/// labels in the text (the exposition sorts them by name); 0 when absent.
-pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (label_text, value) = match rest.strip_prefix('{') {
-                Some(inner) => {
-                    let (labels, value) = inner.split_once('}')?;
-                    (labels, value)
-                }
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            let mut found: Vec<(String, String)> = label_text
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-                })
-                .collect();
-            found.sort();
-            let mut want: Vec<(String, String)> = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            want.sort();
-            (found == want).then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0.0)
-}
-
 /// `ftpfront_tls_handshakes_total{side,result}`.
 pub fn handshakes(scrape: &str, side: &str, result: &str) -> f64 {
     metric(
@@ -212,198 +176,6 @@ pub fn plaintext_refused(scrape: &str, what: &str) -> f64 {
     )
 }
 
-/// Every sample line of the scrape that mentions `needle` (for failure messages).
-pub fn lines_with(scrape: &str, needle: &str) -> String {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(needle))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-// ---------------------------------------------------------------------------
-// A raw control client with TLS
-// ---------------------------------------------------------------------------
-
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// How long the raw client waits for one reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A control connection that shows every reply and can be upgraded to TLS.
-pub struct ControlClient {
-    stream: Option<BufReader<Box<dyn Stream>>>,
-    tls: Arc<ClientConfig>,
-    /// Every line sent and received, for failure messages.
-    pub transcript: Vec<String>,
-}
-
-impl ControlClient {
-    /// Plain TCP to `addr`; returns the client and the greeting.
-    pub async fn connect(addr: SocketAddr, pki: &TestPki) -> (ControlClient, RawReply) {
-        let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
-        let mut client = ControlClient {
-            stream: Some(BufReader::new(Box::new(tcp))),
-            tls: pki.client_config(),
-            transcript: Vec::new(),
-        };
-        let greeting = client.reply().await;
-        (client, greeting)
-    }
-
-    /// Implicit FTPS to `addr` (TLS handshake first, verifying the certificate for
-    /// 127.0.0.1 against the test CA); returns the client and the greeting.
-    pub async fn connect_implicit(addr: SocketAddr, pki: &TestPki) -> (ControlClient, RawReply) {
-        let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
-        let tls = pki.client_config();
-        let stream = handshake(&tls, Box::new(tcp))
-            .await
-            .expect("implicit TLS handshake");
-        let mut client = ControlClient {
-            stream: Some(BufReader::new(stream)),
-            tls,
-            transcript: vec!["(implicit TLS handshake ok)".into()],
-        };
-        let greeting = client.reply().await;
-        (client, greeting)
-    }
-
-    fn reader(&mut self) -> &mut BufReader<Box<dyn Stream>> {
-        self.stream.as_mut().expect("connection in use")
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let writer = self.reader().get_mut();
-        writer.write_all(bytes).await?;
-        writer.flush().await
-    }
-
-    pub async fn send(&mut self, line: &str) {
-        let shown = if line.starts_with("PASS ") {
-            "PASS ****"
-        } else {
-            line
-        };
-        self.transcript.push(format!("> {shown}"));
-        self.send_raw(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("send {shown:?}: {e}\n{}", self.transcript.join("\n")));
-    }
-
-    /// The next reply; panics on timeout or a closed connection, with the transcript.
-    pub async fn reply(&mut self) -> RawReply {
-        match tokio::time::timeout(REPLY_TIMEOUT, self.read_reply()).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => panic!("reading a reply: {e}\n{}", self.transcript.join("\n")),
-            Err(_) => panic!(
-                "no reply within {REPLY_TIMEOUT:?}\n{}",
-                self.transcript.join("\n")
-            ),
-        }
-    }
-
-    async fn read_reply(&mut self) -> std::io::Result<RawReply> {
-        let mut text = String::new();
-        let mut line = String::new();
-        let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
-        if self.reader().read_line(&mut line).await? == 0 {
-            return Err(eof());
-        }
-        self.transcript.push(format!("< {}", line.trim_end()));
-        let code: u16 = line
-            .get(..3)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad reply line {line:?}")))?;
-        text.push_str(&line);
-        if line.as_bytes().get(3) == Some(&b'-') {
-            loop {
-                line.clear();
-                if self.reader().read_line(&mut line).await? == 0 {
-                    return Err(eof());
-                }
-                self.transcript.push(format!("< {}", line.trim_end()));
-                text.push_str(&line);
-                if line.starts_with(&format!("{code} ")) {
-                    break;
-                }
-            }
-        }
-        Ok(RawReply { code, text })
-    }
-
-    pub async fn cmd(&mut self, line: &str) -> RawReply {
-        self.send(line).await;
-        self.reply().await
-    }
-
-    /// Sends `line` and asserts the reply code, naming the transcript on failure.
-    pub async fn expect(&mut self, line: &str, code: u16) -> RawReply {
-        let reply = self.cmd(line).await;
-        assert_eq!(
-            reply.code,
-            code,
-            "{line:?} -> {reply:?}\n{}",
-            self.transcript.join("\n")
-        );
-        reply
-    }
-
-    /// `AUTH TLS` (or `verb`), which must get 234, then the TLS handshake.
-    pub async fn auth(&mut self, verb: &str) {
-        self.expect(verb, 234).await;
-        self.upgrade().await;
-    }
-
-    /// The TLS handshake on the current connection (after a 234).
-    pub async fn upgrade(&mut self) {
-        let reader = self.stream.take().expect("connection in use");
-        assert!(
-            reader.buffer().is_empty(),
-            "bytes after the 234 reply before the handshake"
-        );
-        let stream = handshake(&self.tls, reader.into_inner())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "TLS handshake after AUTH: {e}\n{}",
-                    self.transcript.join("\n")
-                )
-            });
-        self.transcript.push("(TLS handshake ok)".into());
-        self.stream = Some(BufReader::new(stream));
-    }
-
-    /// True when the peer closes the connection (EOF or reset) within `within`, reading and
-    /// discarding anything it sends first.
-    pub async fn closed_within(&mut self, within: Duration) -> bool {
-        let reader = self.reader();
-        let drain = async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(within, drain).await.is_ok()
-    }
-}
-
-async fn handshake(
-    tls: &Arc<ClientConfig>,
-    stream: Box<dyn Stream>,
-) -> std::io::Result<Box<dyn Stream>> {
-    let connector = TlsConnector::from(tls.clone());
-    let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
-    let connect = connector.connect(name, stream);
-    let tls = tokio::time::timeout(Duration::from_secs(20), connect)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout"))??;
-    Ok(Box::new(tls))
-}
-
 /// Connects to `addr`, writes `garbage` instead of a ClientHello, and reports whether the
 /// server closed the connection within `within`.
 pub async fn garbage_on_fresh_connection(
@@ -416,16 +188,7 @@ pub async fn garbage_on_fresh_connection(
     if tcp.write_all(garbage).await.is_err() {
         return true;
     }
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(within, drain).await.is_ok()
+    closes_within(&mut tcp, within).await
 }
 
 /// Bytes that are not a TLS ClientHello: an HTTP request, then binary noise.
@@ -507,9 +270,9 @@ fn shell_words(args: &[String]) -> String {
         .join(" ")
 }
 
-/// Path of the Python FTPS session driver.
-pub fn ftps_session_script() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ftps_session.py")
+/// The arguments that start an `ops` session of the Python client (then `--mode`...).
+pub fn ftp_client_ops() -> Vec<String> {
+    vec![super::external::ftp_client_script().into(), "ops".into()]
 }
 
 /// A local file of `len` pseudo-random bytes (in `dir`), and its SHA-256.

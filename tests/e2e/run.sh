@@ -38,8 +38,9 @@
 # - ftpfront reaches the backend LAN through the edge (its default route); clients cannot.
 # - Clients run in c1, c1b, c2: curl (LIST with EPSV; transfers with --disable-epsv
 #   --no-ftp-skip-pasv-ip, so it trusts the 227 address), lftp (PASV, its own address
-#   handling), Python ftplib via tests/e2e/ftp_client.py (PASV trusting the 227, and EPSV
-#   sent by hand). Each client's whole conversation is kept and read by the assertions.
+#   handling), Python ftplib via the e2e form of tests/clients/ftp_client.py (PASV
+#   trusting the 227, and EPSV sent by hand). Each client's whole conversation is kept and
+#   read by the assertions.
 # - Namespaces and interfaces are named ffe-*; the login is a system user ffe-e2e with a
 #   random password and a home under /tmp/ffe-e2e.*, created and removed by the run; all
 #   three servers check it against /etc/shadow (vsftpd through PAM) and chroot it there.

@@ -37,11 +37,11 @@ lftp_in() {
         "$PUBLIC_IP" 2>&1 | sed "s/$FTP_PASS/****/g"
 }
 
-# ftplib_in NS [--passive PASV|EPSV] SUBCOMMAND ARGS...: see tests/e2e/ftp_client.py.
+# ftplib_in NS [--passive PASV|EPSV] SUBCOMMAND ARGS...: the e2e form of tests/clients/ftp_client.py.
 ftplib_in() {
     local ns=$1
     shift
-    in_ns "$ns" timeout 150 python3 "$E2E_DIR/ftp_client.py" "$PUBLIC_IP" "$FTP_USER" "$FTP_PASS" "$@"
+    in_ns "$ns" timeout 150 python3 "$E2E_DIR/../clients/ftp_client.py" e2e "$PUBLIC_IP" "$FTP_USER" "$FTP_PASS" "$@"
 }
 
 # --- one operation, any client -------------------------------------------------------
