@@ -680,7 +680,7 @@ async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_refused() {
 async fn shutdown_frees_the_passive_ports_at_once() {
     let backend = TestBackend::start().await;
     let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = RawClient::login(loopback(1), proxy.control_addr).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
     let port = client.pasv().await.expect("227").port();
     assert_eq!(client.cmd("QUIT").await.code, 221);
     proxy.shutdown().await;

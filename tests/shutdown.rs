@@ -513,7 +513,7 @@ async fn session_awaiting_its_data_connection_gets_421_at_the_end_of_the_grace()
     let backend = TestBackend::start().await;
     random_file(&backend, "small.bin", 1024).await;
     let mut instance = Instance::start(backend.server.addr, "2s").await;
-    let mut client = RawClient::login(loopback(4), instance.proxy.control).await;
+    let mut client = FtpClient::login(loopback(4), instance.proxy.control).await;
     client.pasv().await.expect("PASV");
     client.send("RETR small.bin").await;
 
