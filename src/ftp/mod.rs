@@ -2,14 +2,16 @@
 
 pub mod addr;
 pub mod command;
+pub mod framer;
 pub mod reply;
+pub mod telnet;
+pub mod verb;
 
 pub use addr::{AddrError, EpsvArg};
-pub use command::{
-    Command, CommandError, LineEvent, LineSplitter, TransferDirection, Verb,
-    DEFAULT_MAX_LINE_LENGTH,
-};
+pub use command::{Command, CommandError};
+pub use framer::{LineEvent, LineSplitter, DEFAULT_MAX_LINE_LENGTH};
 pub use reply::{Reply, ReplyError, ReplyParser};
+pub use verb::{TransferDirection, Verb};
 
 /// Longest peer-supplied snippet quoted in an error message.
 const MAX_QUOTED_CHARS: usize = 64;
