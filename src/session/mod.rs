@@ -15,7 +15,7 @@ use crate::conn::{BackendControl, BackendLegError, LineConn};
 use crate::data::ClientData;
 use crate::features::{self, FeatureCache, Learnt, Lookup};
 use crate::ftp::addr::{self, EpsvArg};
-use crate::ftp::{Command, LineEvent, Reply, Verb};
+use crate::ftp::{args, Command, LineEvent, OptsArg, Reply, Verb};
 use crate::metrics::{labels, Metrics};
 use crate::ports::{canonical_ip, PortPool};
 use crate::shutdown;
@@ -318,18 +318,16 @@ impl Session {
     /// Before login there is no backend to ask: ftpfront answers OPTS UTF8 itself and tells
     /// the backend after login (`replay_utf8`). After login OPTS goes to the backend.
     async fn opts_before_login(&mut self, command: Command) -> Result<Flow, SessionError> {
-        let option = command.arg_str().trim().to_ascii_uppercase();
-        let words: Vec<&str> = option.split_whitespace().collect();
-        match words.as_slice() {
-            ["UTF8"] | ["UTF8", "ON"] => {
+        match args::parse_opts(command.arg_str()) {
+            Ok(OptsArg::Utf8(true)) => {
                 self.utf8_requested = true;
                 self.reply(200, "UTF8 mode on.").await?;
             }
-            ["UTF8", "OFF"] => {
+            Ok(OptsArg::Utf8(false)) => {
                 self.utf8_requested = false;
                 self.reply(200, "UTF8 mode off.").await?;
             }
-            _ => {
+            Err(_) => {
                 self.reply(501, "Option not understood before login.")
                     .await?
             }
@@ -341,7 +339,7 @@ impl Session {
     /// because ftpfront sends the backend PASV/PORT in between (RFC 3659 5.3: REST must be
     /// the last command before the transfer).
     async fn rest(&mut self, command: Command) -> Result<Flow, SessionError> {
-        match command.arg_str().trim().parse::<u64>() {
+        match args::parse_rest(command.arg_str()) {
             Ok(offset) => {
                 self.pending_rest = Some(command);
                 let text =
