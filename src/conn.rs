@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::ftp::telnet::{self, IAC};
 use crate::ftp::{Command, LineEvent, LineSplitter, Reply, ReplyError, ReplyParser};
 
 /// A byte stream a control connection can run over; boxed so that a TLS upgrade can swap
@@ -16,11 +17,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 pub type BoxStream = Box<dyn ByteStream>;
 
 const READ_CHUNK: usize = 4096;
-/// Telnet bytes of an urgent command (RFC 854): Interpret As Command, Interrupt Process,
-/// Data Mark.
-const IAC: u8 = 0xFF;
-const TELNET_IP: u8 = 0xF4;
-const TELNET_DM: u8 = 0xF2;
 /// A peer that does not take a reply for this long is not reading its control connection;
 /// without a bound, a client that pipelines commands and never reads pins a session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -417,10 +413,10 @@ impl BackendControl {
             source,
         };
         self.conn
-            .write_all(&[IAC, TELNET_IP, IAC])
+            .write_all(&[IAC, telnet::IP, IAC])
             .await
             .map_err(io_error)?;
-        let synch = [TELNET_DM];
+        let synch = [telnet::DM];
         // SAFETY: `fd` belongs to the TcpStream owned by `self.conn`, alive for this call;
         // the buffer is valid for one byte.
         let sent = unsafe { libc::send(fd, synch.as_ptr().cast(), 1, libc::MSG_OOB) };

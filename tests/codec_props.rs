@@ -1,14 +1,14 @@
 //! Property tests of the pure FTP codec (`ftpfront::ftp`): encode -> decode round trips
-//! for commands, replies and data addresses, and the line splitter's invariants under
-//! arbitrary chunking. The coverage-guided fuzz targets in `fuzz/` check the same
+//! for commands, replies, data addresses and the arguments ftpfront answers itself, and the
+//! line splitter's invariants under arbitrary chunking. The coverage-guided fuzz targets in `fuzz/` check the same
 //! properties on arbitrary bytes; `scripts/fuzz.sh` runs this suite where no nightly
 //! toolchain is available.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 use ftpfront::ftp::{
-    addr, Command, EpsvArg, LineEvent, LineSplitter, Reply, ReplyParser, Verb,
-    DEFAULT_MAX_LINE_LENGTH,
+    addr, args, Command, EpsvArg, LineEvent, LineSplitter, OptsArg, ProtLevel, Reply, ReplyParser,
+    Verb, DEFAULT_MAX_LINE_LENGTH,
 };
 use proptest::prelude::*;
 
@@ -353,6 +353,37 @@ proptest! {
         if let Ok(EpsvArg::Protocol(protocol)) = addr::parse_epsv_arg(Some(&text)) {
             prop_assert!(protocol == 1 || protocol == 2);
         }
+    }
+
+    /// Every REST offset and PBSZ size survives the command line, in any spacing.
+    #[test]
+    fn rest_and_pbsz_numbers_round_trip(number in any::<u64>(), pad in " {0,3}") {
+        let line = format!("REST {pad}{number}{pad}");
+        let cmd = Command::parse(line.as_bytes()).expect("a REST line");
+        prop_assert_eq!(args::parse_rest(cmd.arg_str()), Ok(number));
+        prop_assert_eq!(args::parse_pbsz(cmd.arg_str()), Ok(number));
+    }
+
+    /// The argument parsers never panic, and what they accept is what they promise.
+    #[test]
+    fn argument_parsers_take_any_text(text in any::<String>()) {
+        if let Ok(offset) = args::parse_rest(&text) {
+            prop_assert_eq!(args::parse_rest(&offset.to_string()), Ok(offset));
+        }
+        if let Ok(OptsArg::Utf8(_)) = args::parse_opts(&text) {
+            prop_assert!(text.to_ascii_uppercase().contains("UTF8"));
+        }
+        if let Ok(level) = args::parse_prot(&text) {
+            let letter = text.trim().to_ascii_uppercase();
+            let expected = match letter.as_str() {
+                "C" => ProtLevel::Clear,
+                "S" => ProtLevel::Safe,
+                "E" => ProtLevel::Confidential,
+                _ => ProtLevel::Private,
+            };
+            prop_assert_eq!(level, expected);
+        }
+        let _ = args::parse_auth(&text);
     }
 
     /// The splitter yields the same events however the stream is cut, the complete lines

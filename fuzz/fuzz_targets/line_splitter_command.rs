@@ -1,8 +1,9 @@
-//! Fuzzes `ftp::LineSplitter` under arbitrary chunking and line limits, and `Command::parse` on every line it yields.
+//! Fuzzes `ftp::LineSplitter` under arbitrary chunking and line limits, and `Command::parse` and the argument parsers of `ftp::args` on every line it yields.
 #![no_main]
 
 use ftpfront::ftp::{
-    Command, CommandError, LineEvent, LineSplitter, Verb, DEFAULT_MAX_LINE_LENGTH,
+    args, ArgError, AuthMechanism, Command, CommandError, LineEvent, LineSplitter, Verb,
+    DEFAULT_MAX_LINE_LENGTH,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -155,6 +156,28 @@ fn check_command(line: &[u8], max: usize) {
         (cmd.verb, &cmd.verb_text, &cmd.arg)
     );
     assert_eq!(Command::parse(&rebuilt.to_wire()), Ok(rebuilt));
+    check_args(cmd.arg_str());
+}
+
+/// The argument parsers of `ftp::args` on any argument: no panic, bounded error quotes, and
+/// what they accept is what they promise.
+fn check_args(arg: &str) {
+    let bounded = |error: ArgError| assert!(error.to_string().len() <= 160, "{error}");
+    match args::parse_rest(arg) {
+        Ok(offset) => assert_eq!(args::parse_rest(&offset.to_string()), Ok(offset)),
+        Err(error) => bounded(error),
+    }
+    assert_eq!(args::parse_pbsz(arg), args::parse_rest(arg));
+    if let Err(error) = args::parse_opts(arg) {
+        bounded(error);
+    }
+    match args::parse_prot(arg) {
+        Ok(_) => assert_eq!(arg.trim().len(), 1),
+        Err(error) => bounded(error),
+    }
+    if let AuthMechanism::Other(mechanism) = args::parse_auth(arg) {
+        assert_eq!(mechanism, arg.trim().to_ascii_uppercase());
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
+use super::codes::{ENTERING_EXTENDED_PASSIVE, ENTERING_PASSIVE};
 use super::quote_for_error;
 use super::reply::Reply;
 
@@ -49,7 +50,10 @@ pub enum EpsvArg {
 /// `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`
 pub fn format_pasv_reply(ip: Ipv4Addr, port: u16) -> Reply {
     let host_port = format_port_arg(SocketAddrV4::new(ip, port));
-    Reply::new(227, format!("Entering Passive Mode ({host_port})."))
+    Reply::new(
+        ENTERING_PASSIVE,
+        format!("Entering Passive Mode ({host_port})."),
+    )
 }
 
 /// Extracts the address from a 227 reply.
@@ -58,7 +62,7 @@ pub fn format_pasv_reply(ip: Ipv4Addr, port: u16) -> Reply {
 /// in the wild), so the first six comma-separated numbers anywhere in the text
 /// are taken. `0.0.0.0` is returned as is: what it means is the caller's call.
 pub fn parse_pasv_reply(reply: &Reply) -> Result<SocketAddrV4, AddrError> {
-    expect_code(reply, 227)?;
+    expect_code(reply, ENTERING_PASSIVE)?;
     let text = reply.text();
     let numbers = find_host_port(text.as_bytes()).ok_or(AddrError::MissingHostPort)?;
     host_port_to_addr(numbers)
@@ -66,13 +70,16 @@ pub fn parse_pasv_reply(reply: &Reply) -> Result<SocketAddrV4, AddrError> {
 
 /// `229 Entering Extended Passive Mode (|||port|)`
 pub fn format_epsv_reply(port: u16) -> Reply {
-    Reply::new(229, format!("Entering Extended Passive Mode (|||{port}|)"))
+    Reply::new(
+        ENTERING_EXTENDED_PASSIVE,
+        format!("Entering Extended Passive Mode (|||{port}|)"),
+    )
 }
 
 /// Extracts the port from a 229 reply: `(<d><d><d>port<d>)` with any
 /// delimiter in ASCII 33..=126, the same all four times.
 pub fn parse_epsv_reply(reply: &Reply) -> Result<u16, AddrError> {
-    expect_code(reply, 229)?;
+    expect_code(reply, ENTERING_EXTENDED_PASSIVE)?;
     let text = reply.text();
     let bytes = text.as_bytes();
     bytes

@@ -1,15 +1,20 @@
-//! Pure FTP protocol codec: commands, replies and data-address formats (no I/O).
+//! Pure FTP protocol codec: commands and their arguments, replies and reply codes, and data-address formats (no I/O).
 
 pub mod addr;
+pub mod args;
+pub mod codes;
 pub mod command;
+pub mod framer;
 pub mod reply;
+pub mod telnet;
+pub mod verb;
 
 pub use addr::{AddrError, EpsvArg};
-pub use command::{
-    Command, CommandError, LineEvent, LineSplitter, TransferDirection, Verb,
-    DEFAULT_MAX_LINE_LENGTH,
-};
+pub use args::{ArgError, AuthMechanism, OptsArg, ProtLevel};
+pub use command::{Command, CommandError};
+pub use framer::{LineEvent, LineSplitter, DEFAULT_MAX_LINE_LENGTH};
 pub use reply::{Reply, ReplyError, ReplyParser};
+pub use verb::{TransferDirection, Verb};
 
 /// Longest peer-supplied snippet quoted in an error message.
 const MAX_QUOTED_CHARS: usize = 64;
@@ -103,6 +108,11 @@ mod tests {
         let _ = addr::parse_port_arg(&text);
         let _ = addr::parse_eprt_arg(&text);
         let _ = addr::parse_epsv_arg(Some(&text));
+        let _ = args::parse_rest(&text);
+        let _ = args::parse_pbsz(&text);
+        let _ = args::parse_opts(&text);
+        let _ = args::parse_auth(&text);
+        let _ = args::parse_prot(&text);
 
         let max = rng.below(64) as usize;
         let mut splitter = LineSplitter::new(max);
@@ -123,7 +133,7 @@ mod tests {
         }
         let _ = parser.push_line(input);
 
-        for code in [227, 229] {
+        for code in [codes::ENTERING_PASSIVE, codes::ENTERING_EXTENDED_PASSIVE] {
             let reply = Reply::new(code, text.clone());
             let _ = addr::parse_pasv_reply(&reply);
             let _ = addr::parse_epsv_reply(&reply);

@@ -10,6 +10,7 @@ use super::gates;
 use super::{Flow, Session, SessionError};
 use crate::data::ClientData;
 use crate::ftp::addr::{self, EpsvArg};
+use crate::ftp::args;
 use crate::ftp::{Command, Reply, Verb};
 
 impl Session {
@@ -112,7 +113,7 @@ impl Session {
     /// because ftpfront sends the backend PASV/PORT in between (RFC 3659 5.3: REST must be
     /// the last command before the transfer).
     pub(super) async fn rest(&mut self, command: Command) -> Result<Flow, SessionError> {
-        match command.arg_str().trim().parse::<u64>() {
+        match args::parse_rest(command.arg_str()) {
             Ok(offset) => {
                 self.pending_rest = Some(command);
                 let text =

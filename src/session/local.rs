@@ -3,7 +3,7 @@
 
 use super::{Flow, Outcome, Session, SessionError, Shared};
 use crate::features::{self, Learnt, Lookup};
-use crate::ftp::{Command, Reply, Verb};
+use crate::ftp::{args, Command, OptsArg, Reply, Verb};
 
 impl Session {
     /// HELP before login: the commands a client may use now (RFC 959 214), `HELP <verb>`
@@ -67,18 +67,16 @@ impl Session {
         &mut self,
         command: Command,
     ) -> Result<Flow, SessionError> {
-        let option = command.arg_str().trim().to_ascii_uppercase();
-        let words: Vec<&str> = option.split_whitespace().collect();
-        match words.as_slice() {
-            ["UTF8"] | ["UTF8", "ON"] => {
+        match args::parse_opts(command.arg_str()) {
+            Ok(OptsArg::Utf8(true)) => {
                 self.utf8_requested = true;
                 self.reply(200, "UTF8 mode on.").await?;
             }
-            ["UTF8", "OFF"] => {
+            Ok(OptsArg::Utf8(false)) => {
                 self.utf8_requested = false;
                 self.reply(200, "UTF8 mode off.").await?;
             }
-            _ => {
+            Err(_) => {
                 self.reply(501, "Option not understood before login.")
                     .await?
             }

@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 use super::events::{SessionEvent, Side};
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::LineConn;
-use crate::ftp::Command;
+use crate::ftp::{args, AuthMechanism, Command, ProtLevel};
 use crate::tls;
 
 impl Session {
@@ -20,8 +20,7 @@ impl Session {
             .await?;
             return Ok(Flow::Continue);
         };
-        let mechanism = command.arg_str().trim().to_ascii_uppercase();
-        if !matches!(mechanism.as_str(), "TLS" | "TLS-C" | "SSL") {
+        if let AuthMechanism::Other(mechanism) = args::parse_auth(command.arg_str()) {
             let text = format!("AUTH {mechanism} is not supported: use AUTH TLS.");
             self.reply(504, &text).await?;
             return Ok(Flow::Continue);
@@ -71,7 +70,7 @@ impl Session {
     pub(super) async fn pbsz(&mut self, command: Command) -> Result<Flow, SessionError> {
         if !self.control_tls {
             self.reply(503, "PBSZ needs AUTH TLS first.").await?;
-        } else if command.arg_str().trim().parse::<u64>().is_err() {
+        } else if args::parse_pbsz(command.arg_str()).is_err() {
             self.reply(501, "PBSZ needs a number (0 for TLS).").await?;
         } else {
             // TLS has no protection buffer: the only valid size is 0 (RFC 4217 9).
@@ -85,20 +84,20 @@ impl Session {
             self.reply(503, "PROT needs AUTH TLS first.").await?;
             return Ok(Flow::Continue);
         }
-        match command.arg_str().trim().to_ascii_uppercase().as_str() {
-            "P" => {
+        match args::parse_prot(command.arg_str()) {
+            Ok(ProtLevel::Private) => {
                 self.prot_private = true;
                 self.reply(200, "Protection level set to Private.").await?;
             }
-            "C" => {
+            Ok(ProtLevel::Clear) => {
                 self.prot_private = false;
                 self.reply(200, "Protection level set to Clear.").await?;
             }
-            "S" | "E" => {
+            Ok(ProtLevel::Safe | ProtLevel::Confidential) => {
                 self.reply(536, "Only PROT P and PROT C are supported.")
                     .await?
             }
-            _ => self.reply(504, "Unknown protection level.").await?,
+            Err(_) => self.reply(504, "Unknown protection level.").await?,
         }
         Ok(Flow::Continue)
     }
