@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::ftp::codes;
 use crate::ftp::Reply;
 use crate::net;
 use crate::ports::Reservation;
@@ -366,12 +367,20 @@ pub async fn client_data_stream(
                 let _ = stream.set_nodelay(true);
                 Ok(stream)
             }
-            Err(e) => Err(Reply::new(425, format!("Can't open data connection: {e}."))),
+            Err(e) => Err(Reply::new(
+                codes::CANT_OPEN_DATA,
+                format!("Can't open data connection: {e}."),
+            )),
         },
         ClientData::Active(target) => {
             net::connect(target, Some(local_ip), timeout, "client data (active mode)")
                 .await
-                .map_err(|e| Reply::new(425, format!("Can't open data connection: {e}.")))
+                .map_err(|e| {
+                    Reply::new(
+                        codes::CANT_OPEN_DATA,
+                        format!("Can't open data connection: {e}."),
+                    )
+                })
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backend;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
 use crate::metrics::Metrics;
 use crate::tls::BackendTlsConfig;
@@ -152,7 +153,7 @@ impl FeatureCache {
 
 /// The relayable lines of a backend's 211 FEAT reply.
 pub fn relayable(reply: &Reply) -> Vec<String> {
-    if reply.code != 211 {
+    if reply.code != codes::SYSTEM_STATUS {
         return Vec::new();
     }
     let body = reply
@@ -181,7 +182,7 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
     let mut lines = vec!["Features:".to_string()];
     lines.extend(features.into_iter().map(|f| format!(" {f}")));
     lines.push("End".to_string());
-    Reply::multiline(211, lines)
+    Reply::multiline(codes::SYSTEM_STATUS, lines)
 }
 
 /// Asks a backend for its features and its replies before login (`BeforeLogin`) on a

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::BackendLeg;
 use crate::config::{DataMode, PortRange};
 use crate::conn::BackendLegError;
+use crate::ftp::codes;
 use crate::ftp::{addr, Command};
 use crate::net::{self, canonical_ip};
 
@@ -134,7 +135,7 @@ async fn open_backend_passive(leg: &mut BackendLeg) -> Result<TcpStream, Backend
             .await?;
     }
     let target = match reply.code {
-        227 => {
+        codes::ENTERING_PASSIVE => {
             let announced = addr::parse_pasv_reply(&reply)
                 .map_err(|e| BackendDataError::Setup(format!("bad 227 reply: {e}")))?;
             if leg.config.use_control_address {
@@ -143,7 +144,7 @@ async fn open_backend_passive(leg: &mut BackendLeg) -> Result<TcpStream, Backend
                 SocketAddr::V4(announced)
             }
         }
-        229 => {
+        codes::ENTERING_EXTENDED_PASSIVE => {
             let port = addr::parse_epsv_reply(&reply)
                 .map_err(|e| BackendDataError::Setup(format!("bad 229 reply: {e}")))?;
             SocketAddr::new(peer.ip(), port)

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{BackendConfig, BackendTls, Config};
 use crate::conn::{BackendControl, BackendLegError, BoxStream};
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
 use crate::metrics::{labels, Metrics};
 use crate::proxy_protocol::encode_header;
@@ -103,7 +104,7 @@ impl ConnectError {
                 format!("Service not available: TLS to the server failed; {closing}")
             }
         };
-        Reply::new(421, text)
+        Reply::new(codes::SERVICE_NOT_AVAILABLE, text)
     }
 
     fn reason(&self) -> &'static str {
@@ -248,7 +249,7 @@ async fn start_explicit_tls(
         .command(&auth, "sending AUTH TLS")
         .await
         .map_err(greeting_failed(backend))?;
-    if reply.code != 234 {
+    if reply.code != codes::AUTH_OK {
         return Err(tls_refused(backend, "AUTH TLS", reply.code, reply.text()));
     }
     let (peer, local) = (control.peer(), control.local());
@@ -330,8 +331,8 @@ async fn read_greeting(
                 source,
             })?;
         match reply.code {
-            120 => continue,
-            220 => return Ok(()),
+            codes::SERVICE_READY_IN => continue,
+            codes::SERVICE_READY => return Ok(()),
             _ => {
                 return Err(ConnectError::Refused {
                     name: backend.name.clone(),

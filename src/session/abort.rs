@@ -8,6 +8,7 @@ use super::events::{TransferEnd, TransferResult};
 use super::running::RunningTransfer;
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::BackendLegError;
+use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
 
@@ -78,7 +79,7 @@ impl Session {
         reply: &Reply,
     ) -> Result<Option<Flow>, SessionError> {
         self.send(reply).await?;
-        Ok((reply.code == 421).then_some(Flow::Close(Outcome::Error)))
+        Ok((reply.code == codes::SERVICE_NOT_AVAILABLE).then_some(Flow::Close(Outcome::Error)))
     }
 
     /// The data connection of an aborted download is done: the backend's remaining
@@ -149,9 +150,13 @@ impl Session {
                 }
             }
             _ => {
-                self.reply(426, "Connection closed; transfer aborted.")
+                self.reply(
+                    codes::TRANSFER_ABORTED,
+                    "Connection closed; transfer aborted.",
+                )
+                .await?;
+                self.reply(codes::CLOSING_DATA, "ABOR command successful.")
                     .await?;
-                self.reply(226, "ABOR command successful.").await?;
             }
         }
         self.record_end(
@@ -217,7 +222,7 @@ impl Session {
         leg.control.send(&Command::new("PWD", None), phase).await?;
         loop {
             let reply = leg.control.read_reply(phase).await?;
-            if reply.code == 257 {
+            if reply.code == codes::PATHNAME_CREATED {
                 return Ok(before);
             }
             debug!(code = reply.code, "backend reply after ABOR");

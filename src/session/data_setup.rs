@@ -11,6 +11,7 @@ use super::{Flow, Session, SessionError};
 use crate::data::ClientData;
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::args;
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
 
 impl Session {
@@ -27,11 +28,11 @@ impl Session {
             match addr::parse_epsv_arg(command.arg.as_deref()) {
                 Ok(EpsvArg::All) => {
                     self.epsv_all = true;
-                    return Reply::new(200, "EPSV ALL ok: only EPSV from now on.");
+                    return Reply::new(codes::COMMAND_OK, "EPSV ALL ok: only EPSV from now on.");
                 }
                 Ok(EpsvArg::Protocol(p)) if p != self.client_protocol() => {
                     return Reply::new(
-                        522,
+                        codes::PROTOCOL_NOT_SUPPORTED,
                         format!(
                             "Network protocol not supported, use ({})",
                             self.client_protocol()
@@ -39,18 +40,26 @@ impl Session {
                     );
                 }
                 Ok(_) => {}
-                Err(e) => return Reply::new(501, format!("Bad EPSV argument: {e}.")),
+                Err(e) => {
+                    return Reply::new(codes::SYNTAX_ERROR_ARGS, format!("Bad EPSV argument: {e}."))
+                }
             }
         }
         let public = self.public_address();
         let IpAddr::V4(public_v4) = public else {
             if !extended {
-                return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+                return Reply::new(
+                    codes::PROTOCOL_NOT_SUPPORTED,
+                    "PASV cannot carry an IPv6 address: use EPSV.",
+                );
             }
             return self.reserve_passive(None);
         };
         if !extended && self.client_ip.is_ipv6() {
-            return Reply::new(522, "PASV cannot carry an IPv6 address: use EPSV.");
+            return Reply::new(
+                codes::PROTOCOL_NOT_SUPPORTED,
+                "PASV cannot carry an IPv6 address: use EPSV.",
+            );
         }
         self.reserve_passive(if extended { None } else { Some(public_v4) })
     }
@@ -72,7 +81,7 @@ impl Session {
             Err(e) => {
                 warn!(error = %e, "passive port pool exhausted for this client address");
                 Reply::new(
-                    425,
+                    codes::CANT_OPEN_DATA,
                     format!("Can't open data connection: {e}. Try again when a transfer ends."),
                 )
             }
@@ -101,7 +110,10 @@ impl Session {
         let reply = match gates::active_target(&self.view(), &command) {
             Ok(target) => {
                 self.data = Some(ClientData::Active(target));
-                Reply::new(200, format!("{} command successful.", command.verb_text))
+                Reply::new(
+                    codes::COMMAND_OK,
+                    format!("{} command successful.", command.verb_text),
+                )
             }
             Err(reply) => reply,
         };
@@ -118,9 +130,12 @@ impl Session {
                 self.pending_rest = Some(command);
                 let text =
                     format!("Restarting at {offset}. Send STORE or RETRIEVE to initiate transfer.");
-                self.reply(350, &text).await?;
+                self.reply(codes::FILE_ACTION_PENDING, &text).await?;
             }
-            Err(_) => self.reply(501, "REST needs a byte offset.").await?,
+            Err(_) => {
+                self.reply(codes::SYNTAX_ERROR_ARGS, "REST needs a byte offset.")
+                    .await?
+            }
         }
         Ok(Flow::Continue)
     }

@@ -7,6 +7,7 @@ use tracing::{debug, info, warn};
 
 use super::gates::Plaintext;
 use super::Session;
+use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::Command;
 use crate::metrics::labels;
@@ -203,7 +204,7 @@ impl Session {
                     .inc();
                 // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses,
                 // and not worth a line each (a client could repeat them without end).
-                if code == 530 {
+                if code == codes::NOT_LOGGED_IN {
                     info!(user, backend, code, "login failed");
                 } else {
                     debug!(user, backend, code, "login step refused");

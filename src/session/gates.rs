@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{ClientActiveMode, TlsMode};
 use crate::ftp::addr;
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
 use crate::net::canonical_ip;
 
@@ -98,7 +99,10 @@ fn refuse(code: u16, text: impl Into<String>) -> Option<Refusal> {
 fn tls_before_login(view: &View, command: &Command) -> Option<Refusal> {
     let credentials = matches!(command.verb, Verb::User | Verb::Pass | Verb::Acct);
     (credentials && view.tls_mode == TlsMode::Required && !view.control_tls).then(|| Refusal {
-        reply: Reply::new(530, "TLS is required: send AUTH TLS before logging in."),
+        reply: Reply::new(
+            codes::NOT_LOGGED_IN,
+            "TLS is required: send AUTH TLS before logging in.",
+        ),
         plaintext: Some(Plaintext::Login),
     })
 }
@@ -108,7 +112,7 @@ fn login_required(view: &View, command: &Command) -> Option<Refusal> {
     if view.logged_in || BEFORE_LOGIN.contains(&command.verb) {
         return None;
     }
-    refuse(530, "Please login with USER and PASS.")
+    refuse(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
 }
 
 /// After EPSV ALL only EPSV prepares data connections (RFC 2428).
@@ -117,8 +121,8 @@ fn epsv_all(view: &View, command: &Command) -> Option<Refusal> {
         return None;
     }
     match command.verb {
-        Verb::Pasv => refuse(503, "PASV refused after EPSV ALL."),
-        Verb::Port | Verb::Eprt => refuse(503, "PORT/EPRT refused after EPSV ALL."),
+        Verb::Pasv => refuse(codes::BAD_SEQUENCE, "PASV refused after EPSV ALL."),
+        Verb::Port | Verb::Eprt => refuse(codes::BAD_SEQUENCE, "PORT/EPRT refused after EPSV ALL."),
         _ => None,
     }
 }
@@ -140,7 +144,7 @@ fn active_mode_policy(view: &View, command: &Command) -> Option<Refusal> {
 pub(super) fn active_target(view: &View, command: &Command) -> Result<SocketAddr, Reply> {
     if view.active_mode == ClientActiveMode::Deny {
         return Err(Reply::new(
-            502,
+            codes::NOT_IMPLEMENTED,
             "Active mode (PORT/EPRT) is disabled on this proxy: use PASV or EPSV.",
         ));
     }
@@ -151,11 +155,14 @@ pub(super) fn active_target(view: &View, command: &Command) -> Result<SocketAddr
     let target = match target {
         Ok(target) => target,
         Err(addr::AddrError::UnsupportedProtocol(..)) => {
-            return Err(Reply::new(522, "Network protocol not supported, use (1,2)"))
+            return Err(Reply::new(
+                codes::PROTOCOL_NOT_SUPPORTED,
+                "Network protocol not supported, use (1,2)",
+            ))
         }
         Err(e) => {
             let text = format!("Bad {} argument: {e}.", command.verb_text);
-            return Err(Reply::new(501, text));
+            return Err(Reply::new(codes::SYNTAX_ERROR_ARGS, text));
         }
     };
     if view.active_mode == ClientActiveMode::SameIp {
@@ -165,11 +172,11 @@ pub(super) fn active_target(view: &View, command: &Command) -> Result<SocketAddr
                 "{verb} refused: the data address must be your own ({}).",
                 view.client_ip
             );
-            return Err(Reply::new(501, text));
+            return Err(Reply::new(codes::SYNTAX_ERROR_ARGS, text));
         }
         if target.port() < 1024 {
             let text = format!("{verb} refused: ports below 1024 are not allowed.");
-            return Err(Reply::new(501, text));
+            return Err(Reply::new(codes::SYNTAX_ERROR_ARGS, text));
         }
     }
     Ok(target)
@@ -180,7 +187,7 @@ fn data_prepared(view: &View, command: &Command) -> Option<Refusal> {
     if !command.verb.is_transfer() || view.data_prepared {
         return None;
     }
-    refuse(425, "Use PASV or EPSV (or PORT) first.")
+    refuse(codes::CANT_OPEN_DATA, "Use PASV or EPSV (or PORT) first.")
 }
 
 /// `tls.mode = "required"`: no plaintext data connections.
@@ -188,7 +195,7 @@ fn protected_data(view: &View, command: &Command) -> Option<Refusal> {
     let plaintext = view.tls_mode == TlsMode::Required && !view.prot_private;
     (command.verb.is_transfer() && plaintext).then(|| Refusal {
         reply: Reply::new(
-            521,
+            codes::PROT_SETTING_REFUSED,
             "Data connections must be encrypted: send PROT P first.",
         ),
         plaintext: Some(Plaintext::Data),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{Flow, Outcome, Session, SessionError};
+use crate::ftp::codes;
 use crate::ftp::{Command, Verb};
 
 /// How long the backend may hear nothing while the client is active. Short, because the
@@ -63,7 +64,7 @@ impl Session {
             .control
             .command(&noop, "keeping the backend alive")
             .await?;
-        if reply.code == 421 {
+        if reply.code == codes::SERVICE_NOT_AVAILABLE {
             info!(reply = reply.text().as_str(), "backend closed the session");
             self.send(&reply).await?;
             return Ok(Some(Flow::Close(Outcome::Error)));

@@ -3,6 +3,7 @@
 
 use super::{Flow, Outcome, Session, SessionError, Shared};
 use crate::features::{self, Learnt, Lookup};
+use crate::ftp::codes;
 use crate::ftp::{args, Command, OptsArg, Reply, Verb};
 
 impl Session {
@@ -21,15 +22,15 @@ impl Session {
                 BEFORE_LOGIN.to_string(),
                 "Help OK.".to_string(),
             ];
-            Reply::multiline(214, lines)
+            Reply::multiline(codes::HELP_MESSAGE, lines)
         } else if Verb::from_name(topic) == Verb::Other {
             Reply::new(
-                502,
+                codes::NOT_IMPLEMENTED,
                 format!("Unknown command {}.", topic.to_ascii_uppercase()),
             )
         } else {
             Reply::new(
-                214,
+                codes::HELP_MESSAGE,
                 format!(
                     "{} is recognized; log in for details.",
                     topic.to_ascii_uppercase()
@@ -46,7 +47,10 @@ impl Session {
         let shared = self.shared.clone();
         match default_backend_learnt(&shared).await.before_login.syst {
             Some(reply) => self.send(&reply).await?,
-            None => self.answer(530, "Please login with USER and PASS.").await?,
+            None => {
+                self.answer(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
+                    .await?
+            }
         }
         Ok(Flow::Continue)
     }
@@ -55,8 +59,8 @@ impl Session {
     pub(super) async fn noop_before_login(&mut self) -> Result<Flow, SessionError> {
         let shared = self.shared.clone();
         match default_backend_learnt(&shared).await.before_login.noop {
-            Some(reply) if reply.code == 530 => self.send(&reply).await?,
-            _ => self.answer(200, "NOOP ok.").await?,
+            Some(reply) if reply.code == codes::NOT_LOGGED_IN => self.send(&reply).await?,
+            _ => self.answer(codes::COMMAND_OK, "NOOP ok.").await?,
         }
         Ok(Flow::Continue)
     }
@@ -70,15 +74,18 @@ impl Session {
         match args::parse_opts(command.arg_str()) {
             Ok(OptsArg::Utf8(true)) => {
                 self.utf8_requested = true;
-                self.reply(200, "UTF8 mode on.").await?;
+                self.reply(codes::COMMAND_OK, "UTF8 mode on.").await?;
             }
             Ok(OptsArg::Utf8(false)) => {
                 self.utf8_requested = false;
-                self.reply(200, "UTF8 mode off.").await?;
+                self.reply(codes::COMMAND_OK, "UTF8 mode off.").await?;
             }
             Err(_) => {
-                self.reply(501, "Option not understood before login.")
-                    .await?
+                self.reply(
+                    codes::SYNTAX_ERROR_ARGS,
+                    "Option not understood before login.",
+                )
+                .await?
             }
         }
         Ok(Flow::Continue)
@@ -86,7 +93,7 @@ impl Session {
 
     pub(super) async fn quit(&mut self) -> Result<Flow, SessionError> {
         self.close_backend().await;
-        self.reply(221, "Goodbye.").await?;
+        self.reply(codes::CLOSING_CONTROL, "Goodbye.").await?;
         Ok(Flow::Close(Outcome::Ok))
     }
 

@@ -12,17 +12,20 @@ use crate::backend::{self, BackendLeg};
 use crate::bans;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
 
 impl Session {
     pub(super) async fn host(&mut self, command: Command) -> Result<Flow, SessionError> {
         if self.backend.is_some() {
-            self.reply(503, "HOST must come before USER.").await?;
+            self.reply(codes::BAD_SEQUENCE, "HOST must come before USER.")
+                .await?;
         } else if command.arg_str().is_empty() {
-            self.reply(501, "HOST needs a host name.").await?;
+            self.reply(codes::SYNTAX_ERROR_ARGS, "HOST needs a host name.")
+                .await?;
         } else {
             self.host = Some(command.arg_str().to_string());
-            self.reply(220, "Host accepted.").await?;
+            self.reply(codes::SERVICE_READY, "Host accepted.").await?;
         }
         Ok(Flow::Continue)
     }
@@ -33,7 +36,8 @@ impl Session {
     pub(super) async fn user(&mut self, command: Command) -> Result<Flow, SessionError> {
         let user = command.arg_str().to_string();
         if user.is_empty() {
-            self.reply(501, "USER needs a user name.").await?;
+            self.reply(codes::SYNTAX_ERROR_ARGS, "USER needs a user name.")
+                .await?;
             return Ok(Flow::Continue);
         }
         if self.is_banned() {
@@ -41,7 +45,8 @@ impl Session {
         }
         let Some(config) = self.shared.router.route(&user).cloned() else {
             self.reset_login_state();
-            self.reply(530, "No backend serves this user.").await?;
+            self.reply(codes::NOT_LOGGED_IN, "No backend serves this user.")
+                .await?;
             return Ok(Flow::Continue);
         };
         let started = Instant::now();
@@ -92,16 +97,19 @@ impl Session {
         let (user, started) = match &self.login {
             Login::UserSent { user, started } => (user.clone(), *started),
             Login::LoggedIn { .. } => {
-                self.reply(503, "Already logged in.").await?;
+                self.reply(codes::BAD_SEQUENCE, "Already logged in.")
+                    .await?;
                 return Ok(Flow::Continue);
             }
             Login::None => {
-                self.reply(503, "Login with USER first.").await?;
+                self.reply(codes::BAD_SEQUENCE, "Login with USER first.")
+                    .await?;
                 return Ok(Flow::Continue);
             }
         };
         let Some(leg) = self.backend.as_mut() else {
-            self.reply(503, "Login with USER first.").await?;
+            self.reply(codes::BAD_SEQUENCE, "Login with USER first.")
+                .await?;
             return Ok(Flow::Continue);
         };
         let reply = leg
@@ -121,7 +129,7 @@ impl Session {
     ) -> Result<Flow, SessionError> {
         let backend_name = self.backend_name().to_string();
         match reply.code {
-            230 => {
+            codes::LOGGED_IN => {
                 self.record(SessionEvent::LoginOk {
                     user: &user,
                     started,
@@ -130,12 +138,14 @@ impl Session {
                 self.login = Login::LoggedIn { user };
                 self.replay_utf8().await?;
             }
-            331 | 332 => self.login = Login::UserSent { user, started },
+            codes::NEED_PASSWORD | codes::NEED_ACCOUNT => {
+                self.login = Login::UserSent { user, started }
+            }
             code => {
                 self.record(SessionEvent::LoginRefused { user: &user, code });
                 self.login = Login::None;
                 // 530 is "not logged in"; 503 (bad sequence) and the like are no guesses.
-                if code == 530 {
+                if code == codes::NOT_LOGGED_IN {
                     return self.count_failed_login().await;
                 }
             }
@@ -181,8 +191,11 @@ impl Session {
             return Ok(Flow::Close(Outcome::Ok));
         }
         self.close_backend().await;
-        self.reply(421, "Too many failed logins; closing control connection.")
-            .await?;
+        self.reply(
+            codes::SERVICE_NOT_AVAILABLE,
+            "Too many failed logins; closing control connection.",
+        )
+        .await?;
         Ok(Flow::Close(Outcome::Ok))
     }
 
@@ -199,7 +212,8 @@ impl Session {
 
     async fn close_banned(&mut self) -> Result<Flow, SessionError> {
         self.close_backend().await;
-        self.reply(421, bans::BANNED_TEXT).await?;
+        self.reply(codes::SERVICE_NOT_AVAILABLE, bans::BANNED_TEXT)
+            .await?;
         Ok(Flow::Close(Outcome::Ok))
     }
 
@@ -244,7 +258,8 @@ impl Session {
         self.close_backend().await;
         self.reset_login_state();
         self.host = None;
-        self.reply(220, "Service ready for new user.").await?;
+        self.reply(codes::SERVICE_READY, "Service ready for new user.")
+            .await?;
         Ok(Flow::Continue)
     }
 

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::conn::{BackendLegError, LineConn};
 use crate::data::ClientData;
 use crate::features::FeatureCache;
+use crate::ftp::codes;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
 use crate::net::canonical_ip;
@@ -189,7 +190,7 @@ impl Session {
                 self.record(SessionEvent::ProtocolError { side, kind });
                 let _ = self
                     .send(&Reply::new(
-                        421,
+                        codes::SERVICE_NOT_AVAILABLE,
                         "Backend connection failed; closing control connection.",
                     ))
                     .await;
@@ -206,8 +207,11 @@ impl Session {
     }
 
     async fn close_for_shutdown(&mut self) -> Result<Outcome, SessionError> {
-        self.reply(421, "Service shutting down; closing control connection.")
-            .await?;
+        self.reply(
+            codes::SERVICE_NOT_AVAILABLE,
+            "Service shutting down; closing control connection.",
+        )
+        .await?;
         Ok(Outcome::Ok)
     }
 
@@ -224,7 +228,7 @@ impl Session {
                 });
                 let limit = self.shared.config.limits.max_line_length;
                 let text = format!("Command line too long (limit {limit} bytes).");
-                ClientInput::Own(Reply::new(500, text))
+                ClientInput::Own(Reply::new(codes::SYNTAX_ERROR, text))
             }
             Some(LineEvent::Line(line)) => match Command::parse(&line) {
                 Ok(command) => {
@@ -235,7 +239,10 @@ impl Session {
                     let side = Side::Client;
                     let kind = "malformed_command";
                     self.record(SessionEvent::ProtocolError { side, kind });
-                    ClientInput::Own(Reply::new(500, format!("Syntax error: {e}.")))
+                    ClientInput::Own(Reply::new(
+                        codes::SYNTAX_ERROR,
+                        format!("Syntax error: {e}."),
+                    ))
                 }
             },
         }
@@ -270,15 +277,21 @@ impl Session {
             Verb::Pbsz => self.pbsz(command).await,
             Verb::Prot => self.prot(command).await,
             Verb::Ccc => self
-                .reply(533, "CCC refused: the control connection stays encrypted.")
+                .reply(
+                    codes::PROTECTION_DENIED,
+                    "CCC refused: the control connection stays encrypted.",
+                )
                 .await
                 .map(|_| Flow::Continue),
             Verb::Adat => self
-                .reply(504, "ADAT is not supported: use AUTH TLS.")
+                .reply(
+                    codes::NOT_IMPLEMENTED_PARAM,
+                    "ADAT is not supported: use AUTH TLS.",
+                )
                 .await
                 .map(|_| Flow::Continue),
             Verb::Pret => self
-                .reply(200, "PRET accepted.")
+                .reply(codes::COMMAND_OK, "PRET accepted.")
                 .await
                 .map(|_| Flow::Continue),
             Verb::Syst if !self.logged_in() => self.syst_before_login().await,
@@ -289,7 +302,10 @@ impl Session {
             Verb::Port | Verb::Eprt => self.active(command).await,
             Verb::Rest => self.rest(command).await,
             Verb::Lprt | Verb::Lpsv => self
-                .reply(502, "LPRT/LPSV are not supported: use EPRT/EPSV.")
+                .reply(
+                    codes::NOT_IMPLEMENTED,
+                    "LPRT/LPSV are not supported: use EPRT/EPSV.",
+                )
                 .await
                 .map(|_| Flow::Continue),
             verb if verb.is_transfer() => self.transfer(command).await,

@@ -6,13 +6,15 @@ use tracing::{info, warn};
 use super::events::{SessionEvent, Side};
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::{BackendControl, BackendLegError};
+use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
 
 impl Session {
     /// Sends a command to the backend and relays every reply up to the final one.
     pub(super) async fn relay(&mut self, command: &Command) -> Result<Flow, SessionError> {
         let Some(leg) = self.backend.as_mut() else {
-            self.reply(530, "Please login with USER and PASS.").await?;
+            self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
+                .await?;
             return Ok(Flow::Continue);
         };
         if command.verb == Verb::Abor {
@@ -23,7 +25,7 @@ impl Session {
         let mut reply = leg.control.command(command, "relaying a command").await?;
         loop {
             self.send(&reply).await?;
-            if reply.code == 421 {
+            if reply.code == codes::SERVICE_NOT_AVAILABLE {
                 return Ok(Flow::Close(Outcome::Error));
             }
             if !reply.is_preliminary() {
@@ -60,7 +62,7 @@ impl Session {
     pub(super) async fn relay_refusal(&mut self, reply: &Reply) -> Result<Flow, SessionError> {
         self.send(reply).await?;
         Ok(match reply.code {
-            421 => Flow::Close(Outcome::Error),
+            codes::SERVICE_NOT_AVAILABLE => Flow::Close(Outcome::Error),
             _ => Flow::Continue,
         })
     }
@@ -70,7 +72,7 @@ impl Session {
         reply: Result<Reply, BackendLegError>,
     ) -> Result<Flow, SessionError> {
         match reply {
-            Ok(reply) if reply.code == 421 => {
+            Ok(reply) if reply.code == codes::SERVICE_NOT_AVAILABLE => {
                 info!(reply = reply.text().as_str(), "backend closed the session");
                 self.send(&reply).await?;
                 Ok(Flow::Close(Outcome::Error))

@@ -14,6 +14,7 @@ use super::relay::next_backend_reply;
 use super::running::RunningTransfer;
 use super::{ClientInput, Flow, Outcome, Session, SessionError};
 use crate::conn::BackendLegError;
+use crate::ftp::codes;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::shutdown;
 
@@ -88,8 +89,11 @@ macro_rules! with_transfer {
 impl Session {
     /// The session from its greeting to its end.
     pub(super) async fn serve(&mut self) -> Result<Outcome, SessionError> {
-        self.send(&Reply::new(220, "ftpfront FTP proxy ready."))
-            .await?;
+        self.send(&Reply::new(
+            codes::SERVICE_READY,
+            "ftpfront FTP proxy ready.",
+        ))
+        .await?;
         loop {
             let flow = match self.settle().await? {
                 Some(flow) => flow,
@@ -206,7 +210,7 @@ impl Session {
                     "Idle timeout ({}s): closing control connection.",
                     idle.as_secs()
                 );
-                self.reply(421, &text).await?;
+                self.reply(codes::SERVICE_NOT_AVAILABLE, &text).await?;
                 Ok(Flow::Close(Outcome::Ok))
             }
             // The client waits for its transfer: the backend must not idle out meanwhile.
@@ -286,9 +290,13 @@ impl Session {
     async fn abort(&mut self, command: Command) -> Result<Flow, SessionError> {
         match std::mem::take(&mut self.phase) {
             Phase::AwaitingData(_) => {
-                self.reply(425, "Transfer aborted before its data connection opened.")
+                self.reply(
+                    codes::CANT_OPEN_DATA,
+                    "Transfer aborted before its data connection opened.",
+                )
+                .await?;
+                self.reply(codes::CLOSING_DATA, "ABOR command successful.")
                     .await?;
-                self.reply(226, "ABOR command successful.").await?;
                 Ok(Flow::Continue)
             }
             Phase::Transferring(run) if run.is_aborting() => {
@@ -326,7 +334,7 @@ impl Session {
         }
         if self.queued.len() >= MAX_QUEUED {
             let text = "Too many commands during a transfer; closing control connection.";
-            self.reply(421, text).await?;
+            self.reply(codes::SERVICE_NOT_AVAILABLE, text).await?;
             return Ok(Flow::Close(Outcome::Error));
         }
         self.queued.push_back(input);
@@ -337,7 +345,7 @@ impl Session {
     /// keepalives never wait for a long transfer.
     fn busy_status(&self, command: &Command) -> Option<Reply> {
         match command.verb {
-            Verb::Noop => Some(Reply::new(200, "NOOP ok.")),
+            Verb::Noop => Some(Reply::new(codes::COMMAND_OK, "NOOP ok.")),
             Verb::Stat if command.arg_str().is_empty() => {
                 let status = match &self.phase {
                     Phase::Transferring(run) => run.status_line(),
@@ -348,7 +356,7 @@ impl Session {
                     status,
                     "End of status".to_string(),
                 ];
-                Some(Reply::multiline(213, lines))
+                Some(Reply::multiline(codes::FILE_STATUS, lines))
             }
             _ => None,
         }

@@ -12,6 +12,7 @@ use super::events::{SessionEvent, TransferEnd, TransferFacts, TransferResult};
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::BackendLegError;
 use crate::data::{self, DataStream};
+use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
 use crate::metrics::Metrics;
@@ -112,7 +113,7 @@ impl Session {
         self.record_end(run, moved, TransferResult::Error, end);
         let _ = self
             .reply(
-                426,
+                codes::TRANSFER_ABORTED,
                 "Connection closed; transfer aborted (the server's connection failed).",
             )
             .await;
@@ -129,7 +130,7 @@ impl Session {
         self.record_end(run, moved, TransferResult::Aborted, end);
         self.send_backend_abor().await;
         self.reply(
-            421,
+            codes::SERVICE_NOT_AVAILABLE,
             "Service shutting down; transfer cut at the end of the shutdown grace.",
         )
         .await?;
@@ -145,8 +146,11 @@ impl Session {
     ) -> Result<Flow, SessionError> {
         let moved = run.stop().await;
         self.resync_backend(run.final_reply.is_none()).await?;
-        self.reply(426, &format!("Data connection {reason}; transfer aborted."))
-            .await?;
+        self.reply(
+            codes::TRANSFER_ABORTED,
+            &format!("Data connection {reason}; transfer aborted."),
+        )
+        .await?;
         let end = TransferEnd::GaveUp { reason };
         self.record_end(run, moved, TransferResult::Error, end);
         Ok(Flow::Continue)
@@ -180,7 +184,7 @@ impl Session {
             self.send(&reply).await?;
             return Ok(None);
         }
-        if reply.code == 421 {
+        if reply.code == codes::SERVICE_NOT_AVAILABLE {
             run.pump.stop_and_wait().await;
             self.send(&reply).await?;
             let moved = run.progress.load(Ordering::Relaxed);
@@ -220,14 +224,14 @@ impl Session {
         let final_reply = run
             .final_reply
             .take()
-            .unwrap_or_else(|| Reply::new(451, "Transfer status unknown."));
+            .unwrap_or_else(|| Reply::new(codes::LOCAL_ERROR, "Transfer status unknown."));
         let data_error = pumped.as_ref().err().cloned();
         let (reply, result, bytes) = match pumped {
             Ok(bytes) if final_reply.is_completion() => (final_reply, TransferResult::Ok, bytes),
             Ok(bytes) => (final_reply, TransferResult::Failed, bytes),
             Err(reason) if final_reply.is_completion() => (
                 Reply::new(
-                    426,
+                    codes::TRANSFER_ABORTED,
                     format!("Data connection broken ({reason}); transfer incomplete."),
                 ),
                 TransferResult::Error,

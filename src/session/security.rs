@@ -7,6 +7,7 @@ use tracing::{debug, warn};
 use super::events::{SessionEvent, Side};
 use super::{Flow, Outcome, Session, SessionError};
 use crate::conn::LineConn;
+use crate::ftp::codes;
 use crate::ftp::{args, AuthMechanism, Command, ProtLevel};
 use crate::tls;
 
@@ -14,7 +15,7 @@ impl Session {
     pub(super) async fn auth(&mut self, command: Command) -> Result<Flow, SessionError> {
         let Some(client_tls) = self.shared.client_tls.clone() else {
             self.reply(
-                504,
+                codes::NOT_IMPLEMENTED_PARAM,
                 "AUTH is not available: TLS is not enabled on this proxy.",
             )
             .await?;
@@ -22,16 +23,22 @@ impl Session {
         };
         if let AuthMechanism::Other(mechanism) = args::parse_auth(command.arg_str()) {
             let text = format!("AUTH {mechanism} is not supported: use AUTH TLS.");
-            self.reply(504, &text).await?;
+            self.reply(codes::NOT_IMPLEMENTED_PARAM, &text).await?;
             return Ok(Flow::Continue);
         }
         if self.control_tls {
-            self.reply(503, "The control connection already uses TLS.")
-                .await?;
+            self.reply(
+                codes::BAD_SEQUENCE,
+                "The control connection already uses TLS.",
+            )
+            .await?;
             return Ok(Flow::Continue);
         }
-        self.reply(234, "AUTH TLS successful; start the TLS handshake.")
-            .await?;
+        self.reply(
+            codes::AUTH_OK,
+            "AUTH TLS successful; start the TLS handshake.",
+        )
+        .await?;
         let peer = self.client.peer();
         let plain = std::mem::replace(&mut self.client, LineConn::placeholder(peer));
         let stream = match plain.into_stream() {
@@ -69,35 +76,46 @@ impl Session {
 
     pub(super) async fn pbsz(&mut self, command: Command) -> Result<Flow, SessionError> {
         if !self.control_tls {
-            self.reply(503, "PBSZ needs AUTH TLS first.").await?;
+            self.reply(codes::BAD_SEQUENCE, "PBSZ needs AUTH TLS first.")
+                .await?;
         } else if args::parse_pbsz(command.arg_str()).is_err() {
-            self.reply(501, "PBSZ needs a number (0 for TLS).").await?;
+            self.reply(codes::SYNTAX_ERROR_ARGS, "PBSZ needs a number (0 for TLS).")
+                .await?;
         } else {
             // TLS has no protection buffer: the only valid size is 0 (RFC 4217 9).
-            self.reply(200, "PBSZ=0").await?;
+            self.reply(codes::COMMAND_OK, "PBSZ=0").await?;
         }
         Ok(Flow::Continue)
     }
 
     pub(super) async fn prot(&mut self, command: Command) -> Result<Flow, SessionError> {
         if !self.control_tls {
-            self.reply(503, "PROT needs AUTH TLS first.").await?;
+            self.reply(codes::BAD_SEQUENCE, "PROT needs AUTH TLS first.")
+                .await?;
             return Ok(Flow::Continue);
         }
         match args::parse_prot(command.arg_str()) {
             Ok(ProtLevel::Private) => {
                 self.prot_private = true;
-                self.reply(200, "Protection level set to Private.").await?;
+                self.reply(codes::COMMAND_OK, "Protection level set to Private.")
+                    .await?;
             }
             Ok(ProtLevel::Clear) => {
                 self.prot_private = false;
-                self.reply(200, "Protection level set to Clear.").await?;
+                self.reply(codes::COMMAND_OK, "Protection level set to Clear.")
+                    .await?;
             }
             Ok(ProtLevel::Safe | ProtLevel::Confidential) => {
-                self.reply(536, "Only PROT P and PROT C are supported.")
+                self.reply(
+                    codes::PROT_LEVEL_NOT_SUPPORTED,
+                    "Only PROT P and PROT C are supported.",
+                )
+                .await?
+            }
+            Err(_) => {
+                self.reply(codes::NOT_IMPLEMENTED_PARAM, "Unknown protection level.")
                     .await?
             }
-            Err(_) => self.reply(504, "Unknown protection level.").await?,
         }
         Ok(Flow::Continue)
     }

@@ -10,6 +10,7 @@ use super::running::{Leg, RunningTransfer};
 use super::{Flow, Phase, Session, SessionError};
 use crate::backend::{open_backend_data, BackendData, BackendDataError, DataError};
 use crate::data::{client_data_stream, DataStream};
+use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
 use crate::tls;
@@ -22,7 +23,8 @@ impl Session {
     pub(super) async fn transfer(&mut self, command: Command) -> Result<Flow, SessionError> {
         // The gates made sure there is one (`gates::data_prepared`).
         let Some(setup) = self.data.take() else {
-            self.reply(425, "Use PASV or EPSV (or PORT) first.").await?;
+            self.reply(codes::CANT_OPEN_DATA, "Use PASV or EPSV (or PORT) first.")
+                .await?;
             return Ok(Flow::Continue);
         };
         let timeout = self.shared.config.limits.data_accept_timeout;
@@ -54,7 +56,8 @@ impl Session {
             }
         };
         let Some(leg) = self.backend.as_mut() else {
-            self.reply(530, "Please login with USER and PASS.").await?;
+            self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
+                .await?;
             return Ok(Flow::Continue);
         };
         let backend_data = match open_backend_data(leg).await {
@@ -66,7 +69,8 @@ impl Session {
                     "cannot open the backend data connection"
                 );
                 // The reason names the backend's addresses: the log has it, not the client.
-                self.reply(425, "Can't open data connection.").await?;
+                self.reply(codes::CANT_OPEN_DATA, "Can't open data connection.")
+                    .await?;
                 return Ok(Flow::Continue);
             }
         };
@@ -74,7 +78,7 @@ impl Session {
         // the backend's PASV/PORT, right before the transfer command.
         if let Some(rest) = self.pending_rest.take() {
             let reply = leg.control.command(&rest, "sending REST").await?;
-            if reply.code != 350 {
+            if reply.code != codes::FILE_ACTION_PENDING {
                 self.send(&reply).await?;
                 self.record(SessionEvent::TransferNotStarted { direction });
                 return Ok(Flow::Continue);
@@ -100,7 +104,8 @@ impl Session {
                     "backend data connection failed"
                 );
                 self.finish_failed_start(held_final.is_none()).await?;
-                self.reply(425, "Can't open data connection.").await?;
+                self.reply(codes::CANT_OPEN_DATA, "Can't open data connection.")
+                    .await?;
                 self.record(SessionEvent::TransferNotStarted { direction });
                 return Ok(Flow::Continue);
             }
