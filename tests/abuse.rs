@@ -404,6 +404,24 @@ fn reset(stream: TcpStream) {
 
 /// Descriptors of the binary at rest, net of its passive listeners (bound on first use,
 /// closed 60 s later, so their number may differ between two quiet moments).
+/// The descriptor count once it stopped moving: the scrapes just made (and the honest
+/// client's connections) close on the proxy's side a moment after the client's, and a
+/// baseline taken while one is still open made "the connections are held" miss by one.
+async fn settled_fd_count(pid: u32) -> usize {
+    let mut last = fd_count(pid);
+    let mut steady = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = fd_count(pid);
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        if steady >= 3 {
+            break;
+        }
+    }
+    last
+}
+
 struct FdBaseline {
     fds: usize,
     listeners: f64,
@@ -414,7 +432,7 @@ impl FdBaseline {
         target.assert_released("before the attack").await;
         let listeners = target.metric("ftpfront_passive_listeners_open", &[]).await;
         FdBaseline {
-            fds: fd_count(target.pid),
+            fds: settled_fd_count(target.pid).await,
             listeners,
         }
     }
