@@ -98,13 +98,7 @@ impl Session {
                 return Ok(flow);
             }
         }
-        self.record_end(
-            run,
-            moved,
-            TransferResult::Aborted,
-            TransferEnd::AbortedByClient,
-        );
-        Ok(Flow::Continue)
+        Ok(self.aborted_by_client(run, moved))
     }
 
     /// The replies to an aborted transfer and to ABOR (two, where servers send both) come
@@ -159,13 +153,7 @@ impl Session {
                     .await?;
             }
         }
-        self.record_end(
-            run,
-            moved,
-            TransferResult::Aborted,
-            TransferEnd::AbortedByClient,
-        );
-        Ok(Flow::Continue)
+        Ok(self.aborted_by_client(run, moved))
     }
 
     /// Ends the backend's side of a transfer that was cut (its data connection is reset by
@@ -228,5 +216,12 @@ impl Session {
             debug!(code = reply.code, "backend reply after ABOR");
             before.push(reply);
         }
+    }
+
+    /// The client's ABOR ended the transfer: counted, and the session goes on.
+    fn aborted_by_client(&self, run: &RunningTransfer, moved: u64) -> Flow {
+        let end = TransferEnd::AbortedByClient;
+        self.record_end(run, moved, TransferResult::Aborted, end);
+        Flow::Continue
     }
 }
