@@ -114,9 +114,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             let text = format!(
-                "# {}: configuration is valid\n\n{}",
+                "# {}: configuration is valid\n\n{}\n{}",
                 path.display(),
-                config.render_effective()
+                config.render_effective(),
+                config.render_routes()
             );
             match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
                 // A closed pipe (`ftpfront check | head`) is not an error of the configuration.

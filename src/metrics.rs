@@ -44,6 +44,8 @@ pub struct Metrics {
     pub bans_total: IntCounter,
     pub backend_connect_errors_total: IntCounterVec,
     pub backend_up: IntGaugeVec,
+    /// Sessions connected to each backend now (what `least_conn` balances).
+    pub backend_sessions: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
     pub tls_plaintext_refused_total: IntCounterVec,
     pub data_connections_rejected_total: IntCounterVec,
@@ -141,6 +143,16 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
         register(&r, backend_up.clone());
+        let backend_sessions = IntGaugeVec::new(
+            Opts::new(
+                "backend_sessions",
+                "Client sessions connected to the backend now.",
+            )
+            .namespace("ftpfront"),
+            &["backend"],
+        )
+        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
+        register(&r, backend_sessions.clone());
         Arc::new(Metrics {
             sessions_active: gauge(&r, "sessions_active", "Client control sessions open now."),
             sessions_total: counter_vec(
@@ -221,6 +233,7 @@ impl Metrics {
                 &["backend", "reason"],
             ),
             backend_up,
+            backend_sessions,
             tls_handshakes_total: counter_vec(
                 &r,
                 "tls_handshakes_total",
@@ -345,6 +358,7 @@ impl Metrics {
         }
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
+            self.backend_sessions.with_label_values(&[backend]);
             self.backend_login_duration_seconds
                 .with_label_values(&[backend]);
             for result in [labels::OK, labels::FAILED] {
@@ -548,6 +562,7 @@ mod tests {
             .with_label_values(&["b", "timeout"])
             .inc();
         m.backend_up.with_label_values(&["b"]).set(1);
+        m.backend_sessions.with_label_values(&["b"]).set(1);
         m.tls_handshakes_total
             .with_label_values(&["client", "ok"])
             .inc();
@@ -585,6 +600,7 @@ mod tests {
                 "{backend=\"b\",reason=\"timeout\"}",
             ),
             ("ftpfront_backend_up", "gauge", "{backend=\"b\"}"),
+            ("ftpfront_backend_sessions", "gauge", "{backend=\"b\"}"),
             (
                 "ftpfront_tls_handshakes_total",
                 "counter",

@@ -93,7 +93,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         backend_tls,
         metrics: metrics.clone(),
         pool: pool.clone(),
-        router: Router::new(config.clone()),
+        router: Router::new(config.clone(), metrics.clone()),
     });
     let (shutdown, shutdown_rx) = shutdown::channel();
     let (metrics_stop, metrics_stop_rx) = watch::channel(false);

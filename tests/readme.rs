@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use ftpfront::config::{BackendConfig, Config, SplitHorizonRule};
+use ftpfront::config::{BackendConfig, Config, PoolConfig, SplitHorizonRule};
 use serde_json::Value;
 
 const README: &str = include_str!("../README.md");
@@ -26,6 +26,10 @@ fn struct_keys() -> BTreeMap<String, Value> {
         (
             "backends",
             to_json(serde_json::to_value(BackendConfig::default())),
+        ),
+        (
+            "pools",
+            to_json(serde_json::to_value(PoolConfig::default())),
         ),
         (
             "passive.public_address_by_client",

@@ -17,8 +17,10 @@ use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
 
 mod data_setup;
+mod select;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
+pub use select::{Router, SessionCount};
 
 /// A session's connection to its backend, with that backend's settings.
 pub struct BackendLeg {
@@ -26,28 +28,8 @@ pub struct BackendLeg {
     pub config: BackendConfig,
     /// TLS towards the backend: its data connections are wrapped too (PROT P).
     pub tls: Option<SessionTls>,
-}
-
-/// Picks the backend for a user name: the `routing.users` map first, then `routing.default`.
-pub struct Router {
-    config: Arc<Config>,
-}
-
-impl Router {
-    pub fn new(config: Arc<Config>) -> Router {
-        Router { config }
-    }
-
-    pub fn route(&self, user: &str) -> Option<&BackendConfig> {
-        let name = self
-            .config
-            .routing
-            .users
-            .get(user)
-            .map(String::as_str)
-            .or_else(|| self.config.default_backend())?;
-        self.config.backend(name)
-    }
+    /// Keeps this session in `ftpfront_backend_sessions` while the leg lives.
+    pub _counted: SessionCount,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,5 +17,6 @@ pub use problem::{ConfigError, Origin, Problem};
 pub use schema::{
     BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataMode,
     HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, PassiveConfig,
-    RoutingConfig, RoutingPolicy, ShutdownConfig, SplitHorizonRule, TlsConfig, TlsMode, TlsVersion,
+    PoolConfig, RoutingConfig, RoutingPolicy, ShutdownConfig, SplitHorizonRule, TlsConfig, TlsMode,
+    TlsVersion,
 };

@@ -27,6 +27,52 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The effective route table as TOML comments: each rule, in the order they are
+    /// asked, with the backends it may reach (a pool's in its listed order).
+    pub fn render_routes(&self) -> String {
+        let mut out = String::from("# Routes, in the order they are asked:\n");
+        for (user, target) in &self.routing.users {
+            out.push_str(&format!(
+                "#   user {user} -> {}\n",
+                self.describe_target(target)
+            ));
+        }
+        match self.default_backend() {
+            Some(target) => {
+                out.push_str(&format!(
+                    "#   everyone else -> {}\n",
+                    self.describe_target(target)
+                ));
+            }
+            None => out.push_str("#   everyone else -> no route (530)\n"),
+        }
+        out
+    }
+
+    fn describe_target(&self, target: &str) -> String {
+        let members = |pool: &super::PoolConfig| pool.backends.join(", ");
+        match self.pool(target) {
+            Some(pool) => {
+                let policy = policy_name(self.pool_policy(pool));
+                format!("pool {target} ({policy}: {})", members(pool))
+            }
+            None => format!("backend {target}"),
+        }
+    }
+}
+
+/// The policy as it is written in the file.
+fn policy_name(policy: super::RoutingPolicy) -> &'static str {
+    use super::RoutingPolicy::*;
+    match policy {
+        RoundRobin => "round_robin",
+        LeastConn => "least_conn",
+        Random => "random",
+        First => "first",
+    }
+}
+
 /// Replaces the values at `patterns` (dotted key paths, `*` = every array element).
 fn mask_secrets(value: &mut toml::Value, patterns: &[&str]) {
     for pattern in patterns {
@@ -90,6 +136,19 @@ mod tests {
         assert!(
             rendered.find("[listen]") < rendered.find("[passive]"),
             "{rendered}"
+        );
+    }
+
+    #[test]
+    fn the_route_table_names_each_rule_and_what_it_reaches() {
+        let text = format!(
+            "{ONE_BACKEND}[[backends]]\nname = \"b\"\naddress = \"h:21\"\n[[pools]]\nname = \"web\"\nbackends = [\"main\", \"b\"]\npolicy = \"first\"\n[routing]\ndefault = \"web\"\nusers = {{ alice = \"b\" }}\n"
+        );
+        let routes = Config::from_toml_str(&text).unwrap().render_routes();
+        assert!(routes.contains("#   user alice -> backend b\n"), "{routes}");
+        assert!(
+            routes.contains("#   everyone else -> pool web (first: main, b)\n"),
+            "{routes}"
         );
     }
 }

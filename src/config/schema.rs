@@ -18,6 +18,7 @@ pub struct Config {
     pub passive: PassiveConfig,
     pub tls: TlsConfig,
     pub backends: Vec<BackendConfig>,
+    pub pools: Vec<PoolConfig>,
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
@@ -261,12 +262,27 @@ pub enum BackendProxyProtocol {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
+    /// The target (a backend or a pool) of users no other rule routes.
     pub default: Option<String>,
+    /// The policy of pools that name none.
     pub policy: RoutingPolicy,
     /// User name -> backend name.
     pub users: BTreeMap<String, String>,
 }
 
+/// One `[[pools]]` entry: backends serving the same site, and how a session picks one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Shares one namespace with backend names: a route names either.
+    pub name: String,
+    /// Names of `[[backends]]`, in the order `first` tries them.
+    pub backends: Vec<String>,
+    /// `None`: `routing.policy`.
+    pub policy: Option<RoutingPolicy>,
+}
+
+/// How a pool orders its backends for a new session.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RoutingPolicy {
@@ -386,6 +402,30 @@ pub enum LogFormat {
 impl Config {
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|backend| backend.name == name)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    /// The backends a route target stands for: itself for a backend, the members of a
+    /// pool in their listed order; `None` when the name is neither.
+    pub fn target_backends(&self, target: &str) -> Option<Vec<&BackendConfig>> {
+        if let Some(backend) = self.backend(target) {
+            return Some(vec![backend]);
+        }
+        let pool = self.pool(target)?;
+        Some(
+            pool.backends
+                .iter()
+                .filter_map(|name| self.backend(name))
+                .collect(),
+        )
+    }
+
+    /// The policy a pool orders its backends by.
+    pub fn pool_policy(&self, pool: &PoolConfig) -> RoutingPolicy {
+        pool.policy.unwrap_or(self.routing.policy)
     }
 
     /// routing.default, or the only backend's name when exactly one backend exists and no default is set.

@@ -8,19 +8,19 @@ use ipnet::IpNet;
 use super::validate_backends::check_backends;
 use super::{
     Config, ConfigError, LimitsConfig, ListenConfig, LogConfig, MetricsConfig, PassiveConfig,
-    PortRange, Problem, RoutingPolicy, TlsMode,
+    PortRange, Problem, TlsMode,
 };
 
 impl Config {
     /// Checks every rule and reports all problems at once (key paths, no locations).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        self.reject_unbuilt_features(&mut problems);
         // Port 0 (ephemeral) is legitimate in tests, so [listen] checks only PROXY settings.
         check_listen(&self.listen, &mut problems);
         check_passive(&self.passive, &mut problems);
         self.check_tls(&mut problems);
         check_backends(&self.backends, &mut problems);
+        self.check_pools(&mut problems);
         self.check_routing(&mut problems);
         check_limits(&self.limits, &mut problems);
         check_duration(
@@ -81,21 +81,7 @@ fn check_listen(listen: &ListenConfig, problems: &mut Vec<Problem>) {
     );
 }
 
-const POLICY_MISSING: &str = "routing policies among backend groups are not available yet";
-
 impl Config {
-    /// Keys named for later work are accepted only at their inert value, so no
-    /// setting silently does nothing. Remove each check when its feature lands.
-    fn reject_unbuilt_features(&self, problems: &mut Vec<Problem>) {
-        let inert = |path: &[&str], missing: &str, fix: &str| {
-            Problem::new(path, format!("{missing}; {fix}"))
-        };
-        if self.routing.policy != RoutingPolicy::RoundRobin {
-            let fix = "remove routing.policy or set it to \"round_robin\"";
-            problems.push(inert(&["routing", "policy"], POLICY_MISSING, fix));
-        }
-    }
-
     /// TLS settings only mean something together: a certificate without a TLS mode, or a
     /// TLS mode (or implicit listener) without a readable certificate, is an error.
     fn check_tls(&self, problems: &mut Vec<Problem>) {
@@ -376,18 +362,6 @@ mod tests {
             "must not be empty",
         );
         assert_error("[log]\nfilter = \"\"\n", "log.filter", "must not be empty");
-    }
-
-    #[test]
-    fn unbuilt_features_are_accepted_only_when_inert() {
-        for value in ["least_conn", "random", "first"] {
-            let text = format!("[routing]\npolicy = \"{value}\"\n");
-            assert_error(
-                &text,
-                "routing.policy",
-                "routing policies among backend groups are not available yet",
-            );
-        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Validation of `[[backends]]` (names, HOST:PORT addresses, timeouts, TLS keys) and of `[routing]`.
+//! Validation of `[[backends]]` (names, HOST:PORT addresses, timeouts, TLS keys), of
+//! `[[pools]]` and of `[routing]` (every target a backend or a pool).
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -7,14 +8,63 @@ use super::validate::{check_duration, check_port_range};
 use super::{BackendConfig, BackendTls, Config, DataMode, Problem};
 
 impl Config {
+    /// Pools: a name no backend or other pool has, at least one member, every member an
+    /// existing backend, listed once.
+    pub(super) fn check_pools(&self, problems: &mut Vec<Problem>) {
+        let backends: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (index, pool) in self.pools.iter().enumerate() {
+            let i = index.to_string();
+            let path = |key| ["pools", i.as_str(), key];
+            if pool.name.trim().is_empty() {
+                let message = "must not be empty: every pool needs a name (routing refers to it)";
+                problems.push(Problem::new(&path("name"), message));
+            } else if self.backend(&pool.name).is_some() {
+                let message = format!(
+                    "\"{}\" is already a backend's name; pools and backends share one namespace",
+                    pool.name
+                );
+                problems.push(Problem::new(&path("name"), message));
+            } else if let Some(first) = seen.insert(&pool.name, index) {
+                let message = format!(
+                    "duplicate pool name \"{}\" (also used by pools[{first}])",
+                    pool.name
+                );
+                problems.push(Problem::new(&path("name"), message));
+            }
+            if pool.backends.is_empty() {
+                let message = "must name at least one backend, e.g. backends = [\"a\", \"b\"]";
+                problems.push(Problem::new(&path("backends"), message));
+            }
+            let mut members: HashMap<&str, ()> = HashMap::new();
+            for member in &pool.backends {
+                if self.backend(member).is_none() {
+                    let message = format!(
+                        "names backend \"{member}\", which does not exist; configured backends: {}",
+                        backends.join(", ")
+                    );
+                    problems.push(Problem::new(&path("backends"), message));
+                } else if members.insert(member, ()).is_some() {
+                    let message = format!("lists backend \"{member}\" twice");
+                    problems.push(Problem::new(&path("backends"), message));
+                }
+            }
+        }
+    }
+
     pub(super) fn check_routing(&self, problems: &mut Vec<Problem>) {
         let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
-        let known = names.join(", ");
+        let pools: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        let known = match pools.is_empty() {
+            true => names.join(", "),
+            false => format!("{}; pools: {}", names.join(", "), pools.join(", ")),
+        };
         let unknown = |name: &str| {
             format!("names backend \"{name}\", which does not exist; configured backends: {known}")
         };
+        let is_target = |name: &str| self.backend(name).is_some() || self.pool(name).is_some();
         if let Some(name) = &self.routing.default {
-            if self.backend(name).is_none() {
+            if !is_target(name) {
                 problems.push(Problem::new(&["routing", "default"], unknown(name)));
             }
         } else if self.backends.len() > 1 {
@@ -25,7 +75,7 @@ impl Config {
             problems.push(Problem::new(&["routing", "default"], message));
         }
         for (user, name) in &self.routing.users {
-            if self.backend(name).is_none() {
+            if !is_target(name) {
                 problems.push(Problem::new(&["routing", "users", user], unknown(name)));
             }
         }
@@ -233,6 +283,52 @@ mod tests {
             two,
             "routing.default",
             "set routing.default to one of: a, b",
+        );
+    }
+
+    #[test]
+    fn pools_name_existing_backends_once_and_routes_may_name_pools() {
+        let two = format!("{ONE_BACKEND}[[backends]]\nname = \"b\"\naddress = \"h:21\"\n[routing]\ndefault = \"web\"\n");
+        let pool = |body: &str| format!("{two}[[pools]]\n{body}\n");
+        let valid = pool("name = \"web\"\nbackends = [\"main\", \"b\"]\npolicy = \"first\"");
+        let config = Config::from_toml_str(&valid).expect("a valid pool");
+        let members: Vec<&str> = config
+            .target_backends("web")
+            .unwrap()
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(members, ["main", "b"]);
+        assert_error(
+            &pool("name = \"web\"\nbackends = []"),
+            "pools[0].backends",
+            "at least one backend",
+        );
+        assert_error(
+            &pool("name = \"web\"\nbackends = [\"main\", \"x\"]"),
+            "pools[0].backends",
+            "names backend \"x\", which does not exist",
+        );
+        assert_error(
+            &pool("name = \"web\"\nbackends = [\"b\", \"b\"]"),
+            "pools[0].backends",
+            "twice",
+        );
+        assert_error(
+            &pool("name = \"web\"\nbackends = [\"b\"]\npolicy = \"fastest\""),
+            "pools[0].policy",
+            "expected one of: round_robin, least_conn, random, first",
+        );
+        let clash = format!("{two}[[pools]]\nname = \"b\"\nbackends = [\"main\"]\n[[pools]]\nname = \"web\"\nbackends = [\"b\"]\n");
+        assert_error(&clash, "pools[0].name", "already a backend's name");
+        let unknown = format!(
+            "{}[routing.users]\nalice = \"nope\"\n[[pools]]\nname = \"web\"\nbackends = [\"b\"]\n",
+            two
+        );
+        assert_error(
+            &unknown,
+            "routing.users.alice",
+            "configured backends: main, b; pools: web",
         );
     }
 

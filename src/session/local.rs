@@ -140,12 +140,11 @@ fn stray_argument_refused(command: &Command, learnt: &Learnt) -> Option<Reply> {
     (500..=504).contains(&reply.code).then(|| reply.clone())
 }
 
+/// A default pool stands in with its first backend: a pool's members serve one site.
 async fn default_backend_learnt(shared: &Shared) -> Learnt {
     let config = &shared.config;
-    let Some(backend) = config
-        .default_backend()
-        .and_then(|name| config.backend(name))
-    else {
+    let first = |name| config.target_backends(name)?.first().copied();
+    let Some(backend) = config.default_backend().and_then(first) else {
         return Learnt::default();
     };
     let permit = match shared.features.lookup(&backend.name) {

@@ -43,19 +43,21 @@ impl Session {
         if self.is_banned() {
             return self.close_banned().await;
         }
-        let Some(config) = self.shared.router.route(&user).cloned() else {
+        let shared = self.shared.clone();
+        let Some(target) = shared.router.target(&user) else {
             self.reset_login_state();
             self.reply(codes::NOT_LOGGED_IN, "No backend serves this user.")
                 .await?;
             return Ok(Flow::Continue);
         };
         let started = Instant::now();
-        let same_backend = |leg: &BackendLeg| leg.config.name == config.name;
-        let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_backend);
+        let same_target = |leg: &BackendLeg| shared.router.serves(target, &leg.config.name);
+        let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_target);
         self.reset_login_state();
         if !reuse {
             self.close_backend().await;
-            if let Err(flow) = self.open_backend(config, &user).await? {
+            let candidates = shared.router.candidates(target);
+            if let Err(flow) = self.open_backend(candidates, &user).await? {
                 return Ok(flow);
             }
         }
@@ -67,30 +69,52 @@ impl Session {
         self.after_login_reply(&reply, user, started).await
     }
 
-    /// Connects to `config`'s backend for `user`; `Err(flow)` when it failed (the client
-    /// has its reply).
+    /// Connects to the first of `candidates` that answers with a working session (TCP,
+    /// TLS, a 220 greeting), trying the next after each failure; `Err(flow)` when every
+    /// one failed: the client has been told why the last one did (a backend's own 421
+    /// passed on as it said it) and the session ends. The client never sees a second
+    /// greeting: the one it got was ftpfront's.
     async fn open_backend(
         &mut self,
-        config: BackendConfig,
+        candidates: Vec<BackendConfig>,
         user: &str,
     ) -> Result<Result<(), Flow>, SessionError> {
-        let tls = self.shared.backend_tls.get(&config.name);
         let client = Some(self.client.peer());
-        match backend::connect(&config, tls, &self.shared.metrics, client).await {
-            Ok((control, tls)) => {
-                self.backend = Some(BackendLeg {
-                    control,
-                    config,
-                    tls,
-                });
-                Ok(Ok(()))
-            }
-            Err(e) => {
-                warn!(user, error = e.to_string().as_str(), "backend unavailable");
-                self.send(&e.client_reply()).await?;
-                Ok(Err(Flow::Close(Outcome::Error)))
+        let mut last_error = None;
+        for config in candidates {
+            let tls = self.shared.backend_tls.get(&config.name);
+            match backend::connect(&config, tls, &self.shared.metrics, client).await {
+                Ok((control, tls)) => {
+                    let counted = self.shared.router.count_session(&config.name);
+                    self.backend = Some(BackendLeg {
+                        control,
+                        config,
+                        tls,
+                        _counted: counted,
+                    });
+                    return Ok(Ok(()));
+                }
+                Err(e) => {
+                    let backend = config.name.as_str();
+                    warn!(
+                        user,
+                        backend,
+                        error = e.to_string().as_str(),
+                        "backend unavailable"
+                    );
+                    last_error = Some(e);
+                }
             }
         }
+        let reply = match last_error {
+            Some(e) => e.client_reply(),
+            None => Reply::new(
+                codes::SERVICE_NOT_AVAILABLE,
+                "Service not available: no backend configured for this user; closing control connection.",
+            ),
+        };
+        self.send(&reply).await?;
+        Ok(Err(Flow::Close(Outcome::Error)))
     }
 
     pub(super) async fn pass_or_acct(&mut self, command: Command) -> Result<Flow, SessionError> {

@@ -1,0 +1,227 @@
+//! Choosing backends for a login: the route (`routing.users`, then `routing.default`)
+//! names a target, a backend or a pool; a pool's policy orders its backends, healthy ones
+//! first, and the session tries them in that order (failover before the login reply).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus::IntGauge;
+
+use crate::config::{BackendConfig, Config, RoutingPolicy};
+use crate::metrics::Metrics;
+
+/// Routes logins to targets and orders a target's backends for a new session.
+pub struct Router {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    /// Per pool: where `round_robin` (and `least_conn` among equals) starts next.
+    cursors: HashMap<String, AtomicUsize>,
+}
+
+impl Router {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Router {
+        let cursors = config
+            .pools
+            .iter()
+            .map(|pool| (pool.name.clone(), AtomicUsize::new(0)))
+            .collect();
+        Router {
+            config,
+            metrics,
+            cursors,
+        }
+    }
+
+    /// The target (backend or pool name) of `user`; `None`: no route at all.
+    pub fn target(&self, user: &str) -> Option<&str> {
+        let routing = &self.config.routing;
+        routing
+            .users
+            .get(user)
+            .map(String::as_str)
+            .or_else(|| self.config.default_backend())
+    }
+
+    /// Whether `backend` is (one of) what `target` stands for: a failed login's retry may
+    /// then reuse its connection, as a client connected directly would.
+    pub fn serves(&self, target: &str, backend: &str) -> bool {
+        self.config
+            .target_backends(target)
+            .is_some_and(|members| members.iter().any(|b| b.name == backend))
+    }
+
+    /// The backends to try for a new session on `target`, in order: the pool's policy
+    /// order with the backends that are down moved to the end (tried anyway, since the
+    /// probe may be wrong, but only after every healthy one).
+    pub fn candidates(&self, target: &str) -> Vec<BackendConfig> {
+        let Some(members) = self.config.target_backends(target) else {
+            return Vec::new();
+        };
+        let policy = match self.config.pool(target) {
+            Some(pool) => self.config.pool_policy(pool),
+            None => RoutingPolicy::First,
+        };
+        let mut ordered = self.order(target, policy, members);
+        // A stable sort: the policy's order stays within the healthy and the down ones.
+        ordered.sort_by_key(|backend| !self.is_up(&backend.name));
+        ordered.into_iter().cloned().collect()
+    }
+
+    fn order<'a>(
+        &self,
+        pool: &str,
+        policy: RoutingPolicy,
+        mut members: Vec<&'a BackendConfig>,
+    ) -> Vec<&'a BackendConfig> {
+        match policy {
+            RoutingPolicy::First => {}
+            RoutingPolicy::RoundRobin => self.rotate(pool, &mut members),
+            RoutingPolicy::LeastConn => {
+                // Rotating first spreads sessions over backends with equal counts.
+                self.rotate(pool, &mut members);
+                members.sort_by_key(|backend| self.sessions(&backend.name));
+            }
+            RoutingPolicy::Random => fastrand::shuffle(&mut members),
+        }
+        members
+    }
+
+    fn rotate(&self, pool: &str, members: &mut [&BackendConfig]) {
+        if members.is_empty() {
+            return;
+        }
+        let start = self
+            .cursors
+            .get(pool)
+            .map(|cursor| cursor.fetch_add(1, Ordering::Relaxed))
+            .unwrap_or(0);
+        members.rotate_left(start % members.len());
+    }
+
+    fn is_up(&self, backend: &str) -> bool {
+        self.metrics.backend_up.with_label_values(&[backend]).get() == 1
+    }
+
+    fn sessions(&self, backend: &str) -> i64 {
+        self.metrics
+            .backend_sessions
+            .with_label_values(&[backend])
+            .get()
+    }
+
+    /// Counts a session on `backend` until the returned guard is dropped.
+    pub fn count_session(&self, backend: &str) -> SessionCount {
+        let gauge = self.metrics.backend_sessions.with_label_values(&[backend]);
+        gauge.inc();
+        SessionCount(gauge)
+    }
+}
+
+/// A session connected to a backend, in `ftpfront_backend_sessions` while it lives.
+pub struct SessionCount(IntGauge);
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PoolConfig;
+
+    fn router(policy: RoutingPolicy) -> Router {
+        let backends = ["a", "b", "c"].map(|name| BackendConfig {
+            name: name.into(),
+            address: "127.0.0.1:21".into(),
+            ..BackendConfig::default()
+        });
+        let mut config = Config {
+            backends: backends.to_vec(),
+            pools: vec![PoolConfig {
+                name: "web".into(),
+                backends: vec!["a".into(), "b".into(), "c".into()],
+                policy: Some(policy),
+            }],
+            ..Config::default()
+        };
+        config.routing.default = Some("web".into());
+        config.routing.users.insert("alice".into(), "b".into());
+        Router::new(Arc::new(config), Metrics::new())
+    }
+
+    fn names(candidates: Vec<BackendConfig>) -> Vec<String> {
+        candidates.into_iter().map(|b| b.name).collect()
+    }
+
+    fn set_up(router: &Router, up: &[&str]) {
+        for name in ["a", "b", "c"] {
+            let value = i64::from(up.contains(&name));
+            router
+                .metrics
+                .backend_up
+                .with_label_values(&[name])
+                .set(value);
+        }
+    }
+
+    #[test]
+    fn users_route_to_their_target_and_others_to_the_default() {
+        let router = router(RoutingPolicy::First);
+        assert_eq!(router.target("alice"), Some("b"));
+        assert_eq!(router.target("bob"), Some("web"));
+        assert_eq!(names(router.candidates("b")), ["b"]);
+        assert!(router.serves("web", "c") && !router.serves("b", "c"));
+    }
+
+    #[test]
+    fn first_tries_the_listed_order_healthy_ones_first() {
+        let router = router(RoutingPolicy::First);
+        set_up(&router, &["a", "b", "c"]);
+        assert_eq!(names(router.candidates("web")), ["a", "b", "c"]);
+        set_up(&router, &["b", "c"]);
+        assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+        set_up(&router, &[]);
+        assert_eq!(
+            names(router.candidates("web")),
+            ["a", "b", "c"],
+            "all down: all tried"
+        );
+    }
+
+    #[test]
+    fn round_robin_starts_at_the_next_backend_each_time() {
+        let router = router(RoutingPolicy::RoundRobin);
+        set_up(&router, &["a", "b", "c"]);
+        let firsts: Vec<String> = (0..6)
+            .map(|_| names(router.candidates("web")).remove(0))
+            .collect();
+        assert_eq!(firsts, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_backend_with_fewest_sessions() {
+        let router = router(RoutingPolicy::LeastConn);
+        set_up(&router, &["a", "b", "c"]);
+        let _a = [router.count_session("a"), router.count_session("a")];
+        let _c = router.count_session("c");
+        for _ in 0..4 {
+            assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+        }
+        drop(_a);
+        assert_eq!(router.sessions("a"), 0);
+    }
+
+    #[test]
+    fn random_uses_every_backend() {
+        let router = router(RoutingPolicy::Random);
+        set_up(&router, &["a", "b", "c"]);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(names(router.candidates("web")).remove(0));
+        }
+        assert_eq!(seen.len(), 3);
+    }
+}

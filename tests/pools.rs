@@ -1,0 +1,393 @@
+//! Pools of backends with real servers behind ftpfront (vsftpd, proftpd and libunftp, each
+//! serving a `marker.txt` that names it): every policy's choices, seen in the file a client
+//! downloads and in `/metrics`; failover past a stopped backend, one that never greets and
+//! one that greets `421`; a pool with no working backend answering 421 with the reason.
+//! Needs vsftpd and proftpd (root); skips without them unless FTP_TESTS_REQUIRE_EXTERNAL=1.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::ftp_client::*;
+use common::harness::*;
+use common::metrics::*;
+use common::servers::{start_async, ServerKind, ServerOptions};
+use ftpfront::config::Config;
+use ftpfront::demo::{start_embedded_backend, StaticUsers};
+use ftpfront::server::RunningProxy;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// The login every member of the pools accepts (vsftpd's and proftpd's anonymous user).
+const LOGIN: (&str, &str) = ("anonymous", "guest@");
+
+/// One member of a pool: a running server and the name its marker file holds.
+struct Member {
+    name: &'static str,
+    addr: SocketAddr,
+    /// What keeps the server running (stopped when the member is dropped).
+    _server: Box<dyn std::any::Any + Send>,
+}
+
+impl Member {
+    async fn program(kind: ServerKind) -> Option<Member> {
+        let server = start_async(kind, ServerOptions::default()).await?;
+        assert_eq!(server.user, LOGIN.0, "{} login", kind.name());
+        std::fs::write(server.root.join("marker.txt"), kind.name()).expect("marker");
+        Some(Member {
+            name: kind.name(),
+            addr: server.addr,
+            _server: Box::new(server),
+        })
+    }
+
+    async fn libunftp() -> Member {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("marker.txt"), "libunftp").expect("marker");
+        let users = StaticUsers(HashMap::from([(LOGIN.0.into(), LOGIN.1.into())]));
+        let first = free_port_block(40);
+        let server = start_embedded_backend(root.path(), users, first..=first + 39)
+            .await
+            .expect("libunftp");
+        Member {
+            name: "libunftp",
+            addr: server.addr,
+            _server: Box::new((server, root)),
+        }
+    }
+}
+
+/// vsftpd, proftpd and libunftp, or `None` (skip) when the programs are missing.
+async fn three_members() -> Option<Vec<Member>> {
+    let vsftpd = Member::program(ServerKind::Vsftpd).await?;
+    let proftpd = Member::program(ServerKind::Proftpd).await?;
+    Some(vec![vsftpd, proftpd, Member::libunftp().await])
+}
+
+/// `[[backends]]` for `(name, address)` pairs and one pool `web` of all of them.
+fn pool_config(backends: &[(&str, SocketAddr)], policy: &str, connect_timeout: &str) -> Config {
+    let ports = free_port_block(8);
+    let mut text = format!(
+        r#"
+[listen]
+control = "127.0.0.1:0"
+
+[passive]
+ports = "{ports}-{last}"
+public_address = "127.0.0.1"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[health]
+probe_interval = "1s"
+probe_timeout = "2s"
+
+[limits]
+data_accept_timeout = "5s"
+max_sessions_per_ip = 200
+
+[routing]
+default = "web"
+
+[[pools]]
+name = "web"
+policy = "{policy}"
+backends = [{members}]
+"#,
+        last = ports + 7,
+        members = backends
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for (name, addr) in backends {
+        text.push_str(&format!(
+            "\n[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\nconnect_timeout = \"{connect_timeout}\"\n"
+        ));
+    }
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+fn named(members: &[Member]) -> Vec<(&str, SocketAddr)> {
+    members.iter().map(|m| (m.name, m.addr)).collect()
+}
+
+/// Logs in through the proxy and returns the session, logged in, with TYPE I.
+async fn login(proxy: &RunningProxy) -> FtpClient {
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let user = client.cmd(&format!("USER {}", LOGIN.0)).await;
+    // Some servers log anonymous in at USER already.
+    if user.code != 230 {
+        assert_eq!(user.code, 331, "{user:?}");
+        let pass = client.cmd(&format!("PASS {}", LOGIN.1)).await;
+        assert_eq!(pass.code, 230, "{pass:?}");
+    }
+    client.expect("TYPE I", 200).await;
+    client
+}
+
+/// Which member served `client`: the content of its marker file.
+async fn marker(client: &mut FtpClient) -> String {
+    let data = client.pasv().await.expect("PASV");
+    let (bytes, last) = client.retr("marker.txt", data).await;
+    assert_eq!(last.code, 226, "{last:?}");
+    String::from_utf8(bytes).expect("marker text")
+}
+
+/// One whole session: login, the marker, QUIT.
+async fn session_marker(proxy: &RunningProxy) -> String {
+    let mut client = login(proxy).await;
+    let name = marker(&mut client).await;
+    client.expect("QUIT", 221).await;
+    name
+}
+
+async fn metric_now(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric(&scrape(proxy).await, name, labels)
+}
+
+/// Waits until the health probes saw every member up: the policies order healthy
+/// backends first, so a member not probed yet would skew the counts.
+async fn all_up(proxy: &RunningProxy, members: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(proxy).await;
+        let up = members
+            .iter()
+            .all(|name| metric(&text, "ftpfront_backend_up", &[("backend", name)]) == 1.0);
+        if up {
+            return;
+        }
+        assert!(Instant::now() < deadline, "members not all up:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until no session is counted on any member any more (QUIT is relayed a moment
+/// after the client's 221).
+async fn sessions_drained(proxy: &RunningProxy, members: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(proxy).await;
+        let open: f64 = members
+            .iter()
+            .map(|name| metric(&text, "ftpfront_backend_sessions", &[("backend", name)]))
+            .sum();
+        if open == 0.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sessions still counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_thirty_sessions_ten_each() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let names: Vec<&str> = members.iter().map(|m| m.name).collect();
+    let proxy = start_proxy(pool_config(&named(&members), "round_robin", "3s")).await;
+    all_up(&proxy, &names).await;
+    let mut served: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..30 {
+        *served.entry(session_marker(&proxy).await).or_default() += 1;
+    }
+    for name in &names {
+        let count = served.get(*name).copied().unwrap_or(0);
+        assert!(
+            (9..=11).contains(&count),
+            "{name} served {count}: {served:?}"
+        );
+        let logins = metric_now(
+            &proxy,
+            "ftpfront_logins_total",
+            &[("backend", name), ("result", "ok")],
+        )
+        .await;
+        assert_eq!(logins, f64::from(count), "{name}'s logins in /metrics");
+    }
+    sessions_drained(&proxy, &names).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_uses_every_backend_over_thirty_sessions() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let names: Vec<&str> = members.iter().map(|m| m.name).collect();
+    let proxy = start_proxy(pool_config(&named(&members), "random", "3s")).await;
+    all_up(&proxy, &names).await;
+    let mut served: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..30 {
+        *served.entry(session_marker(&proxy).await).or_default() += 1;
+    }
+    assert_eq!(served.len(), 3, "backends used: {served:?}");
+    proxy.shutdown().await;
+}
+
+/// Three sessions held open land on three members; when one of them ends, the next new
+/// session goes to the member it left, which now has the fewest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_sends_new_sessions_to_the_backend_with_fewest() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let names: Vec<&str> = members.iter().map(|m| m.name).collect();
+    let proxy = start_proxy(pool_config(&named(&members), "least_conn", "3s")).await;
+    all_up(&proxy, &names).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut client = login(&proxy).await;
+        let name = marker(&mut client).await;
+        held.push((name, client));
+    }
+    let mut used: Vec<&str> = held.iter().map(|(name, _)| name.as_str()).collect();
+    used.sort();
+    let mut all = names.clone();
+    all.sort();
+    assert_eq!(used, all, "one held session per member");
+    for name in &names {
+        let open = metric_now(&proxy, "ftpfront_backend_sessions", &[("backend", name)]).await;
+        assert_eq!(open, 1.0, "{name}'s sessions in /metrics");
+    }
+    let (freed, mut client) = held.remove(1);
+    client.expect("QUIT", 221).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_now(&proxy, "ftpfront_backend_sessions", &[("backend", &freed)]).await != 0.0 {
+        assert!(Instant::now() < deadline, "{freed}'s session still counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..2 {
+        let mut client = login(&proxy).await;
+        assert_eq!(
+            marker(&mut client).await,
+            freed,
+            "the member with fewest sessions"
+        );
+        client.expect("QUIT", 221).await;
+        sessions_settle(&proxy, &freed).await;
+    }
+    drop(held);
+    proxy.shutdown().await;
+}
+
+/// Waits until `backend` counts no session (the QUIT just sent reached it).
+async fn sessions_settle(proxy: &RunningProxy, backend: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_now(proxy, "ftpfront_backend_sessions", &[("backend", backend)]).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{backend}'s session still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `first` is failover: every session on the first member while it runs, the next one
+/// once it is stopped, counted in `backend_connect_errors_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_fails_over_when_the_first_backend_is_stopped() {
+    let Some(mut members) = three_members().await else {
+        return;
+    };
+    let config = pool_config(&named(&members), "first", "3s");
+    let (first, second) = (members[0].name, members[1].name);
+    let proxy = start_proxy(config).await;
+    all_up(&proxy, &[first, second]).await;
+    for _ in 0..3 {
+        assert_eq!(session_marker(&proxy).await, first);
+    }
+    drop(members.remove(0));
+    let started = Instant::now();
+    assert_eq!(
+        session_marker(&proxy).await,
+        second,
+        "after {first} stopped"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "failover took {:?}",
+        started.elapsed()
+    );
+    let failed = metric_now(
+        &proxy,
+        "ftpfront_backend_connect_errors_total",
+        &[("backend", first), ("reason", "connect_failed")],
+    )
+    .await;
+    assert!(failed >= 1.0, "{first}'s connect errors: {failed}");
+    proxy.shutdown().await;
+}
+
+/// A backend that accepts TCP and never says a word.
+async fn silent_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+/// A backend that greets every connection with `421 Too many users` and hangs up.
+async fn full_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream
+                .write_all(b"421 Too many users, try later.\r\n")
+                .await;
+        }
+    });
+    (addr, task)
+}
+
+/// Failover skips a backend that never greets (within its connect timeout) and one that
+/// greets 421; with only such backends the client gets 421 and the last one's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_full_backends_are_skipped_and_a_dead_pool_says_why() {
+    let Some(real) = Member::program(ServerKind::Vsftpd).await else {
+        return;
+    };
+    let (silent, _silent_task) = silent_backend().await;
+    let (full, _full_task) = full_backend().await;
+    let backends = [("silent", silent), ("full", full), (real.name, real.addr)];
+    let proxy = start_proxy(pool_config(&backends, "first", "1s")).await;
+    let started = Instant::now();
+    assert_eq!(session_marker(&proxy).await, real.name);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "skipping took {took:?}");
+    let text = scrape(&proxy).await;
+    let errors = |backend, reason| {
+        metric(
+            &text,
+            "ftpfront_backend_connect_errors_total",
+            &[("backend", backend), ("reason", reason)],
+        )
+    };
+    assert!(errors("silent", "timeout") >= 1.0, "{text}");
+    assert!(errors("full", "refused") >= 1.0, "{text}");
+    proxy.shutdown().await;
+
+    let dead = [("silent", silent), ("full", full)];
+    let proxy = start_proxy(pool_config(&dead, "first", "1s")).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let reply = client.cmd(&format!("USER {}", LOGIN.0)).await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(
+        reply.text.contains("Too many users"),
+        "the last backend's reason: {reply:?}"
+    );
+    proxy.shutdown().await;
+}
