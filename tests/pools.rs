@@ -69,6 +69,24 @@ async fn three_members() -> Option<Vec<Member>> {
 
 /// `[[backends]]` for `(name, address)` pairs and one pool `web` of all of them.
 fn pool_config(backends: &[(&str, SocketAddr)], policy: &str, connect_timeout: &str) -> Config {
+    pool_config_with(backends, policy, connect_timeout, &Extra::default())
+}
+
+/// Keys added to the config of [`pool_config`].
+#[derive(Default)]
+struct Extra<'a> {
+    /// Lines for `[routing]`.
+    routing: &'a str,
+    /// Lines for the `[[backends]]` table of one backend, by name.
+    backend: &'a [(&'a str, &'a str)],
+}
+
+fn pool_config_with(
+    backends: &[(&str, SocketAddr)],
+    policy: &str,
+    connect_timeout: &str,
+    extra: &Extra,
+) -> Config {
     let ports = free_port_block(8);
     let mut text = format!(
         r#"
@@ -92,6 +110,7 @@ max_sessions_per_ip = 200
 
 [routing]
 default = "web"
+{routing}
 
 [[pools]]
 name = "web"
@@ -99,6 +118,7 @@ policy = "{policy}"
 backends = [{members}]
 "#,
         last = ports + 7,
+        routing = extra.routing,
         members = backends
             .iter()
             .map(|(name, _)| format!("\"{name}\""))
@@ -109,6 +129,10 @@ backends = [{members}]
         text.push_str(&format!(
             "\n[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\nconnect_timeout = \"{connect_timeout}\"\n"
         ));
+        for (_, lines) in extra.backend.iter().filter(|(backend, _)| backend == name) {
+            text.push_str(lines);
+            text.push('\n');
+        }
     }
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
 }
@@ -119,8 +143,13 @@ fn named(members: &[Member]) -> Vec<(&str, SocketAddr)> {
 
 /// Logs in through the proxy and returns the session, logged in, with TYPE I.
 async fn login(proxy: &RunningProxy) -> FtpClient {
+    login_as(proxy, LOGIN.0).await
+}
+
+/// [`login`] with `USER user`.
+async fn login_as(proxy: &RunningProxy, user: &str) -> FtpClient {
     let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
-    let user = client.cmd(&format!("USER {}", LOGIN.0)).await;
+    let user = client.cmd(&format!("USER {user}")).await;
     // Some servers log anonymous in at USER already.
     if user.code != 230 {
         assert_eq!(user.code, 331, "{user:?}");
@@ -389,5 +418,91 @@ async fn silent_and_full_backends_are_skipped_and_a_dead_pool_says_why() {
         reply.text.contains("Too many users"),
         "the last backend's reason: {reply:?}"
     );
+    proxy.shutdown().await;
+}
+
+/// `USER name@target` picks the target when `routing.allow_user_at_backend` is on (the
+/// backend hears `name`); an unknown target gets 530 naming it; with the option off the
+/// line reaches the default backend unchanged, which answers as it does directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_at_target_picks_the_backend_only_when_allowed() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let (vsftpd, proftpd) = (&members[0], &members[1]);
+    let backends = [(vsftpd.name, vsftpd.addr), (proftpd.name, proftpd.addr)];
+    let allowed = Extra {
+        routing: "allow_user_at_backend = true",
+        ..Extra::default()
+    };
+    let proxy = start_proxy(pool_config_with(&backends, "first", "3s", &allowed)).await;
+    let mut client = login_as(&proxy, &format!("{}@{}", LOGIN.0, proftpd.name)).await;
+    assert_eq!(marker(&mut client).await, proftpd.name);
+    client.expect("QUIT", 221).await;
+    let mut client = login_as(&proxy, &format!("{}@web", LOGIN.0)).await;
+    assert_eq!(
+        marker(&mut client).await,
+        vsftpd.name,
+        "a pool as the target"
+    );
+    client.expect("QUIT", 221).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let refused = client.cmd(&format!("USER {}@nope", LOGIN.0)).await;
+    assert_eq!(refused.code, 530, "{refused:?}");
+    assert!(refused.text.contains("\"nope\""), "{refused:?}");
+    proxy.shutdown().await;
+
+    let line = format!("USER {}@{}", LOGIN.0, proftpd.name);
+    let mut direct = FtpClient::connect(loopback(1), vsftpd.addr).await;
+    let direct_reply = direct.cmd(&line).await;
+    let proxy = start_proxy(pool_config(&backends, "first", "3s")).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let relayed = client.cmd(&line).await;
+    assert_eq!(
+        relayed.code, direct_reply.code,
+        "off: {relayed:?} vs direct {direct_reply:?}"
+    );
+    assert_eq!(relayed.text, direct_reply.text);
+    proxy.shutdown().await;
+}
+
+/// A backend with `max_sessions` sessions is skipped like a down one (no connection is
+/// tried); a pool whose backends are all full answers 421.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_backends_are_skipped_and_a_full_pool_answers_421() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let (vsftpd, proftpd) = (&members[0], &members[1]);
+    let backends = [(vsftpd.name, vsftpd.addr), (proftpd.name, proftpd.addr)];
+    let capped = Extra {
+        backend: &[("vsftpd", "max_sessions = 1")],
+        ..Extra::default()
+    };
+    let proxy = start_proxy(pool_config_with(&backends, "first", "3s", &capped)).await;
+    all_up(&proxy, &[vsftpd.name, proftpd.name]).await;
+    let mut held = login(&proxy).await;
+    assert_eq!(marker(&mut held).await, vsftpd.name);
+    let mut second = login(&proxy).await;
+    assert_eq!(marker(&mut second).await, proftpd.name, "vsftpd is full");
+    let errors = metric_now(
+        &proxy,
+        "ftpfront_backend_connect_errors_total",
+        &[("backend", "vsftpd"), ("reason", "refused")],
+    )
+    .await;
+    assert_eq!(errors, 0.0, "a full backend is not even tried");
+    second.expect("QUIT", 221).await;
+    held.expect("QUIT", 221).await;
+    proxy.shutdown().await;
+
+    let only = [(vsftpd.name, vsftpd.addr)];
+    let proxy = start_proxy(pool_config_with(&only, "first", "3s", &capped)).await;
+    let mut held = login(&proxy).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let reply = client.cmd(&format!("USER {}", LOGIN.0)).await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(reply.text.contains("Too many users"), "{reply:?}");
+    held.expect("QUIT", 221).await;
     proxy.shutdown().await;
 }

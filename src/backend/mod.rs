@@ -20,7 +20,7 @@ mod data_setup;
 mod select;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
-pub use select::{Router, SessionCount};
+pub use select::{Route, Router, SessionCount};
 
 /// A session's connection to its backend, with that backend's settings.
 pub struct BackendLeg {

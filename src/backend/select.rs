@@ -43,6 +43,26 @@ impl Router {
             .or_else(|| self.config.default_backend())
     }
 
+    /// Where the login of `USER user` goes and under which name: `name@target` (with
+    /// `routing.allow_user_at_backend`) names its target itself, the rest is routed by
+    /// [`Router::target`].
+    pub fn route<'a>(&'a self, user: &'a str) -> Route<'a> {
+        if self.config.routing.allow_user_at_backend {
+            if let Some((name, target)) = user.rsplit_once('@') {
+                let known =
+                    self.config.backend(target).is_some() || self.config.pool(target).is_some();
+                return match (name.is_empty(), known) {
+                    (false, true) => Route::To { target, user: name },
+                    _ => Route::UnknownTarget(target),
+                };
+            }
+        }
+        match self.target(user) {
+            Some(target) => Route::To { target, user },
+            None => Route::None,
+        }
+    }
+
     /// Whether `backend` is (one of) what `target` stands for: a failed login's retry may
     /// then reuse its connection, as a client connected directly would.
     pub fn serves(&self, target: &str, backend: &str) -> bool {
@@ -110,12 +130,31 @@ impl Router {
             .get()
     }
 
-    /// Counts a session on `backend` until the returned guard is dropped.
-    pub fn count_session(&self, backend: &str) -> SessionCount {
-        let gauge = self.metrics.backend_sessions.with_label_values(&[backend]);
+    /// Counts a session on `backend` until the returned guard is dropped; `None` when
+    /// the backend already has its `max_sessions` (it is then skipped like a down one).
+    pub fn admit(&self, backend: &BackendConfig) -> Option<SessionCount> {
+        let gauge = self
+            .metrics
+            .backend_sessions
+            .with_label_values(&[&backend.name]);
         gauge.inc();
-        SessionCount(gauge)
+        let counted = SessionCount(gauge);
+        let full = backend
+            .max_sessions
+            .is_some_and(|max| counted.0.get() > i64::from(max));
+        (!full).then_some(counted)
     }
+}
+
+/// Where a login goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// To `target`, logging in as `user` (without a `@target` suffix).
+    To { target: &'a str, user: &'a str },
+    /// `name@target` with a target that is neither a backend nor a pool.
+    UnknownTarget(&'a str),
+    /// No rule and no default.
+    None,
 }
 
 /// A session connected to a backend, in `ftpfront_backend_sessions` while it lives.
@@ -150,6 +189,75 @@ mod tests {
         config.routing.default = Some("web".into());
         config.routing.users.insert("alice".into(), "b".into());
         Router::new(Arc::new(config), Metrics::new())
+    }
+
+    fn admit(router: &Router, name: &str) -> SessionCount {
+        let backend = router.config.backend(name).expect("backend").clone();
+        router.admit(&backend).expect("admitted")
+    }
+
+    #[test]
+    fn a_full_backend_admits_nobody_until_a_session_ends() {
+        let router = router(RoutingPolicy::First);
+        let capped = BackendConfig {
+            max_sessions: Some(2),
+            ..router.config.backend("a").expect("a").clone()
+        };
+        let held = [router.admit(&capped), router.admit(&capped)];
+        assert!(held.iter().all(Option::is_some));
+        assert!(router.admit(&capped).is_none(), "a third session");
+        assert_eq!(
+            router.sessions("a"),
+            2,
+            "a refused admission is not counted"
+        );
+        drop(held);
+        assert!(router.admit(&capped).is_some());
+    }
+
+    #[test]
+    fn user_at_target_names_its_target_only_when_allowed() {
+        let off = router(RoutingPolicy::First);
+        assert_eq!(
+            off.route("bob@b"),
+            Route::To {
+                target: "web",
+                user: "bob@b"
+            }
+        );
+        let mut config = (*off.config).clone();
+        config.routing.allow_user_at_backend = true;
+        let on = Router::new(Arc::new(config), Metrics::new());
+        assert_eq!(
+            on.route("bob@b"),
+            Route::To {
+                target: "b",
+                user: "bob"
+            }
+        );
+        assert_eq!(
+            on.route("bob@web"),
+            Route::To {
+                target: "web",
+                user: "bob"
+            }
+        );
+        assert_eq!(
+            on.route("a.b@example.com@c"),
+            Route::To {
+                target: "c",
+                user: "a.b@example.com"
+            }
+        );
+        assert_eq!(on.route("bob@nope"), Route::UnknownTarget("nope"));
+        assert_eq!(on.route("@b"), Route::UnknownTarget("b"));
+        assert_eq!(
+            on.route("alice"),
+            Route::To {
+                target: "b",
+                user: "alice"
+            }
+        );
     }
 
     fn names(candidates: Vec<BackendConfig>) -> Vec<String> {
@@ -205,8 +313,8 @@ mod tests {
     fn least_conn_prefers_the_backend_with_fewest_sessions() {
         let router = router(RoutingPolicy::LeastConn);
         set_up(&router, &["a", "b", "c"]);
-        let _a = [router.count_session("a"), router.count_session("a")];
-        let _c = router.count_session("c");
+        let _a = [admit(&router, "a"), admit(&router, "a")];
+        let _c = admit(&router, "c");
         for _ in 0..4 {
             assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
         }

@@ -209,6 +209,9 @@ pub struct BackendConfig {
     /// Maximum wait for a backend reply to a command.
     #[serde(with = "humantime_serde")]
     pub reply_timeout: Duration,
+    /// At most this many client sessions at once; a full backend is skipped like a down
+    /// one. `None`: unlimited.
+    pub max_sessions: Option<u32>,
 }
 
 impl Default for BackendConfig {
@@ -228,6 +231,7 @@ impl Default for BackendConfig {
             active_ports: None,
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(60),
+            max_sessions: None,
         }
     }
 }
@@ -266,8 +270,10 @@ pub struct RoutingConfig {
     pub default: Option<String>,
     /// The policy of pools that name none.
     pub policy: RoutingPolicy,
-    /// User name -> backend name.
+    /// User name -> backend or pool name.
     pub users: BTreeMap<String, String>,
+    /// `USER name@target` picks the target (a backend or a pool) and logs in as `name`.
+    pub allow_user_at_backend: bool,
 }
 
 /// One `[[pools]]` entry: backends serving the same site, and how a session picks one.

@@ -121,6 +121,10 @@ fn check_backend(i: &str, backend: &BackendConfig, problems: &mut Vec<Problem>) 
     ] {
         check_duration(&path(key), duration, problems);
     }
+    if backend.max_sessions == Some(0) {
+        let message = "must be at least 1 (leave it out for no limit)";
+        problems.push(Problem::new(&path("max_sessions"), message));
+    }
     if let Some(ports) = backend.active_ports {
         check_port_range(&path("active_ports"), ports, problems);
     }

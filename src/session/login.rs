@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::events::SessionEvent;
 use super::{Flow, Login, Outcome, Session, SessionError};
-use crate::backend::{self, BackendLeg};
+use crate::backend::{self, BackendLeg, Route};
 use crate::bans;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
@@ -44,12 +44,33 @@ impl Session {
             return self.close_banned().await;
         }
         let shared = self.shared.clone();
-        let Some(target) = shared.router.target(&user) else {
-            self.reset_login_state();
-            self.reply(codes::NOT_LOGGED_IN, "No backend serves this user.")
-                .await?;
-            return Ok(Flow::Continue);
+        let (target, login_name) = match shared.router.route(&user) {
+            Route::To { target, user } => (target, user),
+            Route::UnknownTarget(target) => {
+                self.reset_login_state();
+                // The name is the client's: shown bounded and without control bytes.
+                let shown: String = target
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect();
+                let text = format!("No backend or pool named \"{shown}\" here.");
+                self.reply(codes::NOT_LOGGED_IN, &text).await?;
+                return Ok(Flow::Continue);
+            }
+            Route::None => {
+                self.reset_login_state();
+                self.reply(codes::NOT_LOGGED_IN, "No backend serves this user.")
+                    .await?;
+                return Ok(Flow::Continue);
+            }
         };
+        // The backend hears the name without its `@target`.
+        let command = match login_name == user {
+            true => command,
+            false => Command::new("USER", Some(login_name)),
+        };
+        let user = login_name.to_string();
         let started = Instant::now();
         let same_target = |leg: &BackendLeg| shared.router.serves(target, &leg.config.name);
         let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_target);
@@ -81,11 +102,19 @@ impl Session {
     ) -> Result<Result<(), Flow>, SessionError> {
         let client = Some(self.client.peer());
         let mut last_error = None;
+        let mut all_full = true;
         for config in candidates {
+            let Some(counted) = self.shared.router.admit(&config) else {
+                debug!(
+                    backend = config.name.as_str(),
+                    "backend full (max_sessions): skipped"
+                );
+                continue;
+            };
+            all_full = false;
             let tls = self.shared.backend_tls.get(&config.name);
             match backend::connect(&config, tls, &self.shared.metrics, client).await {
                 Ok((control, tls)) => {
-                    let counted = self.shared.router.count_session(&config.name);
                     self.backend = Some(BackendLeg {
                         control,
                         config,
@@ -107,6 +136,10 @@ impl Session {
             }
         }
         let reply = match last_error {
+            None if all_full => Reply::new(
+                codes::SERVICE_NOT_AVAILABLE,
+                "Too many users on this site; try again later. Closing control connection.",
+            ),
             Some(e) => e.client_reply(),
             None => Reply::new(
                 codes::SERVICE_NOT_AVAILABLE,
