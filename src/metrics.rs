@@ -26,6 +26,10 @@ pub struct Metrics {
     backends: std::sync::RwLock<Vec<String>>,
     pub sessions_active: IntGauge,
     pub sessions_total: IntCounterVec,
+    /// Logins that reached no backend, by why (`RoutingFailure`).
+    pub login_routing_failures_total: IntCounterVec,
+    /// Per pool: how many of its backends are up (after the last probe round).
+    pub pool_backends_up: IntGaugeVec,
     pub logins_total: IntCounterVec,
     pub commands_total: IntCounterVec,
     pub transfers_total: IntCounterVec,
@@ -153,6 +157,16 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
         register(&r, backend_sessions.clone());
+        let pool_backends_up = IntGaugeVec::new(
+            Opts::new(
+                "pool_backends_up",
+                "Backends of the pool that passed their last health probe.",
+            )
+            .namespace("ftpfront"),
+            &["pool"],
+        )
+        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
+        register(&r, pool_backends_up.clone());
         Arc::new(Metrics {
             sessions_active: gauge(&r, "sessions_active", "Client control sessions open now."),
             sessions_total: counter_vec(
@@ -161,6 +175,13 @@ impl Metrics {
                 "Client control sessions ended, by result.",
                 &["result"],
             ),
+            login_routing_failures_total: counter_vec(
+                &r,
+                "login_routing_failures_total",
+                "Logins that reached no backend: no_route, unknown_target (USER name@target), all_full (max_sessions), all_failed (every candidate failed to connect).",
+                &["reason"],
+            ),
+            pool_backends_up,
             logins_total: counter_vec(
                 &r,
                 "logins_total",
@@ -356,6 +377,10 @@ impl Metrics {
         for side in ["client", "backend"] {
             self.data_connections_total.with_label_values(&[side]);
         }
+        for reason in RoutingFailure::ALL {
+            self.login_routing_failures_total
+                .with_label_values(&[reason.label()]);
+        }
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
             self.backend_sessions.with_label_values(&[backend]);
@@ -532,6 +557,33 @@ pub async fn serve(
     }
 }
 
+/// Why a login reached no backend (`ftpfront_login_routing_failures_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingFailure {
+    NoRoute,
+    UnknownTarget,
+    AllFull,
+    AllFailed,
+}
+
+impl RoutingFailure {
+    pub const ALL: [RoutingFailure; 4] = [
+        RoutingFailure::NoRoute,
+        RoutingFailure::UnknownTarget,
+        RoutingFailure::AllFull,
+        RoutingFailure::AllFailed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RoutingFailure::NoRoute => "no_route",
+            RoutingFailure::UnknownTarget => "unknown_target",
+            RoutingFailure::AllFull => "all_full",
+            RoutingFailure::AllFailed => "all_failed",
+        }
+    }
+}
+
 /// Binds the metrics endpoint; returns the bound address (useful with port 0).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -563,6 +615,10 @@ mod tests {
             .inc();
         m.backend_up.with_label_values(&["b"]).set(1);
         m.backend_sessions.with_label_values(&["b"]).set(1);
+        m.pool_backends_up.with_label_values(&["web"]).set(1);
+        m.login_routing_failures_total
+            .with_label_values(&["no_route"])
+            .inc();
         m.tls_handshakes_total
             .with_label_values(&["client", "ok"])
             .inc();
@@ -601,6 +657,12 @@ mod tests {
             ),
             ("ftpfront_backend_up", "gauge", "{backend=\"b\"}"),
             ("ftpfront_backend_sessions", "gauge", "{backend=\"b\"}"),
+            ("ftpfront_pool_backends_up", "gauge", "{pool=\"web\"}"),
+            (
+                "ftpfront_login_routing_failures_total",
+                "counter",
+                "{reason=\"no_route\"}",
+            ),
             (
                 "ftpfront_tls_handshakes_total",
                 "counter",

@@ -83,6 +83,9 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let backend_tls = Arc::new(backend_tls_configs(&config)?);
     let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
     metrics.init_known_series(&backend_names);
+    for pool in &config.pools {
+        metrics.pool_backends_up.with_label_values(&[&pool.name]);
+    }
     let shared_backend_tls = backend_tls.clone();
     let bans = Arc::new(Bans::new(&config.limits));
     let shared = Arc::new(Shared {

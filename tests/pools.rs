@@ -227,6 +227,8 @@ async fn round_robin_spreads_thirty_sessions_ten_each() {
     for _ in 0..30 {
         *served.entry(session_marker(&proxy).await).or_default() += 1;
     }
+    let up = metric_now(&proxy, "ftpfront_pool_backends_up", &[("pool", "web")]).await;
+    assert_eq!(up, 3.0, "backends up in the pool");
     for name in &names {
         let count = served.get(*name).copied().unwrap_or(0);
         assert!(
@@ -418,6 +420,13 @@ async fn silent_and_full_backends_are_skipped_and_a_dead_pool_says_why() {
         reply.text.contains("Too many users"),
         "the last backend's reason: {reply:?}"
     );
+    let failed = metric_now(
+        &proxy,
+        "ftpfront_login_routing_failures_total",
+        &[("reason", "all_failed")],
+    )
+    .await;
+    assert_eq!(failed, 1.0);
     proxy.shutdown().await;
 }
 
@@ -450,6 +459,13 @@ async fn user_at_target_picks_the_backend_only_when_allowed() {
     let refused = client.cmd(&format!("USER {}@nope", LOGIN.0)).await;
     assert_eq!(refused.code, 530, "{refused:?}");
     assert!(refused.text.contains("\"nope\""), "{refused:?}");
+    let unknown = metric_now(
+        &proxy,
+        "ftpfront_login_routing_failures_total",
+        &[("reason", "unknown_target")],
+    )
+    .await;
+    assert_eq!(unknown, 1.0);
     proxy.shutdown().await;
 
     let line = format!("USER {}@{}", LOGIN.0, proftpd.name);
@@ -503,6 +519,13 @@ async fn full_backends_are_skipped_and_a_full_pool_answers_421() {
     let reply = client.cmd(&format!("USER {}", LOGIN.0)).await;
     assert_eq!(reply.code, 421, "{reply:?}");
     assert!(reply.text.contains("Too many users"), "{reply:?}");
+    let full = metric_now(
+        &proxy,
+        "ftpfront_login_routing_failures_total",
+        &[("reason", "all_full")],
+    )
+    .await;
+    assert_eq!(full, 1.0);
     held.expect("QUIT", 221).await;
     proxy.shutdown().await;
 }

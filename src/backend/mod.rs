@@ -350,6 +350,22 @@ pub async fn probe_loop(
             )
             .await;
         }
+        count_pool_backends_up(&config, &metrics);
+    }
+}
+
+/// `ftpfront_pool_backends_up` from the members' `backend_up`.
+fn count_pool_backends_up(config: &Config, metrics: &Metrics) {
+    for pool in &config.pools {
+        let up = pool
+            .backends
+            .iter()
+            .filter(|name| metrics.backend_up.with_label_values(&[name.as_str()]).get() == 1)
+            .count();
+        metrics
+            .pool_backends_up
+            .with_label_values(&[&pool.name])
+            .set(i64::try_from(up).unwrap_or(i64::MAX));
     }
 }
 

@@ -10,7 +10,7 @@ use super::Session;
 use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::Command;
-use crate::metrics::labels;
+use crate::metrics::{labels, RoutingFailure};
 
 /// Which leg of the session something happened on (the `side` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +133,8 @@ pub(super) enum SessionEvent<'a> {
     },
     /// This session's failed login started a ban of its client's address.
     AddressBanned,
+    /// USER reached no backend.
+    LoginNotRouted(RoutingFailure),
 }
 
 impl Session {
@@ -215,6 +217,14 @@ impl Session {
                 warn!(failures = limits.max_failed_logins, window = ?limits.failed_login_window, duration = ?limits.ban_duration, "address banned after failed logins");
                 metrics.bans_total.inc();
                 metrics.bans_active.inc();
+            }
+            SessionEvent::LoginNotRouted(reason) => {
+                let label = reason.label();
+                metrics
+                    .login_routing_failures_total
+                    .with_label_values(&[label])
+                    .inc();
+                info!(reason = label, "login reached no backend");
             }
         }
     }

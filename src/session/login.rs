@@ -14,6 +14,7 @@ use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
+use crate::metrics::RoutingFailure;
 
 impl Session {
     pub(super) async fn host(&mut self, command: Command) -> Result<Flow, SessionError> {
@@ -48,6 +49,7 @@ impl Session {
             Route::To { target, user } => (target, user),
             Route::UnknownTarget(target) => {
                 self.reset_login_state();
+                self.record(SessionEvent::LoginNotRouted(RoutingFailure::UnknownTarget));
                 // The name is the client's: shown bounded and without control bytes.
                 let shown: String = target
                     .chars()
@@ -60,6 +62,7 @@ impl Session {
             }
             Route::None => {
                 self.reset_login_state();
+                self.record(SessionEvent::LoginNotRouted(RoutingFailure::NoRoute));
                 self.reply(codes::NOT_LOGGED_IN, "No backend serves this user.")
                     .await?;
                 return Ok(Flow::Continue);
@@ -135,6 +138,11 @@ impl Session {
                 }
             }
         }
+        let failure = match all_full {
+            true => RoutingFailure::AllFull,
+            false => RoutingFailure::AllFailed,
+        };
+        self.record(SessionEvent::LoginNotRouted(failure));
         let reply = match last_error {
             None if all_full => Reply::new(
                 codes::SERVICE_NOT_AVAILABLE,
