@@ -14,7 +14,7 @@ use common::harness::*;
 use common::metrics::*;
 use common::observability::{repo_file, run_ok, write_temp};
 use common::tls::{enable_client_tls, garbage_on_fresh_connection, not_a_client_hello, TestPki};
-use ftpfront::config::TlsMode;
+use ftpfront::config::{PoolConfig, TlsMode};
 use ftpfront::server::RunningProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,7 +29,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         &["check", "rules", "dashboards/alerts.yml"],
         None,
     );
-    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
     run_ok(
         &promtool,
         &["test", "rules", "dashboards/alerts_test.yml"],
@@ -87,6 +87,12 @@ async fn scrape_after_traffic() -> String {
     let pki = TestPki::generate();
     let mut config = proxy_config(backend.server.addr, 4);
     enable_client_tls(&mut config, &pki, TlsMode::Optional);
+    // A pool, so that the pool panel and alert have their series.
+    config.pools = vec![PoolConfig {
+        name: "site".into(),
+        backends: vec!["main".into()],
+        policy: None,
+    }];
     let proxy = start_proxy(config).await;
     let addr = proxy.control_addr;
 

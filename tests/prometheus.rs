@@ -18,6 +18,7 @@ use common::harness::*;
 use common::observability::{
     alert_names, dashboard_exprs, metric_selectors, repo_file, write_temp,
 };
+use ftpfront::config::PoolConfig;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -227,7 +228,14 @@ async fn prometheus_scrapes_every_dashboard_and_alert_selector() {
         return;
     };
     let backend = TestBackend::start().await;
-    let proxy = start_proxy(proxy_config(backend.server.addr, 4)).await;
+    let mut config = proxy_config(backend.server.addr, 4);
+    // A pool, so that the pool panel and alert have their series.
+    config.pools = vec![PoolConfig {
+        name: "site".into(),
+        backends: vec!["main".into()],
+        policy: None,
+    }];
+    let proxy = start_proxy(config).await;
     let metrics_addr = proxy.metrics_addr.expect("metrics enabled");
     let mut prometheus = Prometheus::start(&binary, metrics_addr);
 
@@ -267,8 +275,8 @@ async fn prometheus_scrapes_every_dashboard_and_alert_selector() {
     let expected: BTreeSet<String> = alert_names().into_iter().collect();
     assert_eq!(
         expected.len(),
-        7,
-        "alerts.yml should have 7 alerts: {expected:?}"
+        8,
+        "alerts.yml should have 8 alerts: {expected:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let rules = loop {
