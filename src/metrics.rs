@@ -88,6 +88,13 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     metric
 }
 
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help).namespace("ftpfront"), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
@@ -137,36 +144,24 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("histogram malformed: {e}"));
         register(&r, backend_login_duration_seconds.clone());
-        let backend_up = IntGaugeVec::new(
-            Opts::new(
-                "backend_up",
-                "1 when the last connection to the backend succeeded.",
-            )
-            .namespace("ftpfront"),
+        let backend_up = gauge_vec(
+            &r,
+            "backend_up",
+            "1 when the last connection to the backend succeeded.",
             &["backend"],
-        )
-        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
-        register(&r, backend_up.clone());
-        let backend_sessions = IntGaugeVec::new(
-            Opts::new(
-                "backend_sessions",
-                "Client sessions connected to the backend now.",
-            )
-            .namespace("ftpfront"),
+        );
+        let backend_sessions = gauge_vec(
+            &r,
+            "backend_sessions",
+            "Client sessions connected to the backend now.",
             &["backend"],
-        )
-        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
-        register(&r, backend_sessions.clone());
-        let pool_backends_up = IntGaugeVec::new(
-            Opts::new(
-                "pool_backends_up",
-                "Backends of the pool that passed their last health probe.",
-            )
-            .namespace("ftpfront"),
+        );
+        let pool_backends_up = gauge_vec(
+            &r,
+            "pool_backends_up",
+            "Backends of the pool that passed their last health probe.",
             &["pool"],
-        )
-        .unwrap_or_else(|e| panic!("gauge malformed: {e}"));
-        register(&r, pool_backends_up.clone());
+        );
         Arc::new(Metrics {
             sessions_active: gauge(&r, "sessions_active", "Client control sessions open now."),
             sessions_total: counter_vec(
