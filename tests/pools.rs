@@ -290,11 +290,7 @@ async fn least_conn_sends_new_sessions_to_the_backend_with_fewest() {
     }
     let (freed, mut client) = held.remove(1);
     client.expect("QUIT", 221).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric_now(&proxy, "ftpfront_backend_sessions", &[("backend", &freed)]).await != 0.0 {
-        assert!(Instant::now() < deadline, "{freed}'s session still counted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sessions_settle(&proxy, &freed).await;
     for _ in 0..2 {
         let mut client = login(&proxy).await;
         assert_eq!(
