@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::Router;
+use crate::backend::{Health, Router};
 use crate::bans::{Bans, BANNED_TEXT};
 use crate::config::Config;
 use crate::conn::LineConn;
@@ -83,9 +83,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     let backend_tls = Arc::new(backend_tls_configs(&config)?);
     let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
     metrics.init_known_series(&backend_names);
-    for pool in &config.pools {
-        metrics.pool_backends_up.with_label_values(&[&pool.name]);
-    }
+    let health = Arc::new(Health::new(&config, metrics.clone()));
     let shared_backend_tls = backend_tls.clone();
     let bans = Arc::new(Bans::new(&config.limits));
     let shared = Arc::new(Shared {
@@ -96,7 +94,8 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         backend_tls,
         metrics: metrics.clone(),
         pool: pool.clone(),
-        router: Router::new(config.clone(), metrics.clone()),
+        router: Router::new(config.clone(), health.clone()),
+        health: health.clone(),
     });
     let (shutdown, shutdown_rx) = shutdown::channel();
     let (metrics_stop, metrics_stop_rx) = watch::channel(false);
@@ -158,7 +157,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     tasks.push(tokio::spawn(crate::backend::probe_loop(
         config.clone(),
         shared_backend_tls,
-        metrics.clone(),
+        health,
         shutdown.subscribe(),
     )));
     metrics.set_ready(true);

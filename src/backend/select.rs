@@ -8,19 +8,19 @@ use std::sync::Arc;
 
 use prometheus::IntGauge;
 
+use super::Health;
 use crate::config::{BackendConfig, Config, RoutingPolicy};
-use crate::metrics::Metrics;
 
 /// Routes logins to targets and orders a target's backends for a new session.
 pub struct Router {
     config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    health: Arc<Health>,
     /// Per pool: where `round_robin` (and `least_conn` among equals) starts next.
     cursors: HashMap<String, AtomicUsize>,
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Router {
+    pub fn new(config: Arc<Config>, health: Arc<Health>) -> Router {
         let cursors = config
             .pools
             .iter()
@@ -28,7 +28,7 @@ impl Router {
             .collect();
         Router {
             config,
-            metrics,
+            health,
             cursors,
         }
     }
@@ -82,10 +82,12 @@ impl Router {
             Some(pool) => self.config.pool_policy(pool),
             None => RoutingPolicy::First,
         };
-        let mut ordered = self.order(target, policy, members);
-        // A stable sort: the policy's order stays within the healthy and the down ones.
-        ordered.sort_by_key(|backend| !self.is_up(&backend.name));
-        ordered.into_iter().cloned().collect()
+        let ordered = self.order(target, policy, members);
+        // The policy's order stays within the healthy and within the down ones.
+        let (up, down): (Vec<_>, Vec<_>) = ordered
+            .into_iter()
+            .partition(|backend| self.health.is_up(&backend.name));
+        up.into_iter().chain(down).cloned().collect()
     }
 
     fn order<'a>(
@@ -119,12 +121,9 @@ impl Router {
         members.rotate_left(start % members.len());
     }
 
-    fn is_up(&self, backend: &str) -> bool {
-        self.metrics.backend_up.with_label_values(&[backend]).get() == 1
-    }
-
     fn sessions(&self, backend: &str) -> i64 {
-        self.metrics
+        self.health
+            .metrics()
             .backend_sessions
             .with_label_values(&[backend])
             .get()
@@ -134,7 +133,8 @@ impl Router {
     /// the backend already has its `max_sessions` (it is then skipped like a down one).
     pub fn admit(&self, backend: &BackendConfig) -> Option<SessionCount> {
         let gauge = self
-            .metrics
+            .health
+            .metrics()
             .backend_sessions
             .with_label_values(&[&backend.name]);
         gauge.inc();
@@ -170,6 +170,7 @@ impl Drop for SessionCount {
 mod tests {
     use super::*;
     use crate::config::PoolConfig;
+    use crate::metrics::Metrics;
 
     fn router(policy: RoutingPolicy) -> Router {
         let backends = ["a", "b", "c"].map(|name| BackendConfig {
@@ -188,7 +189,9 @@ mod tests {
         };
         config.routing.default = Some("web".into());
         config.routing.users.insert("alice".into(), "b".into());
-        Router::new(Arc::new(config), Metrics::new())
+        let config = Arc::new(config);
+        let health = Arc::new(Health::new(&config, Metrics::new()));
+        Router::new(config, health)
     }
 
     fn admit(router: &Router, name: &str) -> SessionCount {
@@ -227,7 +230,7 @@ mod tests {
         );
         let mut config = (*off.config).clone();
         config.routing.allow_user_at_backend = true;
-        let on = Router::new(Arc::new(config), Metrics::new());
+        let on = Router::new(Arc::new(config), off.health.clone());
         assert_eq!(
             on.route("bob@b"),
             Route::To {
@@ -266,12 +269,7 @@ mod tests {
 
     fn set_up(router: &Router, up: &[&str]) {
         for name in ["a", "b", "c"] {
-            let value = i64::from(up.contains(&name));
-            router
-                .metrics
-                .backend_up
-                .with_label_values(&[name])
-                .set(value);
+            router.health.record(name, up.contains(&name));
         }
     }
 
