@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,6 +51,11 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     /// Flips of a backend's health state, by direction (`to` = up | down).
     pub backend_health_transitions_total: IntCounterVec,
+    /// SIGHUP reloads of the configuration file, by result (ok, rejected).
+    pub config_reloads_total: IntCounterVec,
+    /// When the configuration in effect was loaded (Unix time): the start, or the last
+    /// reload that took.
+    pub config_last_reload_success_timestamp_seconds: Gauge,
     /// Sessions connected to each backend now (what `least_conn` balances).
     pub backend_sessions: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
@@ -100,6 +105,13 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let metric = Gauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     register(registry, metric.clone());
     metric
@@ -185,6 +197,17 @@ impl Metrics {
                 "backend_health_transitions_total",
                 "Flips of a backend's health state after health.rise or health.fall results in a row, by direction (to = up, down).",
                 &["backend", "to"],
+            ),
+            config_reloads_total: counter_vec(
+                &r,
+                "config_reloads_total",
+                "Reloads of the configuration file (SIGHUP), by result (ok, rejected: the running configuration stayed).",
+                &["result"],
+            ),
+            config_last_reload_success_timestamp_seconds: float_gauge(
+                &r,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration in effect was loaded (Unix time): the start or the last reload that took.",
             ),
             logins_total: counter_vec(
                 &r,
@@ -390,6 +413,9 @@ impl Metrics {
         }
         for side in ["client", "backend"] {
             self.data_connections_total.with_label_values(&[side]);
+        }
+        for result in [labels::OK, labels::REJECTED] {
+            self.config_reloads_total.with_label_values(&[result]);
         }
         for reason in RoutingFailure::ALL {
             self.login_routing_failures_total
@@ -636,6 +662,8 @@ mod tests {
         m.backend_health_transitions_total
             .with_label_values(&["b", "down"])
             .inc();
+        m.config_reloads_total.with_label_values(&["ok"]).inc();
+        m.config_last_reload_success_timestamp_seconds.set(1.0);
         m.pool_backends_up.with_label_values(&["web"]).set(1);
         m.login_routing_failures_total
             .with_label_values(&["no_route"])
@@ -678,6 +706,16 @@ mod tests {
             ),
             ("ftpfront_backend_up", "gauge", "{backend=\"b\"}"),
             ("ftpfront_backend_sessions", "gauge", "{backend=\"b\"}"),
+            (
+                "ftpfront_config_reloads_total",
+                "counter",
+                "{result=\"ok\"}",
+            ),
+            (
+                "ftpfront_config_last_reload_success_timestamp_seconds",
+                "gauge",
+                "",
+            ),
             (
                 "ftpfront_backend_health_transitions_total",
                 "counter",

@@ -106,6 +106,11 @@ impl Health {
         for removed in old.keys() {
             let _ = self.metrics.backend_up.remove_label_values(&[removed]);
         }
+        for (pool, _) in &inner.pools {
+            if config.pool(pool).is_none() {
+                let _ = self.metrics.pool_backends_up.remove_label_values(&[pool]);
+            }
+        }
         inner.pools = config
             .pools
             .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::{BackendConfig, BackendTls, Config};
+use crate::config::{BackendConfig, BackendTls};
 use crate::conn::{BackendControl, BackendLegError, BoxStream};
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
@@ -329,30 +329,46 @@ async fn read_greeting(
 }
 
 /// Probes every backend with `health = true` on `health.probe_interval` (connect, TLS
-/// when configured, 220 greeting, QUIT); the results feed [`Health`].
+/// when configured, 220 greeting, QUIT); the results feed [`Health`]. Each round takes the
+/// backends of the configuration in effect, so a reload's new backends are probed.
 pub async fn probe_loop(
-    config: Arc<Config>,
-    tls: Arc<std::collections::HashMap<String, BackendTlsConfig>>,
-    health: Arc<Health>,
+    current: Arc<arc_swap::ArcSwap<crate::session::Shared>>,
     mut shutdown: crate::shutdown::Receiver,
 ) {
-    let mut ticks = tokio::time::interval(config.health.probe_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = current.load().config.health.probe_interval;
+    let mut ticks = probe_ticks(interval);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = crate::shutdown::stopping(&mut shutdown) => return,
         }
-        for backend in config.backends.iter().filter(|b| health.is_probed(&b.name)) {
+        let shared = current.load_full();
+        let config = &shared.config;
+        for backend in config
+            .backends
+            .iter()
+            .filter(|b| shared.health.is_probed(&b.name))
+        {
             probe(
                 backend,
-                tls.get(&backend.name),
-                &health,
+                shared.backend_tls.get(&backend.name),
+                &shared.health,
                 config.health.probe_timeout,
             )
             .await;
         }
+        if config.health.probe_interval != interval {
+            interval = config.health.probe_interval;
+            ticks = probe_ticks(interval);
+            ticks.reset();
+        }
     }
+}
+
+fn probe_ticks(interval: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }
 
 async fn probe(
