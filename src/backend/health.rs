@@ -24,8 +24,10 @@ struct Inner {
 }
 
 /// One backend's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
+    /// Where it was probed: a reload that moves the name elsewhere starts anew.
+    address: String,
     /// `None` until the first result, which decides at once (no streak to wait for at
     /// start); a backend with `health = false` is up for good.
     up: Option<bool>,
@@ -36,8 +38,9 @@ struct State {
 }
 
 impl State {
-    fn new(unchecked: bool) -> State {
+    fn new(address: &str, unchecked: bool) -> State {
         State {
+            address: address.to_owned(),
             up: unchecked.then_some(true),
             streak: 0,
             unchecked,
@@ -98,8 +101,10 @@ impl Health {
         for backend in &config.backends {
             let unchecked = !backend.health;
             let state = match old.remove(&backend.name) {
-                Some(kept) if kept.unchecked == unchecked => kept,
-                _ => State::new(unchecked),
+                Some(kept) if kept.unchecked == unchecked && kept.address == backend.address => {
+                    kept
+                }
+                _ => State::new(&backend.address, unchecked),
             };
             inner.backends.insert(backend.name.clone(), state);
         }
@@ -293,6 +298,13 @@ mod tests {
         health.apply(&config);
         assert!(health.is_up("a"), "kept over a reload");
         assert!(!health.is_up("c"), "a new backend starts unknown");
+        health.record("c", true);
+        config.backends[2].address = "127.0.0.2:21".into();
+        health.apply(&config);
+        assert!(
+            !health.is_up("c"),
+            "a name moved to another address starts anew"
+        );
         config.backends.remove(0);
         health.apply(&config);
         assert!(!health.is_up("a"), "a removed backend is forgotten");
