@@ -17,9 +17,11 @@ use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
 
 mod data_setup;
+mod routes;
 mod select;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
+pub use routes::ClientNames;
 pub use select::{Route, Router, SessionCount};
 
 /// A session's connection to its backend, with that backend's settings.

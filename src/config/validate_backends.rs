@@ -79,6 +79,12 @@ impl Config {
                 problems.push(Problem::new(&["routing", "users", user], unknown(name)));
             }
         }
+        for (host, name) in &self.routing.hosts {
+            if !is_target(name) {
+                problems.push(Problem::new(&["routing", "hosts", host], unknown(name)));
+            }
+        }
+        self.check_route_keys(problems);
     }
 }
 
