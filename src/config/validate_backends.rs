@@ -298,10 +298,15 @@ mod tests {
             "routing.default",
             "set routing.default to one of: a, b",
         );
-        for rules in ["users = { alice = \"a\" }", "hosts = { \"ftp.example.com\" = \"b\" }"] {
+        for rules in [
+            "users = { alice = \"a\" }",
+            "hosts = { \"ftp.example.com\" = \"b\" }",
+        ] {
             let text = format!("{two}[routing]\n{rules}\n");
             let config = Config::from_toml_str(&text).expect("rules without a default");
-            assert!(config.render_routes().contains("everyone else -> no route (530)"));
+            assert!(config
+                .render_routes()
+                .contains("everyone else -> no route (530)"));
         }
     }
 
