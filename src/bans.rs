@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use crate::config::LimitsConfig;
@@ -53,10 +55,27 @@ impl Record {
 }
 
 pub struct Bans {
+    /// Swapped by a reload; bans running keep their end.
+    rules: ArcSwap<BanRules>,
+    records: Mutex<HashMap<IpAddr, Record>>,
+}
+
+/// The `[limits]` ban settings.
+#[derive(Clone, Copy)]
+struct BanRules {
     max_failures: u32,
     window: Duration,
     duration: Duration,
-    records: Mutex<HashMap<IpAddr, Record>>,
+}
+
+impl BanRules {
+    fn new(limits: &LimitsConfig) -> BanRules {
+        BanRules {
+            max_failures: limits.max_failed_logins,
+            window: limits.failed_login_window,
+            duration: limits.ban_duration,
+        }
+    }
 }
 
 /// The key an address is tracked under: the address itself, or the /64 of an IPv6 one.
@@ -73,15 +92,22 @@ fn key(ip: IpAddr) -> IpAddr {
 impl Bans {
     pub fn new(limits: &LimitsConfig) -> Bans {
         Bans {
-            max_failures: limits.max_failed_logins,
-            window: limits.failed_login_window,
-            duration: limits.ban_duration,
+            rules: ArcSwap::from_pointee(BanRules::new(limits)),
             records: Mutex::new(HashMap::new()),
         }
     }
 
+    /// New ban settings (a reload), for the failures and bans from now on.
+    pub fn apply(&self, limits: &LimitsConfig) {
+        self.rules.store(Arc::new(BanRules::new(limits)));
+    }
+
+    fn rules(&self) -> BanRules {
+        **self.rules.load()
+    }
+
     fn enabled(&self) -> bool {
-        self.max_failures > 0
+        self.rules().max_failures > 0
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Record>> {
@@ -102,13 +128,14 @@ impl Bans {
 
     /// Counts a failed login from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Failure {
-        if !self.enabled() {
+        let rules = self.rules();
+        if rules.max_failures == 0 {
             return Failure::Counted;
         }
         let mut records = self.lock();
         let key = key(ip);
         if !records.contains_key(&key) && records.len() >= MAX_TRACKED {
-            let window = self.window;
+            let window = rules.window;
             records.retain(|_, record| record.is_live(now, window));
             if records.len() >= MAX_TRACKED {
                 return Failure::Untracked;
@@ -120,7 +147,7 @@ impl Bans {
             banned_until: None,
         };
         let record = records.entry(key).or_insert(fresh);
-        if !record.is_live(now, self.window) {
+        if !record.is_live(now, rules.window) {
             *record = fresh;
         }
         if record.banned_until.is_some() {
@@ -128,16 +155,16 @@ impl Bans {
             return Failure::Counted;
         }
         record.failures += 1;
-        if record.failures < self.max_failures {
+        if record.failures < rules.max_failures {
             return Failure::Counted;
         }
-        record.banned_until = Some(now + self.duration);
+        record.banned_until = Some(now + rules.duration);
         Failure::Banned
     }
 
     /// Drops the records that no longer matter and returns the number of bans running.
     pub fn sweep(&self, now: Instant) -> usize {
-        let window = self.window;
+        let window = self.rules().window;
         let mut records = self.lock();
         records.retain(|_, record| record.is_live(now, window));
         records

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::backend;
+use crate::backend::Health;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
-use crate::metrics::Metrics;
 use crate::tls::BackendTlsConfig;
 
 /// Features ftpfront itself implements, whatever the backend.
@@ -191,10 +191,10 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
 pub async fn probe(
     config: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
-    metrics: &Metrics,
+    health: &Health,
 ) -> Option<Learnt> {
     let asking = async {
-        let (mut control, _) = backend::connect(config, tls, metrics, None).await.ok()?;
+        let (mut control, _) = backend::connect(config, tls, health, None).await.ok()?;
         let phase = "asking FEAT and SYST for the feature cache";
         let feat: Result<Reply, BackendLegError> =
             control.command(&Command::new("FEAT", None), phase).await;

@@ -20,6 +20,7 @@ pub mod net;
 pub mod pem;
 pub mod ports;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -1,6 +1,7 @@
 //! Admission of client control connections: allow/deny networks, the total session limit
 //! and the per-IP session limit.
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,11 +68,28 @@ struct Counts {
 }
 
 pub struct Limiter {
+    /// Swapped by a reload; the counts of the sessions already admitted stay.
+    rules: ArcSwap<Rules>,
+    counts: Mutex<Counts>,
+}
+
+/// The `[limits]` admission settings.
+struct Rules {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     max_sessions: usize,
     max_per_ip: usize,
-    counts: Mutex<Counts>,
+}
+
+impl Rules {
+    fn new(limits: &LimitsConfig) -> Rules {
+        Rules {
+            allow: limits.allow.clone(),
+            deny: limits.deny.clone(),
+            max_sessions: limits.max_sessions,
+            max_per_ip: limits.max_sessions_per_ip,
+        }
+    }
 }
 
 /// One admitted session; dropping it frees its slots.
@@ -83,12 +101,15 @@ pub struct Permit {
 impl Limiter {
     pub fn new(limits: &LimitsConfig) -> Arc<Limiter> {
         Arc::new(Limiter {
-            allow: limits.allow.clone(),
-            deny: limits.deny.clone(),
-            max_sessions: limits.max_sessions,
-            max_per_ip: limits.max_sessions_per_ip,
+            rules: ArcSwap::from_pointee(Rules::new(limits)),
             counts: Mutex::new(Counts::default()),
         })
+    }
+
+    /// New limits (a reload): sessions admitted before keep their slots; lower maximums
+    /// refuse new sessions until enough of them ended.
+    pub fn apply(&self, limits: &LimitsConfig) {
+        self.rules.store(Arc::new(Rules::new(limits)));
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -100,16 +121,17 @@ impl Limiter {
     /// Deny wins over allow, so an operator can punch holes into a broad allow list.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Rejection> {
         let ip = canonical_ip(ip);
+        let rules = self.rules.load();
         let listed = |nets: &[IpNet]| nets.iter().any(|net| net.contains(&ip));
-        if listed(&self.deny) || !listed(&self.allow) {
+        if listed(&rules.deny) || !listed(&rules.allow) {
             return Err(Rejection::Denied);
         }
         let mut counts = self.lock();
-        if counts.total >= self.max_sessions {
+        if counts.total >= rules.max_sessions {
             return Err(Rejection::TooManySessions);
         }
         let from_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
+        if *from_ip >= rules.max_per_ip {
             return Err(Rejection::TooManyFromAddress);
         }
         *from_ip += 1;

@@ -29,7 +29,8 @@ underscore). Every key with its default: config/ftpfront.toml in the source tree
 
 Signals: SIGTERM/SIGINT stop accepting, tell idle sessions 421 and let transfers finish
 within [shutdown] grace (30 s), then cut the rest with 421; a second SIGTERM/SIGINT exits
-at once (status 1); SIGHUP re-reads the TLS certificate and key.
+at once (status 1); SIGHUP re-reads the whole configuration file (backends, pools, routing, limits,
+health, TLS); an invalid file keeps the running configuration.
 
 Logs go to stderr (log.format = text | json; RUST_LOG overrides log.filter).
 Metrics: http://127.0.0.1:9477/metrics, /healthz, /readyz (metrics.listen).";
@@ -213,7 +214,7 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        signals.wait_for_termination(&proxy).await;
+        signals.wait_for_termination(&proxy, path).await;
         tracing::info!("shutting down: draining (a second signal exits at once)");
         tokio::select! {
             _ = proxy.shutdown() => {
@@ -279,16 +280,19 @@ impl Signals {
     }
 
     /// SIGINT or SIGTERM (what container runtimes send) start a graceful shutdown; SIGHUP
-    /// reloads the TLS certificate and key (a bad new pair keeps the old one).
-    async fn wait_for_termination(&mut self, proxy: &server::RunningProxy) {
+    /// re-reads the configuration file `path` (an invalid one keeps the running one).
+    async fn wait_for_termination(&mut self, proxy: &server::RunningProxy, path: &std::path::Path) {
         loop {
             tokio::select! {
                 _ = self.terminate.recv() => return,
                 _ = self.interrupt.recv() => return,
-                _ = self.hangup.recv() => match proxy.reload_tls() {
-                    Ok(()) => tracing::info!("TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
-                },
+                _ = self.hangup.recv() => {
+                    if let Err(e) = proxy.reload(path) {
+                        for line in e.lines() {
+                            tracing::error!(problem = %line, "configuration reload rejected; keeping the running configuration");
+                        }
+                    }
+                }
             }
         }
     }
@@ -308,7 +312,11 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
     }
 
-    async fn wait_for_termination(&mut self, _proxy: &server::RunningProxy) {
+    async fn wait_for_termination(
+        &mut self,
+        _proxy: &server::RunningProxy,
+        _path: &std::path::Path,
+    ) {
         self.termination().await;
     }
 }

@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,7 +23,8 @@ use tracing::{debug, warn};
 pub struct Metrics {
     registry: Registry,
     ready: AtomicBool,
-    backends: std::sync::RwLock<Vec<String>>,
+    /// The backends `/readyz` waits for (the default route's).
+    readiness_backends: std::sync::RwLock<Vec<String>>,
     pub sessions_active: IntGauge,
     pub sessions_total: IntCounterVec,
     /// Logins that reached no backend, by why (`RoutingFailure`).
@@ -50,6 +51,13 @@ pub struct Metrics {
     pub bans_total: IntCounter,
     pub backend_connect_errors_total: IntCounterVec,
     pub backend_up: IntGaugeVec,
+    /// Flips of a backend's health state, by direction (`to` = up | down).
+    pub backend_health_transitions_total: IntCounterVec,
+    /// SIGHUP reloads of the configuration file, by result (ok, rejected).
+    pub config_reloads_total: IntCounterVec,
+    /// When the configuration in effect was loaded (Unix time): the start, or the last
+    /// reload that took.
+    pub config_last_reload_success_timestamp_seconds: Gauge,
     /// Sessions connected to each backend now (what `least_conn` balances).
     pub backend_sessions: IntGaugeVec,
     pub tls_handshakes_total: IntCounterVec,
@@ -104,6 +112,13 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     metric
 }
 
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let metric = Gauge::with_opts(Opts::new(name, help).namespace("ftpfront"))
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(registry, metric.clone());
+    metric
+}
+
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let metric = IntCounter::with_opts(Opts::new(name, help).namespace("ftpfront"))
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
@@ -149,7 +164,7 @@ impl Metrics {
         let backend_up = gauge_vec(
             &r,
             "backend_up",
-            "1 when the last connection to the backend succeeded.",
+            "1 while the backend is up: health.rise connects in a row bring it up, health.fall failures take it down.",
             &["backend"],
         );
         let backend_sessions = gauge_vec(
@@ -161,7 +176,7 @@ impl Metrics {
         let pool_backends_up = gauge_vec(
             &r,
             "pool_backends_up",
-            "Backends of the pool that passed their last health probe.",
+            "Backends of the pool that are up (ftpfront_backend_up).",
             &["pool"],
         );
         Arc::new(Metrics {
@@ -185,6 +200,23 @@ impl Metrics {
                 &["step"],
             ),
             pool_backends_up,
+            backend_health_transitions_total: counter_vec(
+                &r,
+                "backend_health_transitions_total",
+                "Flips of a backend's health state after health.rise or health.fall results in a row, by direction (to = up, down).",
+                &["backend", "to"],
+            ),
+            config_reloads_total: counter_vec(
+                &r,
+                "config_reloads_total",
+                "Reloads of the configuration file (SIGHUP), by result (ok, rejected: the running configuration stayed).",
+                &["result"],
+            ),
+            config_last_reload_success_timestamp_seconds: float_gauge(
+                &r,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration in effect was loaded (Unix time): the start or the last reload that took.",
+            ),
             logins_total: counter_vec(
                 &r,
                 "logins_total",
@@ -307,7 +339,7 @@ impl Metrics {
             ),
             registry: r,
             ready: AtomicBool::new(false),
-            backends: std::sync::RwLock::new(Vec::new()),
+            readiness_backends: std::sync::RwLock::new(Vec::new()),
         })
     }
 
@@ -359,9 +391,20 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Ready: the listeners are bound and at least one backend passed its last probe.
+    /// The backends `/readyz` follows (the default route's; all when there is none).
+    pub fn set_readiness_backends(&self, backends: Vec<String>) {
+        *self
+            .readiness_backends
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = backends;
+    }
+
+    /// Ready: the listeners are bound and at least one backend of the default route is up.
     pub fn is_ready(&self) -> bool {
-        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+        let backends = self
+            .readiness_backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         self.ready.load(Ordering::Relaxed)
             && backends
                 .iter()
@@ -372,13 +415,15 @@ impl Metrics {
     /// result and direction) at zero, so dashboards and alerts never query a series that
     /// does not exist yet.
     pub fn init_known_series(&self, backends: &[String]) {
-        *self.backends.write().unwrap_or_else(|p| p.into_inner()) = backends.to_vec();
         let directions = ["download", "upload", "listing"];
         for result in [labels::OK, labels::REJECTED, labels::ERROR] {
             self.sessions_total.with_label_values(&[result]);
         }
         for side in ["client", "backend"] {
             self.data_connections_total.with_label_values(&[side]);
+        }
+        for result in [labels::OK, labels::REJECTED] {
+            self.config_reloads_total.with_label_values(&[result]);
         }
         for reason in RoutingFailure::ALL {
             self.login_routing_failures_total
@@ -390,6 +435,10 @@ impl Metrics {
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
             self.backend_sessions.with_label_values(&[backend]);
+            for to in ["up", "down"] {
+                self.backend_health_transitions_total
+                    .with_label_values(&[backend, to]);
+            }
             self.backend_login_duration_seconds
                 .with_label_values(&[backend]);
             for result in [labels::OK, labels::FAILED] {
@@ -661,6 +710,11 @@ mod tests {
             .inc();
         m.backend_up.with_label_values(&["b"]).set(1);
         m.backend_sessions.with_label_values(&["b"]).set(1);
+        m.backend_health_transitions_total
+            .with_label_values(&["b", "down"])
+            .inc();
+        m.config_reloads_total.with_label_values(&["ok"]).inc();
+        m.config_last_reload_success_timestamp_seconds.set(1.0);
         m.pool_backends_up.with_label_values(&["web"]).set(1);
         m.login_routing_failures_total
             .with_label_values(&["no_route"])
@@ -704,6 +758,21 @@ mod tests {
             ),
             ("ftpfront_backend_up", "gauge", "{backend=\"b\"}"),
             ("ftpfront_backend_sessions", "gauge", "{backend=\"b\"}"),
+            (
+                "ftpfront_config_reloads_total",
+                "counter",
+                "{result=\"ok\"}",
+            ),
+            (
+                "ftpfront_config_last_reload_success_timestamp_seconds",
+                "gauge",
+                "",
+            ),
+            (
+                "ftpfront_backend_health_transitions_total",
+                "counter",
+                "{backend=\"b\",to=\"down\"}",
+            ),
             ("ftpfront_pool_backends_up", "gauge", "{pool=\"web\"}"),
             (
                 "ftpfront_login_routing_failures_total",

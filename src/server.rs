@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -14,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::Router;
+use crate::backend::{Health, Router};
 use crate::bans::{Bans, BANNED_TEXT};
 use crate::config::Config;
 use crate::conn::LineConn;
@@ -23,6 +25,7 @@ use crate::metrics::{self, labels, Metrics};
 use crate::net::bind_listener;
 use crate::ports::{PoolSettings, PortPool};
 use crate::proxy_protocol::{Endpoints, ProxyHeaderError, ProxyPolicy};
+use crate::reload::ReloadError;
 use crate::session::{Session, Shared};
 use crate::shutdown;
 use crate::tls::{self, BackendTlsConfig, ClientTls, TlsError};
@@ -53,12 +56,12 @@ pub struct RunningProxy {
     shutdown: shutdown::Sender,
     /// Stops the metrics endpoint, which keeps answering (`/readyz` 503) while draining.
     metrics_stop: watch::Sender<bool>,
-    grace: Duration,
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
-    client_tls: Option<Arc<ClientTls>>,
-    /// Closed at the end of the shutdown, so its ports are free at once.
-    pool: PortPool,
+    /// The tables new sessions get; a reload swaps them.
+    current: Arc<ArcSwap<Shared>>,
+    /// Its pool is closed at the end of the shutdown, so its ports are free at once.
+    lasting: Lasting,
 }
 
 /// After the grace, how long cut sessions get to send their 421 and close.
@@ -79,25 +82,20 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         ),
         metrics.clone(),
     );
-    let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
-    let backend_tls = Arc::new(backend_tls_configs(&config)?);
-    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
-    metrics.init_known_series(&backend_names);
-    for pool in &config.pools {
-        metrics.pool_backends_up.with_label_values(&[&pool.name]);
-    }
-    let shared_backend_tls = backend_tls.clone();
-    let bans = Arc::new(Bans::new(&config.limits));
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        bans: bans.clone(),
-        features: Default::default(),
-        client_tls: client_tls.clone(),
-        backend_tls,
+    let lasting = Lasting {
         metrics: metrics.clone(),
+        bans: Arc::new(Bans::new(&config.limits)),
         pool: pool.clone(),
-        router: Router::new(config.clone(), metrics.clone()),
-    });
+        health: Arc::new(Health::new(&config, metrics.clone())),
+        limiter: Limiter::new(&config.limits),
+    };
+    let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
+    let current = Arc::new(ArcSwap::from_pointee(tables(
+        config.clone(),
+        &lasting,
+        client_tls,
+    )?));
+    crate::reload::mark_loaded(&metrics);
     let (shutdown, shutdown_rx) = shutdown::channel();
     let (metrics_stop, metrics_stop_rx) = watch::channel(false);
     let (control, control_addr) = bind_control(config.listen.control)?;
@@ -134,8 +132,8 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     };
     let sessions = TaskTracker::new();
     let acceptor = Acceptor {
-        shared,
-        limiter: Limiter::new(&config.limits),
+        current: current.clone(),
+        limiter: lasting.limiter.clone(),
         sessions: sessions.clone(),
         shutdown: shutdown_rx,
         implicit_tls: false,
@@ -151,14 +149,12 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     }
     tasks.push(tokio::spawn(acceptor.run(control)));
     tasks.push(tokio::spawn(crate::bans::sweep_loop(
-        bans,
+        lasting.bans.clone(),
         metrics.clone(),
         shutdown.subscribe(),
     )));
     tasks.push(tokio::spawn(crate::backend::probe_loop(
-        config.clone(),
-        shared_backend_tls,
-        metrics.clone(),
+        current.clone(),
         shutdown.subscribe(),
     )));
     metrics.set_ready(true);
@@ -166,15 +162,47 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
     Ok(RunningProxy {
         control_addr,
         implicit_addr,
-        client_tls,
         metrics_addr,
         metrics,
         shutdown,
         metrics_stop,
-        grace: config.shutdown.grace,
         sessions,
         tasks,
-        pool,
+        current,
+        lasting,
+    })
+}
+
+/// What outlives a reload: the counters, the state kept per address and per backend.
+struct Lasting {
+    metrics: Arc<Metrics>,
+    bans: Arc<Bans>,
+    pool: PortPool,
+    health: Arc<Health>,
+    limiter: Arc<Limiter>,
+}
+
+/// The tables sessions opened from now on use, built from `config` (at start and by
+/// each reload) around what lasts.
+fn tables(
+    config: Arc<Config>,
+    lasting: &Lasting,
+    client_tls: Option<Arc<ClientTls>>,
+) -> Result<Shared, TlsError> {
+    let backend_tls = Arc::new(backend_tls_configs(&config)?);
+    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+    lasting.metrics.init_known_series(&backend_names);
+    Ok(Shared {
+        config: config.clone(),
+        bans: lasting.bans.clone(),
+        // A new table may point a name at another server: learn its features anew.
+        features: Default::default(),
+        client_tls,
+        backend_tls,
+        metrics: lasting.metrics.clone(),
+        pool: lasting.pool.clone(),
+        router: Router::new(config, lasting.health.clone()),
+        health: lasting.health.clone(),
     })
 }
 
@@ -201,13 +229,36 @@ fn backend_tls_configs(config: &Config) -> Result<HashMap<String, BackendTlsConf
 }
 
 impl RunningProxy {
-    /// Re-reads the client-facing certificate and key (SIGHUP). Running sessions keep
-    /// going; on error the old certificate stays in use.
-    pub fn reload_tls(&self) -> Result<(), TlsError> {
-        match &self.client_tls {
-            Some(tls) => tls.reload(),
-            None => Ok(()),
+    /// Re-reads the configuration file (SIGHUP) and, when it is valid, gives sessions opened
+    /// from now on its tables (backends, pools, routing, limits, health, TLS, shutdown).
+    /// Running sessions and transfers keep theirs until they end. Sections that need a
+    /// restart keep their running values and are logged; an invalid file changes nothing.
+    /// Counted in `ftpfront_config_reloads_total`.
+    pub fn reload(&self, path: &Path) -> Result<(), ReloadError> {
+        let result = self.try_reload(path);
+        crate::reload::count(&self.metrics, result.is_ok());
+        result
+    }
+
+    fn try_reload(&self, path: &Path) -> Result<(), ReloadError> {
+        let running = self.current.load_full();
+        let loaded = Config::load(path)?;
+        let restart = crate::reload::needs_restart(&running.config, &loaded);
+        let config = crate::reload::keep_restart_only(&running.config, loaded);
+        config.validate()?;
+        let mut next = tables(Arc::new(config), &self.lasting, None)?;
+        // Last: the only step that changes something running (the certificate in place).
+        next.client_tls = reloaded_client_tls(&running, &next.config)?;
+        self.lasting.health.apply(&next.config);
+        self.lasting.limiter.apply(&next.config.limits);
+        self.lasting.bans.apply(&next.config.limits);
+        let (backends, pools) = (next.config.backends.len(), next.config.pools.len());
+        self.current.store(Arc::new(next));
+        if !restart.is_empty() {
+            warn!(sections = ?restart, "configuration reloaded, but these sections need a restart to change; they keep their running values");
         }
+        info!(path = %path.display(), backends, pools, "configuration reloaded");
+        Ok(())
     }
 
     /// Stops accepting, tells idle sessions 421, lets running transfers finish within
@@ -217,12 +268,17 @@ impl RunningProxy {
         self.metrics.set_ready(false);
         let _ = self.shutdown.send(shutdown::Phase::Draining);
         self.sessions.close();
-        if tokio::time::timeout(self.grace, self.sessions.wait())
+        let grace = self.current.load().config.shutdown.grace;
+        if tokio::time::timeout(grace, self.sessions.wait())
             .await
             .is_err()
         {
             let left = self.sessions.len();
-            warn!(sessions = left, grace = ?self.grace, "shutdown grace over; cutting the sessions still running");
+            warn!(
+                sessions = left,
+                ?grace,
+                "shutdown grace over; cutting the sessions still running"
+            );
             let _ = self.shutdown.send(shutdown::Phase::Cut);
             if tokio::time::timeout(CUT_WAIT, self.sessions.wait())
                 .await
@@ -232,7 +288,7 @@ impl RunningProxy {
             }
         }
         // Sessions cut but not yet gone must not keep the passive ports bound.
-        self.pool.close();
+        self.lasting.pool.close();
         let _ = self.metrics_stop.send(true);
         for task in self.tasks {
             task.abort();
@@ -240,9 +296,25 @@ impl RunningProxy {
     }
 }
 
+/// The client TLS of a reloaded configuration: the running one with its certificate and
+/// key re-read when `[tls]` did not change (session tickets stay valid), else a new one.
+fn reloaded_client_tls(
+    running: &Shared,
+    config: &Config,
+) -> Result<Option<Arc<ClientTls>>, TlsError> {
+    match &running.client_tls {
+        Some(tls) if running.config.tls == config.tls => {
+            tls.reload()?;
+            Ok(Some(tls.clone()))
+        }
+        _ => Ok(ClientTls::from_config(&config.tls)?.map(Arc::new)),
+    }
+}
+
 #[derive(Clone)]
 struct Acceptor {
-    shared: Arc<Shared>,
+    /// The tables of the configuration in effect; each session takes them as it starts.
+    current: Arc<ArcSwap<Shared>>,
     limiter: Arc<Limiter>,
     sessions: TaskTracker,
     shutdown: shutdown::Receiver,
@@ -320,7 +392,8 @@ impl Acceptor {
             result = policy.accept(&mut stream, tcp.client, tcp.local) => result,
             _ = shutdown::stopping(&mut stop) => return,
         };
-        self.shared
+        self.current
+            .load()
             .metrics
             .count_proxy_header(self.listener_label(), &result);
         match result {
@@ -345,7 +418,8 @@ impl Acceptor {
     }
 
     fn count_session(&self, result: &str) {
-        self.shared
+        self.current
+            .load()
             .metrics
             .sessions_total
             .with_label_values(&[result])
@@ -355,7 +429,12 @@ impl Acceptor {
     /// `tcp_local` is our end of the connection, whatever a PROXY header said.
     fn admit(&self, stream: TcpStream, endpoints: Endpoints, tcp_local: SocketAddr, id: u64) {
         let client = endpoints.client;
-        if let Some(left) = self.shared.bans.banned_for(client.ip(), Instant::now()) {
+        if let Some(left) = self
+            .current
+            .load()
+            .bans
+            .banned_for(client.ip(), Instant::now())
+        {
             debug!(peer = %client, left = ?left, "connection from a banned address refused");
             self.count_session(labels::REJECTED);
             // Implicit FTPS clients expect a TLS handshake, not a line: just close.
@@ -374,7 +453,7 @@ impl Acceptor {
                     permit,
                     implicit_tls: self.implicit_tls,
                 };
-                let session = run_session(self.shared.clone(), start, self.shutdown.clone());
+                let session = run_session(self.current.load_full(), start, self.shutdown.clone());
                 self.sessions.spawn(session);
             }
             Err(rejection) => {

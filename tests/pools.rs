@@ -17,8 +17,11 @@ use common::metrics::*;
 use common::servers::ServerKind;
 use ftpfront::config::Config;
 use ftpfront::server::RunningProxy;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use tokio::io::{copy_bidirectional, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// `[[backends]]` for `(name, address)` pairs and one pool `web` of all of them.
 fn pool_config(backends: &[(&str, SocketAddr)], policy: &str, connect_timeout: &str) -> Config {
@@ -32,6 +35,8 @@ struct Extra<'a> {
     routing: &'a str,
     /// Lines for the `[[backends]]` table of one backend, by name.
     backend: &'a [(&'a str, &'a str)],
+    /// The body of `[health]`; `None`: probes every second.
+    health: Option<&'a str>,
 }
 
 fn pool_config_with(
@@ -54,8 +59,7 @@ public_address = "127.0.0.1"
 listen = "127.0.0.1:0"
 
 [health]
-probe_interval = "1s"
-probe_timeout = "2s"
+{health}
 
 [limits]
 data_accept_timeout = "5s"
@@ -72,6 +76,9 @@ backends = [{members}]
 "#,
         last = ports + 7,
         routing = extra.routing,
+        health = extra
+            .health
+            .unwrap_or("probe_interval = \"1s\"\nprobe_timeout = \"2s\""),
         members = backends
             .iter()
             .map(|(name, _)| format!("\"{name}\""))
@@ -454,5 +461,211 @@ async fn full_backends_are_skipped_and_a_full_pool_answers_421() {
     .await;
     assert_eq!(full, 1.0);
     held.expect("QUIT", 221).await;
+    proxy.shutdown().await;
+}
+
+/// A TCP relay in front of a server that can be stopped (its port refuses connections,
+/// the relayed ones are cut) and restarted on the same address, as a backend that goes
+/// down and comes back; it counts the connections it accepted.
+struct Switch {
+    addr: SocketAddr,
+    target: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Switch {
+    async fn start(target: SocketAddr) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut switch = Switch {
+            addr: listener.local_addr().expect("addr"),
+            target,
+            accepted: Arc::default(),
+            relay: None,
+        };
+        switch.serve(listener);
+        switch
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (target, accepted) = (self.target, self.accepted.clone());
+        self.relay = Some(tokio::spawn(async move {
+            // Owned by this task, so aborting it cuts every relayed connection too.
+            let mut relayed = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                accepted.fetch_add(1, AtomicOrdering::SeqCst);
+                relayed.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn stop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.abort();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebinding {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(AtomicOrdering::SeqCst)
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls until `backend_up` of `backend` is `up`; returns how long that took.
+async fn wait_backend_up(proxy: &RunningProxy, backend: &str, up: bool) -> Duration {
+    let started = Instant::now();
+    let want = f64::from(u8::from(up));
+    while metric_now(proxy, "ftpfront_backend_up", &[("backend", backend)]).await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{backend} never became {}",
+            if up { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// `first` with `rise = 3`: the first member stopped sends sessions to the second; once
+/// it is back, sessions stay on the second until three probes in a row passed, then
+/// return to the first. Both flips are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_returns_to_a_restarted_backend_after_rise_probes() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let (first, second) = (members[0].name, members[1].name);
+    let mut switch = Switch::start(members[0].addr).await;
+    let backends = [(first, switch.addr), (second, members[1].addr)];
+    let extra = Extra {
+        health: Some("probe_interval = \"400ms\"\nprobe_timeout = \"1s\"\nrise = 3\nfall = 1"),
+        ..Extra::default()
+    };
+    let proxy = start_proxy(pool_config_with(&backends, "first", "1s", &extra)).await;
+    all_up(&proxy, &[first, second]).await;
+    assert_eq!(session_marker(&proxy).await, first);
+
+    switch.stop();
+    wait_backend_up(&proxy, first, false).await;
+    assert_eq!(
+        session_marker(&proxy).await,
+        second,
+        "while {first} is down"
+    );
+
+    switch.restart().await;
+    let probes_before = switch.accepted();
+    assert_eq!(
+        session_marker(&proxy).await,
+        second,
+        "{first} is back but has not passed rise = 3 probes"
+    );
+    wait_backend_up(&proxy, first, true).await;
+    let probes = switch.accepted() - probes_before;
+    assert!(probes >= 3, "{first} up again after {probes} probes");
+    assert_eq!(session_marker(&proxy).await, first, "back on {first}");
+    let text = scrape(&proxy).await;
+    let flips = |to| {
+        metric(
+            &text,
+            "ftpfront_backend_health_transitions_total",
+            &[("backend", first), ("to", to)],
+        )
+    };
+    assert_eq!((flips("down"), flips("up")), (1.0, 1.0));
+    proxy.shutdown().await;
+}
+
+/// `health = false`: the backend is never probed, counts as up from the start, and
+/// serves sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_with_health_off_is_never_probed_and_counts_as_up() {
+    let Some(member) = Member::program(ServerKind::Vsftpd).await else {
+        return;
+    };
+    let switch = Switch::start(member.addr).await;
+    let extra = Extra {
+        backend: &[(member.name, "health = false")],
+        health: Some("probe_interval = \"100ms\"\nprobe_timeout = \"1s\""),
+        ..Extra::default()
+    };
+    let proxy = start_proxy(pool_config_with(
+        &[(member.name, switch.addr)],
+        "first",
+        "1s",
+        &extra,
+    ))
+    .await;
+    assert!(wait_for_readyz(&proxy, 200).await, "ready without a probe");
+    assert_eq!(
+        metric_now(&proxy, "ftpfront_backend_up", &[("backend", member.name)]).await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(switch.accepted(), 0, "probed although health = false");
+    assert_eq!(session_marker(&proxy).await, member.name);
+    proxy.shutdown().await;
+}
+
+/// `/readyz` follows the default route's backends: another backend being up does not
+/// make the proxy ready while every backend of the default pool is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_backends_of_the_default_route() {
+    let Some(members) = three_members().await else {
+        return;
+    };
+    let (web, other) = (&members[0], &members[1]);
+    let mut switch = Switch::start(web.addr).await;
+    let extra = Extra {
+        routing: &format!("users = {{ someone = \"{}\" }}", other.name),
+        health: Some("probe_interval = \"100ms\"\nprobe_timeout = \"1s\""),
+        ..Extra::default()
+    };
+    // The pool `web` holds only its first entry's backend; `other` is routed by user.
+    let mut config = pool_config_with(
+        &[(web.name, switch.addr), (other.name, other.addr)],
+        "first",
+        "1s",
+        &extra,
+    );
+    config.pools[0].backends.truncate(1);
+    let proxy = start_proxy(config).await;
+    all_up(&proxy, &[web.name, other.name]).await;
+    assert!(wait_for_readyz(&proxy, 200).await);
+    switch.stop();
+    assert!(
+        wait_for_readyz(&proxy, 503).await,
+        "ready with the default pool down"
+    );
+    assert_eq!(
+        metric_now(&proxy, "ftpfront_backend_up", &[("backend", other.name)]).await,
+        1.0
+    );
+    switch.restart().await;
+    assert!(wait_for_readyz(&proxy, 200).await, "ready again");
     proxy.shutdown().await;
 }

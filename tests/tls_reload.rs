@@ -109,7 +109,7 @@ listen = "127.0.0.1:0"
         .expect("the previous certificate is still served");
     let logged = std::fs::read_to_string(&proxy.log).expect("read log");
     assert!(
-        logged.contains("TLS certificate reload failed"),
+        logged.contains("configuration reload rejected"),
         "the failed reload is logged:\n{logged}"
     );
     assert!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::{BackendConfig, BackendTls, Config};
+use crate::config::{BackendConfig, BackendTls};
 use crate::conn::{BackendControl, BackendLegError, BoxStream};
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply};
@@ -17,10 +17,12 @@ use crate::proxy_protocol::encode_header;
 use crate::tls::{BackendTlsConfig, SessionTls};
 
 mod data_setup;
+mod health;
 mod routes;
 mod select;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
+pub use health::Health;
 pub use routes::ClientNames;
 pub use select::{Route, Router, SessionCount};
 
@@ -106,26 +108,27 @@ impl ConnectError {
 /// Opens the backend control connection, consumes its greeting and, when the backend
 /// uses TLS, secures it (implicit: before the greeting; explicit: AUTH TLS after it) and
 /// asks for protected data connections (PBSZ 0, PROT P). With `proxy_protocol` set, a
-/// PROXY header naming `client` comes first (`None`: ftpfront's own probes).
+/// PROXY header naming `client` comes first (`None`: ftpfront's own probes). The result
+/// counts towards the backend's health.
 pub async fn connect(
     backend: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
-    metrics: &Metrics,
+    health: &Health,
     client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
-    let result = connect_and_greet(backend, tls, metrics, client).await;
-    let up = metrics.backend_up.with_label_values(&[&backend.name]);
-    match &result {
-        Ok(_) => up.set(1),
-        Err(e) => {
-            up.set(0);
-            metrics
-                .backend_connect_errors_total
-                .with_label_values(&[&backend.name, e.reason()])
-                .inc();
-        }
+    let result = connect_and_greet(backend, tls, health.metrics(), client).await;
+    if let Err(e) = &result {
+        count_connect_error(health.metrics(), backend, e.reason());
     }
+    health.record(&backend.name, result.is_ok());
     result
+}
+
+fn count_connect_error(metrics: &Metrics, backend: &BackendConfig, reason: &str) {
+    metrics
+        .backend_connect_errors_total
+        .with_label_values(&[&backend.name, reason])
+        .inc();
 }
 
 /// The whole setup (connect, PROXY header, TLS, greeting, PBSZ/PROT) must fit in
@@ -327,69 +330,62 @@ async fn read_greeting(
     }
 }
 
-/// Probes every backend on `health.probe_interval` (connect, TLS when configured, 220
-/// greeting, QUIT), feeding `ftpfront_backend_up` and so `/readyz`. The later failover
-/// work picks healthy backends from the same gauge.
+/// Probes every backend with `health = true` on `health.probe_interval` (connect, TLS
+/// when configured, 220 greeting, QUIT); the results feed [`Health`]. Each round takes the
+/// backends of the configuration in effect, so a reload's new backends are probed.
 pub async fn probe_loop(
-    config: Arc<Config>,
-    tls: Arc<std::collections::HashMap<String, BackendTlsConfig>>,
-    metrics: Arc<Metrics>,
+    current: Arc<arc_swap::ArcSwap<crate::session::Shared>>,
     mut shutdown: crate::shutdown::Receiver,
 ) {
-    let mut ticks = tokio::time::interval(config.health.probe_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = current.load().config.health.probe_interval;
+    let mut ticks = probe_ticks(interval);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = crate::shutdown::stopping(&mut shutdown) => return,
         }
-        for backend in &config.backends {
+        let shared = current.load_full();
+        let config = &shared.config;
+        for backend in config
+            .backends
+            .iter()
+            .filter(|b| shared.health.is_probed(&b.name))
+        {
             probe(
                 backend,
-                tls.get(&backend.name),
-                &metrics,
+                shared.backend_tls.get(&backend.name),
+                &shared.health,
                 config.health.probe_timeout,
             )
             .await;
         }
-        count_pool_backends_up(&config, &metrics);
+        if config.health.probe_interval != interval {
+            interval = config.health.probe_interval;
+            ticks = probe_ticks(interval);
+            ticks.reset();
+        }
     }
 }
 
-/// `ftpfront_pool_backends_up` from the members' `backend_up`.
-fn count_pool_backends_up(config: &Config, metrics: &Metrics) {
-    for pool in &config.pools {
-        let up = pool
-            .backends
-            .iter()
-            .filter(|name| metrics.backend_up.with_label_values(&[name.as_str()]).get() == 1)
-            .count();
-        metrics
-            .pool_backends_up
-            .with_label_values(&[&pool.name])
-            .set(i64::try_from(up).unwrap_or(i64::MAX));
-    }
+fn probe_ticks(interval: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }
 
 async fn probe(
     backend: &BackendConfig,
     tls: Option<&BackendTlsConfig>,
-    metrics: &Metrics,
+    health: &Health,
     timeout: Duration,
 ) {
-    match tokio::time::timeout(timeout, connect(backend, tls, metrics, None)).await {
+    match tokio::time::timeout(timeout, connect(backend, tls, health, None)).await {
         Ok(Ok((control, _))) => control.quit(timeout).await,
         Ok(Err(e)) => tracing::warn!(backend = %backend.name, error = %e, "health probe failed"),
         Err(_) => {
             tracing::warn!(backend = %backend.name, ?timeout, "health probe timed out");
-            metrics
-                .backend_up
-                .with_label_values(&[&backend.name])
-                .set(0);
-            metrics
-                .backend_connect_errors_total
-                .with_label_values(&[&backend.name, labels::TIMEOUT])
-                .inc();
+            count_connect_error(health.metrics(), backend, labels::TIMEOUT);
+            health.record(&backend.name, false);
         }
     }
 }

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use prometheus::IntGauge;
 
 use super::routes::{ClientNames, RouteTable};
+use super::Health;
 use crate::config::{BackendConfig, Config, RoutingPolicy};
-use crate::metrics::{Metrics, RouteStep};
+use crate::metrics::RouteStep;
 
 /// Routes logins to targets and orders a target's backends for a new session.
 pub struct Router {
     config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    health: Arc<Health>,
     /// Per pool: where `round_robin` (and `least_conn` among equals) starts next.
     cursors: HashMap<String, AtomicUsize>,
     /// `routing.hosts` and `routing.users`, compiled once.
@@ -24,7 +25,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Router {
+    pub fn new(config: Arc<Config>, health: Arc<Health>) -> Router {
         let cursors = config
             .pools
             .iter()
@@ -33,7 +34,7 @@ impl Router {
         let routes = RouteTable::new(&config.routing);
         Router {
             config,
-            metrics,
+            health,
             cursors,
             routes,
         }
@@ -109,10 +110,12 @@ impl Router {
             Some(pool) => self.config.pool_policy(pool),
             None => RoutingPolicy::First,
         };
-        let mut ordered = self.order(target, policy, members);
-        // A stable sort: the policy's order stays within the healthy and the down ones.
-        ordered.sort_by_key(|backend| !self.is_up(&backend.name));
-        ordered.into_iter().cloned().collect()
+        let ordered = self.order(target, policy, members);
+        // The policy's order stays within the healthy and within the down ones.
+        let (up, down): (Vec<_>, Vec<_>) = ordered
+            .into_iter()
+            .partition(|backend| self.health.is_up(&backend.name));
+        up.into_iter().chain(down).cloned().collect()
     }
 
     fn order<'a>(
@@ -146,12 +149,9 @@ impl Router {
         members.rotate_left(start % members.len());
     }
 
-    fn is_up(&self, backend: &str) -> bool {
-        self.metrics.backend_up.with_label_values(&[backend]).get() == 1
-    }
-
     fn sessions(&self, backend: &str) -> i64 {
-        self.metrics
+        self.health
+            .metrics()
             .backend_sessions
             .with_label_values(&[backend])
             .get()
@@ -161,7 +161,8 @@ impl Router {
     /// the backend already has its `max_sessions` (it is then skipped like a down one).
     pub fn admit(&self, backend: &BackendConfig) -> Option<SessionCount> {
         let gauge = self
-            .metrics
+            .health
+            .metrics()
             .backend_sessions
             .with_label_values(&[&backend.name]);
         gauge.inc();
@@ -201,6 +202,7 @@ impl Drop for SessionCount {
 mod tests {
     use super::*;
     use crate::config::PoolConfig;
+    use crate::metrics::Metrics;
 
     fn router(policy: RoutingPolicy) -> Router {
         let backends = ["a", "b", "c"].map(|name| BackendConfig {
@@ -219,7 +221,9 @@ mod tests {
         };
         config.routing.default = Some("web".into());
         config.routing.users.insert("alice".into(), "b".into());
-        Router::new(Arc::new(config), Metrics::new())
+        let config = Arc::new(config);
+        let health = Arc::new(Health::new(&config, Metrics::new()));
+        Router::new(config, health)
     }
 
     fn admit(router: &Router, name: &str) -> SessionCount {
@@ -264,9 +268,10 @@ mod tests {
 
     /// [`router`] with `edit` applied to its config.
     fn router_with(edit: impl FnOnce(&mut Config)) -> Router {
-        let mut config = (*router(RoutingPolicy::First).config).clone();
+        let off = router(RoutingPolicy::First);
+        let mut config = (*off.config).clone();
         edit(&mut config);
-        Router::new(Arc::new(config), Metrics::new())
+        Router::new(Arc::new(config), off.health.clone())
     }
 
     #[test]
@@ -383,12 +388,7 @@ mod tests {
 
     fn set_up(router: &Router, up: &[&str]) {
         for name in ["a", "b", "c"] {
-            let value = i64::from(up.contains(&name));
-            router
-                .metrics
-                .backend_up
-                .with_label_values(&[name])
-                .set(value);
+            router.health.record(name, up.contains(&name));
         }
     }
 

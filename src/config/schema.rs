@@ -54,6 +54,10 @@ pub struct HealthConfig {
     /// How long one probe may take before the backend counts as down.
     #[serde(with = "humantime_serde")]
     pub probe_timeout: Duration,
+    /// Consecutive successes (probes or session connects) that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
 }
 
 impl Default for HealthConfig {
@@ -61,6 +65,8 @@ impl Default for HealthConfig {
         Self {
             probe_interval: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(5),
+            rise: 1,
+            fall: 1,
         }
     }
 }
@@ -212,6 +218,8 @@ pub struct BackendConfig {
     /// At most this many client sessions at once; a full backend is skipped like a down
     /// one. `None`: unlimited.
     pub max_sessions: Option<u32>,
+    /// Probed by `[health]` (`false`: never probed, always counted as up).
+    pub health: bool,
 }
 
 impl Default for BackendConfig {
@@ -232,6 +240,7 @@ impl Default for BackendConfig {
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(60),
             max_sessions: None,
+            health: true,
         }
     }
 }

@@ -7,8 +7,8 @@ use ipnet::IpNet;
 
 use super::validate_backends::check_backends;
 use super::{
-    Config, ConfigError, LimitsConfig, ListenConfig, LogConfig, MetricsConfig, PassiveConfig,
-    PortRange, Problem, TlsMode,
+    Config, ConfigError, HealthConfig, LimitsConfig, ListenConfig, LogConfig, MetricsConfig,
+    PassiveConfig, PortRange, Problem, TlsMode,
 };
 
 impl Config {
@@ -23,16 +23,7 @@ impl Config {
         self.check_pools(&mut problems);
         self.check_routing(&mut problems);
         check_limits(&self.limits, &mut problems);
-        check_duration(
-            &["health", "probe_interval"],
-            self.health.probe_interval,
-            &mut problems,
-        );
-        check_duration(
-            &["health", "probe_timeout"],
-            self.health.probe_timeout,
-            &mut problems,
-        );
+        check_health(&self.health, &mut problems);
         check_duration(&["shutdown", "grace"], self.shutdown.grace, &mut problems);
         check_metrics(&self.metrics, &mut problems);
         check_log(&self.log, &mut problems);
@@ -193,6 +184,26 @@ pub(super) fn check_duration(path: &[&str], duration: Duration, problems: &mut V
     }
 }
 
+/// Streaks longer than this would keep a dead backend "up" for hours of probes.
+const MAX_HEALTH_STREAK: u32 = 100;
+
+fn check_health(health: &HealthConfig, problems: &mut Vec<Problem>) {
+    check_duration(
+        &["health", "probe_interval"],
+        health.probe_interval,
+        problems,
+    );
+    check_duration(&["health", "probe_timeout"], health.probe_timeout, problems);
+    for (key, value) in [("rise", health.rise), ("fall", health.fall)] {
+        if !(1..=MAX_HEALTH_STREAK).contains(&value) {
+            let message = format!(
+                "must be between 1 and {MAX_HEALTH_STREAK} consecutive results (got {value})"
+            );
+            problems.push(Problem::new(&["health", key], message));
+        }
+    }
+}
+
 fn check_limits(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
     for (key, value) in [
         ("max_sessions", limits.max_sessions),
@@ -341,6 +352,8 @@ mod tests {
             "limits.max_sessions",
             "at least 1",
         );
+        assert_error("[health]\nrise = 0\n", "health.rise", "between 1 and 100");
+        assert_error("[health]\nfall = 101\n", "health.fall", "between 1 and 100");
         assert_error(
             "[limits]\nmax_sessions_per_ip = 0\n",
             "limits.max_sessions_per_ip",

@@ -153,7 +153,7 @@ async fn default_backend_learnt(shared: &Shared) -> Learnt {
         Lookup::Probe(permit) => permit,
     };
     let tls = shared.backend_tls.get(&backend.name);
-    let found = features::probe(backend, tls, &shared.metrics).await;
+    let found = features::probe(backend, tls, &shared.health).await;
     match &found {
         Some(found) => shared.features.store(&backend.name, found.clone()),
         None => shared.features.store_failure(&backend.name),

@@ -123,7 +123,7 @@ impl Session {
             };
             all_full = false;
             let tls = self.shared.backend_tls.get(&config.name);
-            match backend::connect(&config, tls, &self.shared.metrics, client).await {
+            match backend::connect(&config, tls, &self.shared.health, client).await {
                 Ok((control, tls)) => {
                     self.backend = Some(BackendLeg {
                         control,

@@ -47,6 +47,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub pool: PortPool,
     pub router: Router,
+    /// Each backend's up/down state (probes and session connects).
+    pub health: Arc<crate::backend::Health>,
     /// TLS towards clients, when `[tls]` is on.
     pub client_tls: Option<Arc<ClientTls>>,
     /// TLS towards each backend that uses it, by backend name.

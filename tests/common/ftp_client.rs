@@ -408,7 +408,7 @@ impl FtpClient {
 
     /// Connects to `data_addr` from the client's address, then sends `command`, whose
     /// first reply must be 150 or 125; the data connection.
-    async fn start_transfer(&mut self, command: &str, data_addr: SocketAddr) -> TcpStream {
+    pub async fn start_transfer(&mut self, command: &str, data_addr: SocketAddr) -> TcpStream {
         let data = connect_from(self.source, data_addr)
             .await
             .expect("data connect");
