@@ -29,6 +29,8 @@ pub struct Metrics {
     pub sessions_total: IntCounterVec,
     /// Logins that reached no backend, by why (`RoutingFailure`).
     pub login_routing_failures_total: IntCounterVec,
+    /// Logins routed, by the step of `[routing]` that decided (`RouteStep`).
+    pub login_routes_total: IntCounterVec,
     /// Per pool: how many of its backends are up (after the last probe round).
     pub pool_backends_up: IntGaugeVec,
     pub logins_total: IntCounterVec,
@@ -190,6 +192,12 @@ impl Metrics {
                 "login_routing_failures_total",
                 "Logins that reached no backend: no_route, unknown_target (USER name@target), all_full (max_sessions), all_failed (every candidate failed to connect).",
                 &["reason"],
+            ),
+            login_routes_total: counter_vec(
+                &r,
+                "login_routes_total",
+                "Logins routed, by the step that chose the target: host (HOST), sni (TLS server name), user_at (USER name@target), user (exact name), pattern (glob), default.",
+                &["step"],
             ),
             pool_backends_up,
             backend_health_transitions_total: counter_vec(
@@ -421,6 +429,9 @@ impl Metrics {
             self.login_routing_failures_total
                 .with_label_values(&[reason.label()]);
         }
+        for step in RouteStep::ALL {
+            self.login_routes_total.with_label_values(&[step.label()]);
+        }
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
             self.backend_sessions.with_label_values(&[backend]);
@@ -628,6 +639,46 @@ impl RoutingFailure {
     }
 }
 
+/// Which step of `[routing]` chose a login's target (`ftpfront_login_routes_total{step}`),
+/// in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteStep {
+    /// The client's HOST command named a `routing.hosts` key.
+    Host,
+    /// The TLS server name (SNI) of the control connection did.
+    Sni,
+    /// `USER name@target` (`routing.allow_user_at_backend`).
+    UserAt,
+    /// An exact `routing.users` name.
+    User,
+    /// A `routing.users` glob pattern.
+    Pattern,
+    /// `routing.default` (or the only backend).
+    Default,
+}
+
+impl RouteStep {
+    pub const ALL: [RouteStep; 6] = [
+        RouteStep::Host,
+        RouteStep::Sni,
+        RouteStep::UserAt,
+        RouteStep::User,
+        RouteStep::Pattern,
+        RouteStep::Default,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteStep::Host => "host",
+            RouteStep::Sni => "sni",
+            RouteStep::UserAt => "user_at",
+            RouteStep::User => "user",
+            RouteStep::Pattern => "pattern",
+            RouteStep::Default => "default",
+        }
+    }
+}
+
 /// Binds the metrics endpoint; returns the bound address (useful with port 0).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -668,6 +719,7 @@ mod tests {
         m.login_routing_failures_total
             .with_label_values(&["no_route"])
             .inc();
+        m.login_routes_total.with_label_values(&["sni"]).inc();
         m.tls_handshakes_total
             .with_label_values(&["client", "ok"])
             .inc();
@@ -727,6 +779,7 @@ mod tests {
                 "counter",
                 "{reason=\"no_route\"}",
             ),
+            ("ftpfront_login_routes_total", "counter", "{step=\"sni\"}"),
             (
                 "ftpfront_tls_handshakes_total",
                 "counter",

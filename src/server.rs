@@ -512,6 +512,7 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
     // ABOR sent with MSG_OOB (Python's ftplib does) must stay in the byte stream.
     let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
     let max_line = shared.config.limits.max_line_length;
+    let mut sni = None;
     let client = if implicit_tls {
         let handshake = implicit_handshake(&shared, stream, peer, max_line);
         let mut stop = shutdown.clone();
@@ -524,7 +525,10 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
             }
         };
         match handshake.instrument(span.clone()).await {
-            Some(client) => client,
+            Some((client, name)) => {
+                sni = name;
+                client
+            }
             None => {
                 metrics
                     .sessions_total
@@ -545,7 +549,7 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
         shutdown,
     );
     if implicit_tls {
-        session = session.with_implicit_tls();
+        session = session.with_implicit_tls(sni);
     }
     let outcome = async {
         info!("session start");
@@ -563,18 +567,22 @@ async fn run_session(shared: Arc<Shared>, start: SessionStart, shutdown: shutdow
 }
 
 /// Implicit FTPS: the TLS handshake comes before the greeting. Garbage instead of a
-/// ClientHello ends here, counted, without touching anything else.
+/// ClientHello ends here, counted, without touching anything else. With the connection
+/// comes the server name the client asked for (`routing.hosts`).
 async fn implicit_handshake(
     shared: &Shared,
     stream: TcpStream,
     peer: SocketAddr,
     max_line: usize,
-) -> Option<LineConn> {
+) -> Option<(LineConn, Option<String>)> {
     let client_tls = shared.client_tls.as_ref()?;
     let result = tls::accept(&client_tls.acceptor(), stream).await;
     shared.metrics.count_tls_handshake("client", result.is_ok());
     match result {
-        Ok(secured) => Some(LineConn::new(Box::new(secured), peer, max_line)),
+        Ok(secured) => {
+            let sni = tls::server_name(&secured);
+            Some((LineConn::new(Box::new(secured), peer, max_line), sni))
+        }
         Err(e) => {
             info!(error = %e, "implicit FTPS handshake failed");
             None

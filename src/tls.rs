@@ -259,6 +259,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
+/// The server name (SNI) the client asked for in its handshake (`routing.hosts`).
+pub fn server_name<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<String> {
+    stream.get_ref().1.server_name().map(str::to_string)
+}
+
 fn host_of(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);

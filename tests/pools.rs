@@ -7,68 +7,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::ftp_client::*;
 use common::harness::*;
+use common::members::*;
 use common::metrics::*;
-use common::servers::{start_async, ServerKind, ServerOptions};
+use common::servers::ServerKind;
 use ftpfront::config::Config;
-use ftpfront::demo::{start_embedded_backend, StaticUsers};
 use ftpfront::server::RunningProxy;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use tokio::io::{copy_bidirectional, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// The login every member of the pools accepts (vsftpd's and proftpd's anonymous user).
-const LOGIN: (&str, &str) = ("anonymous", "guest@");
-
-/// One member of a pool: a running server and the name its marker file holds.
-struct Member {
-    name: &'static str,
-    addr: SocketAddr,
-    /// What keeps the server running (stopped when the member is dropped).
-    _server: Box<dyn std::any::Any + Send>,
-}
-
-impl Member {
-    async fn program(kind: ServerKind) -> Option<Member> {
-        let server = start_async(kind, ServerOptions::default()).await?;
-        assert_eq!(server.user, LOGIN.0, "{} login", kind.name());
-        std::fs::write(server.root.join("marker.txt"), kind.name()).expect("marker");
-        Some(Member {
-            name: kind.name(),
-            addr: server.addr,
-            _server: Box::new(server),
-        })
-    }
-
-    async fn libunftp() -> Member {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::write(root.path().join("marker.txt"), "libunftp").expect("marker");
-        let users = StaticUsers(HashMap::from([(LOGIN.0.into(), LOGIN.1.into())]));
-        let first = free_port_block(40);
-        let server = start_embedded_backend(root.path(), users, first..=first + 39)
-            .await
-            .expect("libunftp");
-        Member {
-            name: "libunftp",
-            addr: server.addr,
-            _server: Box::new((server, root)),
-        }
-    }
-}
-
-/// vsftpd, proftpd and libunftp, or `None` (skip) when the programs are missing.
-async fn three_members() -> Option<Vec<Member>> {
-    let vsftpd = Member::program(ServerKind::Vsftpd).await?;
-    let proftpd = Member::program(ServerKind::Proftpd).await?;
-    Some(vec![vsftpd, proftpd, Member::libunftp().await])
-}
 
 /// `[[backends]]` for `(name, address)` pairs and one pool `web` of all of them.
 fn pool_config(backends: &[(&str, SocketAddr)], policy: &str, connect_timeout: &str) -> Config {
@@ -151,28 +104,6 @@ fn named(members: &[Member]) -> Vec<(&str, SocketAddr)> {
 /// Logs in through the proxy and returns the session, logged in, with TYPE I.
 async fn login(proxy: &RunningProxy) -> FtpClient {
     login_as(proxy, LOGIN.0).await
-}
-
-/// [`login`] with `USER user`.
-async fn login_as(proxy: &RunningProxy, user: &str) -> FtpClient {
-    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
-    let user = client.cmd(&format!("USER {user}")).await;
-    // Some servers log anonymous in at USER already.
-    if user.code != 230 {
-        assert_eq!(user.code, 331, "{user:?}");
-        let pass = client.cmd(&format!("PASS {}", LOGIN.1)).await;
-        assert_eq!(pass.code, 230, "{pass:?}");
-    }
-    client.expect("TYPE I", 200).await;
-    client
-}
-
-/// Which member served `client`: the content of its marker file.
-async fn marker(client: &mut FtpClient) -> String {
-    let data = client.pasv().await.expect("PASV");
-    let (bytes, last) = client.retr("marker.txt", data).await;
-    assert_eq!(last.code, 226, "{last:?}");
-    String::from_utf8(bytes).expect("marker text")
 }
 
 /// One whole session: login, the marker, QUIT.

@@ -18,10 +18,12 @@ use crate::tls::{BackendTlsConfig, SessionTls};
 
 mod data_setup;
 mod health;
+mod routes;
 mod select;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
 pub use health::Health;
+pub use routes::ClientNames;
 pub use select::{Route, Router, SessionCount};
 
 /// A session's connection to its backend, with that backend's settings.

@@ -1,5 +1,6 @@
-//! Choosing backends for a login: the route (`routing.users`, then `routing.default`)
-//! names a target, a backend or a pool; a pool's policy orders its backends, healthy ones
+//! Choosing backends for a login: the route (`routing.hosts` by HOST or TLS name,
+//! `USER name@target`, `routing.users` names then patterns, `routing.default`; the
+//! first step that matches decides) names a target, a backend or a pool; a pool's policy orders its backends, healthy ones
 //! first, and the session tries them in that order (failover before the login reply).
 
 use std::collections::HashMap;
@@ -8,8 +9,10 @@ use std::sync::Arc;
 
 use prometheus::IntGauge;
 
+use super::routes::{ClientNames, RouteTable};
 use super::Health;
 use crate::config::{BackendConfig, Config, RoutingPolicy};
+use crate::metrics::RouteStep;
 
 /// Routes logins to targets and orders a target's backends for a new session.
 pub struct Router {
@@ -17,6 +20,8 @@ pub struct Router {
     health: Arc<Health>,
     /// Per pool: where `round_robin` (and `least_conn` among equals) starts next.
     cursors: HashMap<String, AtomicUsize>,
+    /// `routing.hosts` and `routing.users`, compiled once.
+    routes: RouteTable,
 }
 
 impl Router {
@@ -26,39 +31,62 @@ impl Router {
             .iter()
             .map(|pool| (pool.name.clone(), AtomicUsize::new(0)))
             .collect();
+        let routes = RouteTable::new(&config.routing);
         Router {
             config,
             health,
             cursors,
+            routes,
         }
     }
 
-    /// The target (backend or pool name) of `user`; `None`: no route at all.
+    /// The target (backend or pool name) of `user` by `routing.users` and
+    /// `routing.default`; `None`: no route at all.
     pub fn target(&self, user: &str) -> Option<&str> {
-        let routing = &self.config.routing;
-        routing
-            .users
-            .get(user)
-            .map(String::as_str)
-            .or_else(|| self.config.default_backend())
+        self.user_target(user).map(|(target, _)| target)
     }
 
-    /// Where the login of `USER user` goes and under which name: `name@target` (with
-    /// `routing.allow_user_at_backend`) names its target itself, the rest is routed by
-    /// [`Router::target`].
-    pub fn route<'a>(&'a self, user: &'a str) -> Route<'a> {
+    fn user_target(&self, user: &str) -> Option<(&str, RouteStep)> {
+        self.routes.user(user).or_else(|| {
+            let default = self.config.default_backend()?;
+            Some((default, RouteStep::Default))
+        })
+    }
+
+    /// Whether HOST must name a `routing.hosts` entry (else 504, RFC 7151).
+    pub fn has_hosts(&self) -> bool {
+        self.routes.has_hosts()
+    }
+
+    /// The target of a HOST argument or TLS server name by `routing.hosts`.
+    pub fn host_target(&self, name: &str) -> Option<&str> {
+        self.routes.host(name)
+    }
+
+    /// Where the login of `USER user` goes and under which name. The first step that
+    /// matches decides: the host the client named (HOST, else its TLS server name; the
+    /// user name then goes to the backend as it is, `@` and all), `name@target` (with
+    /// `routing.allow_user_at_backend`, logging in as `name`), then [`Router::target`].
+    pub fn route<'a>(&'a self, user: &'a str, names: ClientNames<'_>) -> Route<'a> {
+        if let Some((target, step)) = self.routes.client_names(names) {
+            return Route::To { target, user, step };
+        }
         if self.config.routing.allow_user_at_backend {
             if let Some((name, target)) = user.rsplit_once('@') {
                 let known =
                     self.config.backend(target).is_some() || self.config.pool(target).is_some();
                 return match (name.is_empty(), known) {
-                    (false, true) => Route::To { target, user: name },
+                    (false, true) => Route::To {
+                        target,
+                        user: name,
+                        step: RouteStep::UserAt,
+                    },
                     _ => Route::UnknownTarget(target),
                 };
             }
         }
-        match self.target(user) {
-            Some(target) => Route::To { target, user },
+        match self.user_target(user) {
+            Some((target, step)) => Route::To { target, user, step },
             None => Route::None,
         }
     }
@@ -149,8 +177,12 @@ impl Router {
 /// Where a login goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// To `target`, logging in as `user` (without a `@target` suffix).
-    To { target: &'a str, user: &'a str },
+    /// To `target`, logging in as `user` (without a `@target` suffix), chosen by `step`.
+    To {
+        target: &'a str,
+        user: &'a str,
+        step: RouteStep,
+    },
     /// `name@target` with a target that is neither a backend nor a pool.
     UnknownTarget(&'a str),
     /// No rule and no default.
@@ -218,49 +250,136 @@ mod tests {
         assert!(router.admit(&capped).is_some());
     }
 
+    /// `route` without HOST or TLS name, as (target, user, step).
+    fn routed<'a>(router: &'a Router, user: &'a str) -> Option<(&'a str, &'a str, RouteStep)> {
+        routed_for(router, user, ClientNames::default())
+    }
+
+    fn routed_for<'a>(
+        router: &'a Router,
+        user: &'a str,
+        names: ClientNames<'_>,
+    ) -> Option<(&'a str, &'a str, RouteStep)> {
+        match router.route(user, names) {
+            Route::To { target, user, step } => Some((target, user, step)),
+            _ => None,
+        }
+    }
+
+    /// [`router`] with `edit` applied to its config.
+    fn router_with(edit: impl FnOnce(&mut Config)) -> Router {
+        let off = router(RoutingPolicy::First);
+        let mut config = (*off.config).clone();
+        edit(&mut config);
+        Router::new(Arc::new(config), off.health.clone())
+    }
+
     #[test]
     fn user_at_target_names_its_target_only_when_allowed() {
+        use RouteStep::*;
         let off = router(RoutingPolicy::First);
+        assert_eq!(routed(&off, "bob@b"), Some(("web", "bob@b", Default)));
+        let on = router_with(|config| config.routing.allow_user_at_backend = true);
+        assert_eq!(routed(&on, "bob@b"), Some(("b", "bob", UserAt)));
+        assert_eq!(routed(&on, "bob@web"), Some(("web", "bob", UserAt)));
         assert_eq!(
-            off.route("bob@b"),
-            Route::To {
-                target: "web",
-                user: "bob@b"
-            }
+            routed(&on, "a.b@example.com@c"),
+            Some(("c", "a.b@example.com", UserAt))
         );
-        let mut config = (*off.config).clone();
-        config.routing.allow_user_at_backend = true;
-        let on = Router::new(Arc::new(config), off.health.clone());
+        let none = ClientNames::default();
+        assert_eq!(on.route("bob@nope", none), Route::UnknownTarget("nope"));
+        assert_eq!(on.route("@b", none), Route::UnknownTarget("b"));
+        assert_eq!(routed(&on, "alice"), Some(("b", "alice", User)));
+    }
+
+    /// Exact names win over patterns, patterns are tried in the file's order (not the
+    /// sorted order of the map), and what matches nothing goes to the default.
+    #[test]
+    fn exact_users_then_patterns_in_file_order_then_the_default() {
+        use RouteStep::*;
+        let router = router_with(|config| {
+            let users = &mut config.routing.users;
+            users.insert("partner-x".into(), "a".into());
+            users.insert("partner-*".into(), "b".into());
+            users.insert("p*".into(), "c".into());
+            users.insert("partner-[0-9]".into(), "a".into());
+            config.routing.users_order = ["partner-*", "p*", "partner-[0-9]"]
+                .map(String::from)
+                .to_vec();
+        });
+        assert_eq!(routed(&router, "partner-x"), Some(("a", "partner-x", User)));
+        assert_eq!(routed(&router, "alice"), Some(("b", "alice", User)));
         assert_eq!(
-            on.route("bob@b"),
-            Route::To {
-                target: "b",
-                user: "bob"
-            }
+            routed(&router, "partner-1"),
+            Some(("b", "partner-1", Pattern)),
+            "the first pattern in the file, though partner-[0-9] matches too"
+        );
+        assert_eq!(routed(&router, "pat"), Some(("c", "pat", Pattern)));
+        assert_eq!(
+            routed(&router, "Partner-1"),
+            Some(("web", "Partner-1", Default))
+        );
+        assert_eq!(routed(&router, "bob"), Some(("web", "bob", Default)));
+        let no_default = router_with(|config| {
+            config.routing.default = None;
+            config.backends.push(BackendConfig::default());
+        });
+        assert_eq!(no_default.route("bob", ClientNames::default()), Route::None);
+    }
+
+    /// HOST, else the TLS name, decides first (before `name@target` and the user rules);
+    /// exact host names win over `*.` ones, which cover one label; case and a trailing
+    /// dot do not matter; a name that matches nothing falls through.
+    #[test]
+    fn hosts_by_host_then_sni_exact_before_wildcard() {
+        use RouteStep::*;
+        let router = router_with(|config| {
+            let hosts = &mut config.routing.hosts;
+            hosts.insert("ftp.example.com".into(), "a".into());
+            hosts.insert("*.partners.example".into(), "c".into());
+            hosts.insert("special.partners.example".into(), "b".into());
+            config.routing.allow_user_at_backend = true;
+        });
+        let host = |name| ClientNames {
+            host: Some(name),
+            sni: None,
+        };
+        let sni = |name| ClientNames {
+            host: None,
+            sni: Some(name),
+        };
+        assert!(router.has_hosts());
+        assert_eq!(
+            routed_for(&router, "alice", host("FTP.Example.COM.")),
+            Some(("a", "alice", Host))
         );
         assert_eq!(
-            on.route("bob@web"),
-            Route::To {
-                target: "web",
-                user: "bob"
-            }
+            routed_for(&router, "bob@b", host("x.partners.example")),
+            Some(("c", "bob@b", Host)),
+            "the host decides; the name is passed on as it is"
         );
         assert_eq!(
-            on.route("a.b@example.com@c"),
-            Route::To {
-                target: "c",
-                user: "a.b@example.com"
-            }
+            routed_for(&router, "bob", sni("special.partners.example")),
+            Some(("b", "bob", Sni))
         );
-        assert_eq!(on.route("bob@nope"), Route::UnknownTarget("nope"));
-        assert_eq!(on.route("@b"), Route::UnknownTarget("b"));
+        let both = ClientNames {
+            host: Some("ftp.example.com"),
+            sni: Some("x.partners.example"),
+        };
+        assert_eq!(routed_for(&router, "bob", both), Some(("a", "bob", Host)));
+        for unmatched in ["a.b.partners.example", "partners.example", "other.example"] {
+            assert_eq!(router.host_target(unmatched), None, "{unmatched}");
+            assert_eq!(
+                routed_for(&router, "alice", sni(unmatched)),
+                Some(("b", "alice", User)),
+                "{unmatched} falls through"
+            );
+        }
         assert_eq!(
-            on.route("alice"),
-            Route::To {
-                target: "b",
-                user: "alice"
-            }
+            routed_for(&router, "bob@c", sni("other.example")),
+            Some(("c", "bob", UserAt))
         );
+        assert!(!router_with(|_| ()).has_hosts());
     }
 
     fn names(candidates: Vec<BackendConfig>) -> Vec<String> {

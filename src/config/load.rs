@@ -8,6 +8,7 @@ use figment::Figment;
 
 use super::env::{env_dict, env_overrides, process_env, EnvVar};
 use super::problem::{find_line, line_column};
+use super::routing::users_file_order;
 use super::{Config, ConfigError, Origin, Problem};
 
 /// The file name shown in errors for [`Config::from_toml_str`].
@@ -56,22 +57,25 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn parse(&self) -> Result<Config, ConfigError> {
-        self.check_syntax()?;
+        let table = self.check_syntax()?;
         let figment =
             Figment::from(Toml::string(self.text)).merge(Serialized::defaults(env_dict(&self.env)));
-        let config: Config = figment.extract().map_err(|error| {
+        let mut config: Config = figment.extract().map_err(|error| {
             self.locate(ConfigError::Invalid(
                 error.into_iter().map(problem_from_figment).collect(),
             ))
         })?;
+        config.routing.users_order = users_file_order(&table);
         config.validate().map_err(|error| self.locate(error))?;
         Ok(config)
     }
 
-    /// Syntax first, with toml's own span: figment's error would lose the column.
-    fn check_syntax(&self) -> Result<(), ConfigError> {
-        let Err(error) = toml::from_str::<toml::Table>(self.text) else {
-            return Ok(());
+    /// Syntax first, with toml's own span: figment's error would lose the column. The
+    /// table keeps the file's key order, which figment's sorted maps lose.
+    fn check_syntax(&self) -> Result<toml::Table, ConfigError> {
+        let error = match toml::from_str::<toml::Table>(self.text) {
+            Ok(table) => return Ok(table),
+            Err(error) => error,
         };
         let offset = error.span().map_or(0, |span| span.start);
         let (line, column) = line_column(self.text, offset);

@@ -31,21 +31,39 @@ impl Config {
     /// The effective route table as TOML comments: each rule, in the order they are
     /// asked, with the backends it may reach (a pool's in its listed order).
     pub fn render_routes(&self) -> String {
-        let mut out = String::from("# Routes, in the order they are asked:\n");
-        for (user, target) in &self.routing.users {
-            out.push_str(&format!(
-                "#   user {user} -> {}\n",
-                self.describe_target(target)
-            ));
+        let mut rules: Vec<(String, String)> = Vec::new();
+        // Exact host names are asked before `*.` ones.
+        let (wildcards, exact): (Vec<_>, Vec<_>) =
+            (self.routing.hosts.iter()).partition(|(host, _)| host.starts_with("*."));
+        for (host, target) in exact {
+            let rule = format!("host {host} (HOST, else TLS name)");
+            rules.push((rule, self.describe_target(target)));
         }
-        match self.default_backend() {
-            Some(target) => {
-                out.push_str(&format!(
-                    "#   everyone else -> {}\n",
-                    self.describe_target(target)
-                ));
-            }
-            None => out.push_str("#   everyone else -> no route (530)\n"),
+        for (host, target) in wildcards {
+            let rule = format!("host {host} (one label; HOST, else TLS name)");
+            rules.push((rule, self.describe_target(target)));
+        }
+        if self.routing.allow_user_at_backend {
+            let reached = "that backend or pool, as name".to_string();
+            rules.push(("user name@target".into(), reached));
+        }
+        for (user, target) in self.routing.exact_users() {
+            rules.push((format!("user {user}"), self.describe_target(target)));
+        }
+        for (pattern, target) in self.routing.user_patterns() {
+            let rule = format!("user pattern {pattern}");
+            rules.push((rule, self.describe_target(target)));
+        }
+        let everyone = match self.default_backend() {
+            Some(target) => self.describe_target(target),
+            None => "no route (530)".to_string(),
+        };
+        rules.push(("everyone else".into(), everyone));
+        let mut out = String::from(
+            "# Routes, in the order they are asked (the first that matches decides):\n",
+        );
+        for (rule, reached) in rules {
+            out.push_str(&format!("#   {rule} -> {reached}\n"));
         }
         out
     }
@@ -146,9 +164,29 @@ mod tests {
         );
         let routes = Config::from_toml_str(&text).unwrap().render_routes();
         assert!(routes.contains("#   user alice -> backend b\n"), "{routes}");
+        assert!(!routes.contains("host"), "{routes}");
         assert!(
             routes.contains("#   everyone else -> pool web (first: main, b)\n"),
             "{routes}"
         );
+    }
+
+    #[test]
+    fn the_route_table_lists_hosts_then_users_then_patterns_in_file_order() {
+        let text = format!(
+            "{ONE_BACKEND}[[backends]]\nname = \"b\"\naddress = \"h:21\"\n[routing]\ndefault = \"main\"\nallow_user_at_backend = true\nhosts = {{ \"*.partners.example\" = \"b\", \"ftp.example.com\" = \"main\" }}\n[routing.users]\n\"q*\" = \"b\"\nzed = \"b\"\n\"p*\" = \"main\"\n"
+        );
+        let routes = Config::from_toml_str(&text).unwrap().render_routes();
+        let expected = "\
+# Routes, in the order they are asked (the first that matches decides):
+#   host ftp.example.com (HOST, else TLS name) -> backend main
+#   host *.partners.example (one label; HOST, else TLS name) -> backend b
+#   user name@target -> that backend or pool, as name
+#   user zed -> backend b
+#   user pattern q* -> backend b
+#   user pattern p* -> backend main
+#   everyone else -> backend main
+";
+        assert_eq!(routes, expected);
     }
 }

@@ -279,10 +279,17 @@ pub struct RoutingConfig {
     pub default: Option<String>,
     /// The policy of pools that name none.
     pub policy: RoutingPolicy,
-    /// User name -> backend or pool name.
+    /// Client host name (HOST, else the TLS SNI name) -> backend or pool name; a
+    /// `*.` key covers one more label (see `config/routing.rs`).
+    pub hosts: BTreeMap<String, String>,
+    /// User name, or glob pattern (a key with `*`, `?` or `[`) -> backend or pool name.
     pub users: BTreeMap<String, String>,
     /// `USER name@target` picks the target (a backend or a pool) and logs in as `name`.
     pub allow_user_at_backend: bool,
+    /// The keys of `users` in the order the file writes them (figment's maps are
+    /// sorted): patterns are tried in it. Filled by the loader, never read from TOML.
+    #[serde(skip)]
+    pub users_order: Vec<String>,
 }
 
 /// One `[[pools]]` entry: backends serving the same site, and how a session picks one.

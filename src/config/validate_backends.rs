@@ -67,7 +67,11 @@ impl Config {
             if !is_target(name) {
                 problems.push(Problem::new(&["routing", "default"], unknown(name)));
             }
-        } else if self.backends.len() > 1 {
+        } else if self.backends.len() > 1
+            && self.routing.hosts.is_empty()
+            && self.routing.users.is_empty()
+        {
+            // With rules, no default is a choice: whom they miss gets 530 (no_route).
             let message = format!(
                 "{} backends are configured and none is the default; set routing.default to one of: {known}",
                 self.backends.len()
@@ -79,6 +83,12 @@ impl Config {
                 problems.push(Problem::new(&["routing", "users", user], unknown(name)));
             }
         }
+        for (host, name) in &self.routing.hosts {
+            if !is_target(name) {
+                problems.push(Problem::new(&["routing", "hosts", host], unknown(name)));
+            }
+        }
+        self.check_route_keys(problems);
     }
 }
 
@@ -288,6 +298,16 @@ mod tests {
             "routing.default",
             "set routing.default to one of: a, b",
         );
+        for rules in [
+            "users = { alice = \"a\" }",
+            "hosts = { \"ftp.example.com\" = \"b\" }",
+        ] {
+            let text = format!("{two}[routing]\n{rules}\n");
+            let config = Config::from_toml_str(&text).expect("rules without a default");
+            assert!(config
+                .render_routes()
+                .contains("everyone else -> no route (530)"));
+        }
     }
 
     #[test]

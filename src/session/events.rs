@@ -10,7 +10,7 @@ use super::Session;
 use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::Command;
-use crate::metrics::{labels, RoutingFailure};
+use crate::metrics::{labels, RouteStep, RoutingFailure};
 
 /// Which leg of the session something happened on (the `side` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,11 @@ pub(super) enum SessionEvent<'a> {
     AddressBanned,
     /// USER reached no backend.
     LoginNotRouted(RoutingFailure),
+    /// USER was routed to `target` by `step` of `[routing]`.
+    LoginRouted {
+        step: RouteStep,
+        target: &'a str,
+    },
 }
 
 impl Session {
@@ -225,6 +230,11 @@ impl Session {
                     .with_label_values(&[label])
                     .inc();
                 info!(reason = label, "login reached no backend");
+            }
+            SessionEvent::LoginRouted { step, target } => {
+                let label = step.label();
+                metrics.login_routes_total.with_label_values(&[label]).inc();
+                debug!(step = label, target, "login routed");
             }
         }
     }

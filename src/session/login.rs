@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::events::SessionEvent;
 use super::{Flow, Login, Outcome, Session, SessionError};
-use crate::backend::{self, BackendLeg, Route};
+use crate::backend::{self, BackendLeg, ClientNames, Route};
 use crate::bans;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
@@ -24,6 +24,12 @@ impl Session {
         } else if command.arg_str().is_empty() {
             self.reply(codes::SYNTAX_ERROR_ARGS, "HOST needs a host name.")
                 .await?;
+        } else if self.shared.router.has_hosts()
+            && self.shared.router.host_target(command.arg_str()).is_none()
+        {
+            // RFC 7151: 504 for a host the server does not serve.
+            let text = format!("Unknown host \"{}\".", shown(command.arg_str()));
+            self.reply(codes::NOT_IMPLEMENTED_PARAM, &text).await?;
         } else {
             self.host = Some(command.arg_str().to_string());
             self.reply(codes::SERVICE_READY, "Host accepted.").await?;
@@ -45,18 +51,19 @@ impl Session {
             return self.close_banned().await;
         }
         let shared = self.shared.clone();
-        let (target, login_name) = match shared.router.route(&user) {
-            Route::To { target, user } => (target, user),
+        let names = ClientNames {
+            host: self.host.as_deref(),
+            sni: self.sni.as_deref(),
+        };
+        let (target, login_name) = match shared.router.route(&user, names) {
+            Route::To { target, user, step } => {
+                self.record(SessionEvent::LoginRouted { step, target });
+                (target, user)
+            }
             Route::UnknownTarget(target) => {
                 self.reset_login_state();
                 self.record(SessionEvent::LoginNotRouted(RoutingFailure::UnknownTarget));
-                // The name is the client's: shown bounded and without control bytes.
-                let shown: String = target
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect();
-                let text = format!("No backend or pool named \"{shown}\" here.");
+                let text = format!("No backend or pool named \"{}\" here.", shown(target));
                 self.reply(codes::NOT_LOGGED_IN, &text).await?;
                 return Ok(Flow::Continue);
             }
@@ -334,4 +341,9 @@ impl Session {
             leg.control.quit(std::time::Duration::from_secs(2)).await;
         }
     }
+}
+
+/// A name the client sent, for a reply: bounded and without control bytes.
+fn shown(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
 }

@@ -109,6 +109,8 @@ pub struct Session {
     reached_at: SocketAddr,
     login: Login,
     host: Option<String>,
+    /// The TLS server name the client asked for (AUTH TLS or implicit FTPS).
+    sni: Option<String>,
     backend: Option<BackendLeg>,
     data: Option<ClientData>,
     epsv_all: bool,
@@ -148,6 +150,7 @@ impl Session {
             reached_at,
             login: Login::None,
             host: None,
+            sni: None,
             backend: None,
             data: None,
             epsv_all: false,
@@ -164,9 +167,11 @@ impl Session {
         }
     }
 
-    /// A session whose control connection arrived over implicit FTPS.
-    pub fn with_implicit_tls(mut self) -> Session {
+    /// A session whose control connection arrived over implicit FTPS, asking for the
+    /// TLS server name `sni`.
+    pub fn with_implicit_tls(mut self, sni: Option<String>) -> Session {
         self.control_tls = true;
+        self.sni = sni;
         self
     }
 

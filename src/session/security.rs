@@ -52,6 +52,7 @@ impl Session {
         match tls::accept(&client_tls.acceptor(), stream).await {
             Ok(secured) => {
                 self.count_client_handshake(true);
+                self.sni = tls::server_name(&secured);
                 let max_line = self.shared.config.limits.max_line_length;
                 let write_timeout = self.shared.config.limits.idle_timeout;
                 self.client = LineConn::new(Box::new(secured), peer, max_line)

@@ -2,7 +2,7 @@
 
 usage: ftp_client.py ops --mode plain|explicit|implicit --host H --port P [--ca CA.pem]
                          [--tls 1.2|1.3|any] [--user U] [--password P] [--reuse]
-                         [--require-reuse] OP...
+                         [--require-reuse] [--pre CODE:LINE]... OP...
        ftp_client.py ftplib-checks HOST PORT USER PASSWORD BIG_SHA256 UPLOAD_SEED
        ftp_client.py conformance HOST PORT USER PASSWORD NAME
        ftp_client.py e2e HOST USER PASSWORD [OPTIONS] COMMAND ...   (see E2E_USAGE)
@@ -32,6 +32,9 @@ OPs (run in order, the first failure exits non-zero):
   fail:CODE:RETR:REMOTE  the same for a download
   cmd:CODE:LINE          a raw command whose reply must have CODE, e.g. "cmd:536:PROT S"
 
+--pre CODE:LINE sends a raw command before login (before AUTH TLS too) whose reply must
+have CODE, e.g. "--pre 220:HOST ftp.example.com" (RFC 7151, tests/routing.rs); repeatable.
+
 Prints a transcript (ftplib debug output, passwords masked) and "ftps session ok".
 """
 import argparse
@@ -57,6 +60,7 @@ def parse_args(argv):
     p.add_argument("--reuse", action="store_true")
     p.add_argument("--require-reuse", action="store_true")
     p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--pre", action="append", default=[])
     p.add_argument("ops", nargs="+")
     return p.parse_args(argv)
 
@@ -177,6 +181,11 @@ def run_ops(argv):
     ftp.connect(args.host, args.port)
     if tls and args.mode == "implicit":
         print(f"implicit TLS: {ftp.sock.version()}", flush=True)
+    for pre in args.pre:
+        code, _, line = pre.partition(":")
+        ftp.putcmd(line)
+        reply = ftp.getresp_text()
+        check(reply.startswith(code), f"{line}: expected {code}, got {reply!r}")
     ftp.login(args.user, args.password)
     if tls:
         check(isinstance(ftp.sock, ssl.SSLSocket), "control connection is not TLS")

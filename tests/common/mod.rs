@@ -5,6 +5,7 @@ pub mod external;
 pub mod fake_backend;
 pub mod ftp_client;
 pub mod harness;
+pub mod members;
 pub mod metrics;
 pub mod observability;
 pub mod process;
