@@ -18,9 +18,11 @@ use crate::tls::{BackendTlsConfig, SessionTls};
 
 mod data_setup;
 mod select;
+mod sticky;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
 pub use select::{Route, Router, SessionCount};
+pub use sticky::StickySlot;
 
 /// A session's connection to its backend, with that backend's settings.
 pub struct BackendLeg {
@@ -30,6 +32,8 @@ pub struct BackendLeg {
     pub tls: Option<SessionTls>,
     /// Keeps this session in `ftpfront_backend_sessions` while the leg lives.
     pub _counted: SessionCount,
+    /// Where the login is remembered on a sticky pool; held while the leg lives.
+    pub sticky: StickySlot,
 }
 
 #[derive(Debug, thiserror::Error)]

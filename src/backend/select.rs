@@ -1,15 +1,18 @@
 //! Choosing backends for a login: the route (`routing.users`, then `routing.default`)
 //! names a target, a backend or a pool; a pool's policy orders its backends, healthy ones
-//! first, and the session tries them in that order (failover before the login reply).
+//! first, and the session tries them in that order (failover before the login reply);
+//! a sticky pool puts the user's remembered backend first (`sticky.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::IntGauge;
 
+use super::sticky::{StickySlot, StickyTable};
 use crate::config::{BackendConfig, Config, RoutingPolicy};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StickyDecision};
 
 /// Routes logins to targets and orders a target's backends for a new session.
 pub struct Router {
@@ -17,6 +20,8 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Per pool: where `round_robin` (and `least_conn` among equals) starts next.
     cursors: HashMap<String, AtomicUsize>,
+    /// The backend of each user's last session on a sticky pool.
+    sticky: Arc<StickyTable>,
 }
 
 impl Router {
@@ -27,6 +32,7 @@ impl Router {
             .map(|pool| (pool.name.clone(), AtomicUsize::new(0)))
             .collect();
         Router {
+            sticky: StickyTable::new(metrics.clone()),
             config,
             metrics,
             cursors,
@@ -71,10 +77,12 @@ impl Router {
             .is_some_and(|members| members.iter().any(|b| b.name == backend))
     }
 
-    /// The backends to try for a new session on `target`, in order: the pool's policy
-    /// order with the backends that are down moved to the end (tried anyway, since the
-    /// probe may be wrong, but only after every healthy one).
-    pub fn candidates(&self, target: &str) -> Vec<BackendConfig> {
+    /// The backends to try for a new session of `user` (as the backend hears it) on
+    /// `target`, in order: the pool's policy order with the backends that are down moved
+    /// to the end (tried anyway, since the probe may be wrong, but only after every
+    /// healthy one); on a sticky pool, the user's remembered backend first unless it is
+    /// down or full.
+    pub fn candidates(&self, target: &str, user: &str) -> Vec<BackendConfig> {
         let Some(members) = self.config.target_backends(target) else {
             return Vec::new();
         };
@@ -85,7 +93,48 @@ impl Router {
         let mut ordered = self.order(target, policy, members);
         // A stable sort: the policy's order stays within the healthy and the down ones.
         ordered.sort_by_key(|backend| !self.is_up(&backend.name));
+        if self
+            .config
+            .pool(target)
+            .is_some_and(|pool| pool.sticky.is_some())
+        {
+            self.remembered_first(target, user, &mut ordered);
+        }
         ordered.into_iter().cloned().collect()
+    }
+
+    /// Moves the backend `user` last had on `pool` to the front, when it can take them.
+    fn remembered_first(&self, pool: &str, user: &str, ordered: &mut Vec<&BackendConfig>) {
+        let remembered = self.sticky.lookup(pool, user, Instant::now());
+        let position = remembered.and_then(|name| ordered.iter().position(|b| b.name == name));
+        let decision = match position {
+            None => StickyDecision::Miss,
+            Some(i) if !self.is_up(&ordered[i].name) => StickyDecision::BackendDown,
+            Some(i) if self.is_full(ordered[i]) => StickyDecision::BackendFull,
+            Some(i) => {
+                let backend = ordered.remove(i);
+                ordered.insert(0, backend);
+                StickyDecision::Hit
+            }
+        };
+        self.metrics
+            .sticky_decisions_total
+            .with_label_values(&[decision.label()])
+            .inc();
+    }
+
+    /// Where the login of `user` on `target` is remembered once it succeeds: in the sticky
+    /// table for a sticky pool, nowhere otherwise.
+    pub fn sticky_slot(&self, target: &str, user: &str) -> StickySlot {
+        match self.config.pool(target).and_then(|pool| pool.sticky) {
+            Some(window) => StickySlot::Pending {
+                table: self.sticky.clone(),
+                pool: target.to_string(),
+                user: user.to_string(),
+                window,
+            },
+            None => StickySlot::Off,
+        }
     }
 
     fn order<'a>(
@@ -121,6 +170,13 @@ impl Router {
 
     fn is_up(&self, backend: &str) -> bool {
         self.metrics.backend_up.with_label_values(&[backend]).get() == 1
+    }
+
+    fn is_full(&self, backend: &BackendConfig) -> bool {
+        let sessions = self.sessions(&backend.name);
+        backend
+            .max_sessions
+            .is_some_and(|max| sessions >= i64::from(max))
     }
 
     fn sessions(&self, backend: &str) -> i64 {
@@ -183,6 +239,7 @@ mod tests {
                 name: "web".into(),
                 backends: vec!["a".into(), "b".into(), "c".into()],
                 policy: Some(policy),
+                ..PoolConfig::default()
             }],
             ..Config::default()
         };
@@ -280,7 +337,7 @@ mod tests {
         let router = router(RoutingPolicy::First);
         assert_eq!(router.target("alice"), Some("b"));
         assert_eq!(router.target("bob"), Some("web"));
-        assert_eq!(names(router.candidates("b")), ["b"]);
+        assert_eq!(names(router.candidates("b", "bob")), ["b"]);
         assert!(router.serves("web", "c") && !router.serves("b", "c"));
     }
 
@@ -288,12 +345,12 @@ mod tests {
     fn first_tries_the_listed_order_healthy_ones_first() {
         let router = router(RoutingPolicy::First);
         set_up(&router, &["a", "b", "c"]);
-        assert_eq!(names(router.candidates("web")), ["a", "b", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
         set_up(&router, &["b", "c"]);
-        assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["b", "c", "a"]);
         set_up(&router, &[]);
         assert_eq!(
-            names(router.candidates("web")),
+            names(router.candidates("web", "bob")),
             ["a", "b", "c"],
             "all down: all tried"
         );
@@ -304,7 +361,7 @@ mod tests {
         let router = router(RoutingPolicy::RoundRobin);
         set_up(&router, &["a", "b", "c"]);
         let firsts: Vec<String> = (0..6)
-            .map(|_| names(router.candidates("web")).remove(0))
+            .map(|_| names(router.candidates("web", "bob")).remove(0))
             .collect();
         assert_eq!(firsts, ["a", "b", "c", "a", "b", "c"]);
     }
@@ -316,10 +373,62 @@ mod tests {
         let _a = [admit(&router, "a"), admit(&router, "a")];
         let _c = admit(&router, "c");
         for _ in 0..4 {
-            assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+            assert_eq!(names(router.candidates("web", "bob")), ["b", "c", "a"]);
         }
         drop(_a);
         assert_eq!(router.sessions("a"), 0);
+    }
+
+    fn sticky_router(max_sessions: Option<u32>) -> Router {
+        let mut config = (*router(RoutingPolicy::RoundRobin).config).clone();
+        config.pools[0].sticky = Some(std::time::Duration::from_secs(60));
+        config.backends[1].max_sessions = max_sessions;
+        Router::new(Arc::new(config), Metrics::new())
+    }
+
+    fn decisions(router: &Router, decision: StickyDecision) -> u64 {
+        router
+            .metrics
+            .sticky_decisions_total
+            .with_label_values(&[decision.label()])
+            .get()
+    }
+
+    /// Logs `user` in on `backend` of pool `web` and ends the session at once.
+    fn remember(router: &Router, user: &str, backend: &str) {
+        let mut slot = router.sticky_slot("web", user);
+        slot.logged_in(backend);
+    }
+
+    #[test]
+    fn a_sticky_pool_puts_the_remembered_backend_first_unless_down_or_full() {
+        let router = sticky_router(Some(1));
+        set_up(&router, &["a", "b", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
+        assert_eq!(decisions(&router, StickyDecision::Miss), 1);
+        remember(&router, "bob", "b");
+        for _ in 0..3 {
+            assert_eq!(names(router.candidates("web", "bob"))[0], "b");
+        }
+        assert_eq!(decisions(&router, StickyDecision::Hit), 3);
+        assert_eq!(
+            names(router.candidates("web", "carol")),
+            ["b", "c", "a"],
+            "another user: the policy (round robin's fifth turn)"
+        );
+        set_up(&router, &["a", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["c", "a", "b"]);
+        assert_eq!(decisions(&router, StickyDecision::BackendDown), 1);
+        set_up(&router, &["a", "b", "c"]);
+        let _held = admit(&router, "b");
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
+        assert_eq!(decisions(&router, StickyDecision::BackendFull), 1);
+        assert_eq!(
+            names(router.candidates("b", "bob")),
+            ["b"],
+            "a backend target is never sticky"
+        );
+        assert_eq!(decisions(&router, StickyDecision::Miss), 2);
     }
 
     #[test]
@@ -328,7 +437,7 @@ mod tests {
         set_up(&router, &["a", "b", "c"]);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            seen.insert(names(router.candidates("web")).remove(0));
+            seen.insert(names(router.candidates("web", "bob")).remove(0));
         }
         assert_eq!(seen.len(), 3);
     }

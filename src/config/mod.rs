@@ -14,6 +14,7 @@ mod test_support;
 
 pub use port_range::{PortRange, PortRangeError};
 pub use problem::{ConfigError, Origin, Problem};
+pub use schema::MAX_STICKY;
 pub use schema::{
     BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataMode,
     HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, PassiveConfig,
