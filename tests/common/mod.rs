@@ -7,6 +7,7 @@ pub mod ftp_client;
 pub mod harness;
 pub mod metrics;
 pub mod observability;
+pub mod pools;
 pub mod process;
 pub mod servers;
 pub mod tls;
