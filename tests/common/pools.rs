@@ -17,6 +17,10 @@ use ftpfront::server::RunningProxy;
 /// The login every member of the pools accepts (vsftpd's and proftpd's anonymous user).
 pub const LOGIN: (&str, &str) = ("anonymous", "guest@");
 
+/// A second user every member accepts (vsftpd's and proftpd's other anonymous name), with
+/// the password of [`LOGIN`].
+pub const SECOND_USER: &str = "ftp";
+
 /// One member of a pool: a running server and the name its marker file holds.
 pub struct Member {
     pub name: &'static str,
@@ -40,7 +44,10 @@ impl Member {
     pub async fn libunftp() -> Member {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::write(root.path().join("marker.txt"), "libunftp").expect("marker");
-        let users = StaticUsers(HashMap::from([(LOGIN.0.into(), LOGIN.1.into())]));
+        let users = StaticUsers(HashMap::from([
+            (LOGIN.0.into(), LOGIN.1.into()),
+            (SECOND_USER.into(), LOGIN.1.into()),
+        ]));
         let first = free_port_block(40);
         let server = start_embedded_backend(root.path(), users, first..=first + 39)
             .await
@@ -72,6 +79,8 @@ pub struct Extra<'a> {
     pub routing: &'a str,
     /// Lines for the `[[backends]]` table of one backend, by name.
     pub backend: &'a [(&'a str, &'a str)],
+    /// Lines for the `[[pools]]` table of the pool `web`.
+    pub pool: &'a str,
 }
 
 pub fn pool_config_with(
@@ -109,9 +118,11 @@ default = "web"
 name = "web"
 policy = "{policy}"
 backends = [{members}]
+{pool}
 "#,
         last = ports + 7,
         routing = extra.routing,
+        pool = extra.pool,
         members = backends
             .iter()
             .map(|(name, _)| format!("\"{name}\""))
