@@ -292,7 +292,7 @@ pub struct PoolConfig {
     pub policy: Option<RoutingPolicy>,
     /// A user's new sessions go to the backend of their last one for this long after it
     /// ended (`backend/sticky.rs`); `None`: off.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(with = "humantime_serde")]
     pub sticky: Option<Duration>,
 }
 
