@@ -33,6 +33,12 @@ pub struct Metrics {
     pub login_routes_total: IntCounterVec,
     /// Per pool: how many of its backends are up (after the last probe round).
     pub pool_backends_up: IntGaugeVec,
+    /// Entries of the sticky table (`pools.sticky`), held or in their window.
+    pub sticky_entries: IntGauge,
+    /// Lookups of the sticky table, by `StickyDecision`.
+    pub sticky_decisions_total: IntCounterVec,
+    /// Logins that met a full sticky table, by `StickyOverflow`.
+    pub sticky_table_full_total: IntCounterVec,
     pub logins_total: IntCounterVec,
     pub commands_total: IntCounterVec,
     pub transfers_total: IntCounterVec,
@@ -216,6 +222,23 @@ impl Metrics {
                 &r,
                 "config_last_reload_success_timestamp_seconds",
                 "When the configuration in effect was loaded (Unix time): the start or the last reload that took.",
+            ),
+            sticky_entries: gauge(
+                &r,
+                "sticky_entries",
+                "Users remembered on a backend (pools.sticky): sessions running, or ended less than the window ago.",
+            ),
+            sticky_decisions_total: counter_vec(
+                &r,
+                "sticky_decisions_total",
+                "New sessions on a sticky pool: hit (the remembered backend first), miss (none remembered), backend_down, backend_full (remembered, but skipped).",
+                &["result"],
+            ),
+            sticky_table_full_total: counter_vec(
+                &r,
+                "sticky_table_full_total",
+                "Logins that found the sticky table full: evicted (the entry ending soonest made room), not_recorded (every entry was held by a running session).",
+                &["result"],
             ),
             logins_total: counter_vec(
                 &r,
@@ -431,6 +454,14 @@ impl Metrics {
         }
         for step in RouteStep::ALL {
             self.login_routes_total.with_label_values(&[step.label()]);
+        }
+        for decision in StickyDecision::ALL {
+            self.sticky_decisions_total
+                .with_label_values(&[decision.label()]);
+        }
+        for overflow in StickyOverflow::ALL {
+            self.sticky_table_full_total
+                .with_label_values(&[overflow.label()]);
         }
         for backend in backends.iter().map(String::as_str) {
             self.backend_up.with_label_values(&[backend]);
@@ -679,6 +710,57 @@ impl RouteStep {
     }
 }
 
+/// What a new session on a sticky pool found (`ftpfront_sticky_decisions_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickyDecision {
+    /// The remembered backend goes first.
+    Hit,
+    /// Nothing remembered for the user (or the window has passed).
+    Miss,
+    /// Remembered, but down: the policy's order instead.
+    BackendDown,
+    /// Remembered, but at its `max_sessions`: the policy's order instead.
+    BackendFull,
+}
+
+impl StickyDecision {
+    pub const ALL: [StickyDecision; 4] = [
+        StickyDecision::Hit,
+        StickyDecision::Miss,
+        StickyDecision::BackendDown,
+        StickyDecision::BackendFull,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StickyDecision::Hit => "hit",
+            StickyDecision::Miss => "miss",
+            StickyDecision::BackendDown => "backend_down",
+            StickyDecision::BackendFull => "backend_full",
+        }
+    }
+}
+
+/// What a login did to a full sticky table (`ftpfront_sticky_table_full_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickyOverflow {
+    /// The entry whose window ends soonest was dropped for it.
+    Evicted,
+    /// Every entry is held by a running session: this login is not remembered.
+    NotRecorded,
+}
+
+impl StickyOverflow {
+    pub const ALL: [StickyOverflow; 2] = [StickyOverflow::Evicted, StickyOverflow::NotRecorded];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StickyOverflow::Evicted => "evicted",
+            StickyOverflow::NotRecorded => "not_recorded",
+        }
+    }
+}
+
 /// Binds the metrics endpoint; returns the bound address (useful with port 0).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -720,6 +802,11 @@ mod tests {
             .with_label_values(&["no_route"])
             .inc();
         m.login_routes_total.with_label_values(&["sni"]).inc();
+        m.sticky_entries.set(1);
+        m.sticky_decisions_total.with_label_values(&["hit"]).inc();
+        m.sticky_table_full_total
+            .with_label_values(&["evicted"])
+            .inc();
         m.tls_handshakes_total
             .with_label_values(&["client", "ok"])
             .inc();
@@ -780,6 +867,17 @@ mod tests {
                 "{reason=\"no_route\"}",
             ),
             ("ftpfront_login_routes_total", "counter", "{step=\"sni\"}"),
+            ("ftpfront_sticky_entries", "gauge", ""),
+            (
+                "ftpfront_sticky_decisions_total",
+                "counter",
+                "{result=\"hit\"}",
+            ),
+            (
+                "ftpfront_sticky_table_full_total",
+                "counter",
+                "{result=\"evicted\"}",
+            ),
             (
                 "ftpfront_tls_handshakes_total",
                 "counter",

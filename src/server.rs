@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::{Health, Router};
+use crate::backend::{Health, Router, StickyTable};
 use crate::bans::{Bans, BANNED_TEXT};
 use crate::config::Config;
 use crate::conn::LineConn;
@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ServerError> {
         bans: Arc::new(Bans::new(&config.limits)),
         pool: pool.clone(),
         health: Arc::new(Health::new(&config, metrics.clone())),
+        sticky: StickyTable::new(metrics.clone()),
         limiter: Limiter::new(&config.limits),
     };
     let client_tls = ClientTls::from_config(&config.tls)?.map(Arc::new);
@@ -179,6 +180,8 @@ struct Lasting {
     bans: Arc<Bans>,
     pool: PortPool,
     health: Arc<Health>,
+    /// Users remembered on backends of sticky pools: a reload must not move them.
+    sticky: Arc<StickyTable>,
     limiter: Arc<Limiter>,
 }
 
@@ -201,7 +204,7 @@ fn tables(
         backend_tls,
         metrics: lasting.metrics.clone(),
         pool: lasting.pool.clone(),
-        router: Router::new(config, lasting.health.clone()),
+        router: Router::new(config, lasting.health.clone(), lasting.sticky.clone()),
         health: lasting.health.clone(),
     })
 }

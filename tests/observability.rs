@@ -91,7 +91,7 @@ async fn scrape_after_traffic() -> String {
     config.pools = vec![PoolConfig {
         name: "site".into(),
         backends: vec!["main".into()],
-        policy: None,
+        ..PoolConfig::default()
     }];
     let proxy = start_proxy(config).await;
     let addr = proxy.control_addr;

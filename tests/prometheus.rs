@@ -233,7 +233,7 @@ async fn prometheus_scrapes_every_dashboard_and_alert_selector() {
     config.pools = vec![PoolConfig {
         name: "site".into(),
         backends: vec!["main".into()],
-        policy: None,
+        ..PoolConfig::default()
     }];
     let proxy = start_proxy(config).await;
     let metrics_addr = proxy.metrics_addr.expect("metrics enabled");

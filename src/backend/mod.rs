@@ -20,11 +20,13 @@ mod data_setup;
 mod health;
 mod routes;
 mod select;
+mod sticky;
 
 pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
 pub use health::Health;
 pub use routes::ClientNames;
 pub use select::{Route, Router, SessionCount};
+pub use sticky::{StickySlot, StickyTable};
 
 /// A session's connection to its backend, with that backend's settings.
 pub struct BackendLeg {
@@ -34,6 +36,8 @@ pub struct BackendLeg {
     pub tls: Option<SessionTls>,
     /// Keeps this session in `ftpfront_backend_sessions` while the leg lives.
     pub _counted: SessionCount,
+    /// Where the login is remembered on a sticky pool; held while the leg lives.
+    pub sticky: StickySlot,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,18 +1,22 @@
 //! Choosing backends for a login: the route (`routing.hosts` by HOST or TLS name,
 //! `USER name@target`, `routing.users` names then patterns, `routing.default`; the
-//! first step that matches decides) names a target, a backend or a pool; a pool's policy orders its backends, healthy ones
-//! first, and the session tries them in that order (failover before the login reply).
+//! first step that matches decides) names a target, a backend or a pool; a pool's policy
+//! orders its backends, healthy ones first, and the session tries them in that order
+//! (failover before the login reply); a sticky pool puts the user's remembered backend
+//! first (`sticky.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::IntGauge;
 
 use super::routes::{ClientNames, RouteTable};
+use super::sticky::{StickySlot, StickyTable};
 use super::Health;
 use crate::config::{BackendConfig, Config, RoutingPolicy};
-use crate::metrics::RouteStep;
+use crate::metrics::{RouteStep, StickyDecision};
 
 /// Routes logins to targets and orders a target's backends for a new session.
 pub struct Router {
@@ -22,10 +26,12 @@ pub struct Router {
     cursors: HashMap<String, AtomicUsize>,
     /// `routing.hosts` and `routing.users`, compiled once.
     routes: RouteTable,
+    /// The backend of each user's last session on a sticky pool (outlives reloads).
+    sticky: Arc<StickyTable>,
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, health: Arc<Health>) -> Router {
+    pub fn new(config: Arc<Config>, health: Arc<Health>, sticky: Arc<StickyTable>) -> Router {
         let cursors = config
             .pools
             .iter()
@@ -33,6 +39,7 @@ impl Router {
             .collect();
         let routes = RouteTable::new(&config.routing);
         Router {
+            sticky,
             config,
             health,
             cursors,
@@ -99,10 +106,12 @@ impl Router {
             .is_some_and(|members| members.iter().any(|b| b.name == backend))
     }
 
-    /// The backends to try for a new session on `target`, in order: the pool's policy
-    /// order with the backends that are down moved to the end (tried anyway, since the
-    /// probe may be wrong, but only after every healthy one).
-    pub fn candidates(&self, target: &str) -> Vec<BackendConfig> {
+    /// The backends to try for a new session of `user` (as the backend hears it) on
+    /// `target`, in order: the pool's policy order with the backends that are down moved
+    /// to the end (tried anyway, since the probe may be wrong, but only after every
+    /// healthy one); on a sticky pool, the user's remembered backend first unless it is
+    /// down or full.
+    pub fn candidates(&self, target: &str, user: &str) -> Vec<BackendConfig> {
         let Some(members) = self.config.target_backends(target) else {
             return Vec::new();
         };
@@ -115,7 +124,50 @@ impl Router {
         let (up, down): (Vec<_>, Vec<_>) = ordered
             .into_iter()
             .partition(|backend| self.health.is_up(&backend.name));
-        up.into_iter().chain(down).cloned().collect()
+        let mut ordered: Vec<_> = up.into_iter().chain(down).collect();
+        if self
+            .config
+            .pool(target)
+            .is_some_and(|pool| pool.sticky.is_some())
+        {
+            self.remembered_first(target, user, &mut ordered);
+        }
+        ordered.into_iter().cloned().collect()
+    }
+
+    /// Moves the backend `user` last had on `pool` to the front, when it can take them.
+    fn remembered_first(&self, pool: &str, user: &str, ordered: &mut Vec<&BackendConfig>) {
+        let remembered = self.sticky.lookup(pool, user, Instant::now());
+        let position = remembered.and_then(|name| ordered.iter().position(|b| b.name == name));
+        let decision = match position {
+            None => StickyDecision::Miss,
+            Some(i) if !self.health.is_up(&ordered[i].name) => StickyDecision::BackendDown,
+            Some(i) if self.is_full(ordered[i]) => StickyDecision::BackendFull,
+            Some(i) => {
+                let backend = ordered.remove(i);
+                ordered.insert(0, backend);
+                StickyDecision::Hit
+            }
+        };
+        self.health
+            .metrics()
+            .sticky_decisions_total
+            .with_label_values(&[decision.label()])
+            .inc();
+    }
+
+    /// Where the login of `user` on `target` is remembered once it succeeds: in the sticky
+    /// table for a sticky pool, nowhere otherwise.
+    pub fn sticky_slot(&self, target: &str, user: &str) -> StickySlot {
+        match self.config.pool(target).and_then(|pool| pool.sticky) {
+            Some(window) => StickySlot::Pending {
+                table: self.sticky.clone(),
+                pool: target.to_string(),
+                user: user.to_string(),
+                window,
+            },
+            None => StickySlot::Off,
+        }
     }
 
     fn order<'a>(
@@ -147,6 +199,13 @@ impl Router {
             .map(|cursor| cursor.fetch_add(1, Ordering::Relaxed))
             .unwrap_or(0);
         members.rotate_left(start % members.len());
+    }
+
+    fn is_full(&self, backend: &BackendConfig) -> bool {
+        let sessions = self.sessions(&backend.name);
+        backend
+            .max_sessions
+            .is_some_and(|max| sessions >= i64::from(max))
     }
 
     fn sessions(&self, backend: &str) -> i64 {
@@ -216,14 +275,16 @@ mod tests {
                 name: "web".into(),
                 backends: vec!["a".into(), "b".into(), "c".into()],
                 policy: Some(policy),
+                ..PoolConfig::default()
             }],
             ..Config::default()
         };
         config.routing.default = Some("web".into());
         config.routing.users.insert("alice".into(), "b".into());
         let config = Arc::new(config);
-        let health = Arc::new(Health::new(&config, Metrics::new()));
-        Router::new(config, health)
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::new(&config, metrics.clone()));
+        Router::new(config, health, StickyTable::new(metrics))
     }
 
     fn admit(router: &Router, name: &str) -> SessionCount {
@@ -271,7 +332,7 @@ mod tests {
         let off = router(RoutingPolicy::First);
         let mut config = (*off.config).clone();
         edit(&mut config);
-        Router::new(Arc::new(config), off.health.clone())
+        Router::new(Arc::new(config), off.health.clone(), off.sticky.clone())
     }
 
     #[test]
@@ -397,7 +458,7 @@ mod tests {
         let router = router(RoutingPolicy::First);
         assert_eq!(router.target("alice"), Some("b"));
         assert_eq!(router.target("bob"), Some("web"));
-        assert_eq!(names(router.candidates("b")), ["b"]);
+        assert_eq!(names(router.candidates("b", "bob")), ["b"]);
         assert!(router.serves("web", "c") && !router.serves("b", "c"));
     }
 
@@ -405,12 +466,12 @@ mod tests {
     fn first_tries_the_listed_order_healthy_ones_first() {
         let router = router(RoutingPolicy::First);
         set_up(&router, &["a", "b", "c"]);
-        assert_eq!(names(router.candidates("web")), ["a", "b", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
         set_up(&router, &["b", "c"]);
-        assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["b", "c", "a"]);
         set_up(&router, &[]);
         assert_eq!(
-            names(router.candidates("web")),
+            names(router.candidates("web", "bob")),
             ["a", "b", "c"],
             "all down: all tried"
         );
@@ -421,7 +482,7 @@ mod tests {
         let router = router(RoutingPolicy::RoundRobin);
         set_up(&router, &["a", "b", "c"]);
         let firsts: Vec<String> = (0..6)
-            .map(|_| names(router.candidates("web")).remove(0))
+            .map(|_| names(router.candidates("web", "bob")).remove(0))
             .collect();
         assert_eq!(firsts, ["a", "b", "c", "a", "b", "c"]);
     }
@@ -433,10 +494,64 @@ mod tests {
         let _a = [admit(&router, "a"), admit(&router, "a")];
         let _c = admit(&router, "c");
         for _ in 0..4 {
-            assert_eq!(names(router.candidates("web")), ["b", "c", "a"]);
+            assert_eq!(names(router.candidates("web", "bob")), ["b", "c", "a"]);
         }
         drop(_a);
         assert_eq!(router.sessions("a"), 0);
+    }
+
+    fn sticky_router(max_sessions: Option<u32>) -> Router {
+        let base = router(RoutingPolicy::RoundRobin);
+        let mut config = (*base.config).clone();
+        config.pools[0].sticky = Some(std::time::Duration::from_secs(60));
+        config.backends[1].max_sessions = max_sessions;
+        Router::new(Arc::new(config), base.health.clone(), base.sticky.clone())
+    }
+
+    fn decisions(router: &Router, decision: StickyDecision) -> u64 {
+        router
+            .health
+            .metrics()
+            .sticky_decisions_total
+            .with_label_values(&[decision.label()])
+            .get()
+    }
+
+    /// Logs `user` in on `backend` of pool `web` and ends the session at once.
+    fn remember(router: &Router, user: &str, backend: &str) {
+        let mut slot = router.sticky_slot("web", user);
+        slot.logged_in(backend);
+    }
+
+    #[test]
+    fn a_sticky_pool_puts_the_remembered_backend_first_unless_down_or_full() {
+        let router = sticky_router(Some(1));
+        set_up(&router, &["a", "b", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
+        assert_eq!(decisions(&router, StickyDecision::Miss), 1);
+        remember(&router, "bob", "b");
+        for _ in 0..3 {
+            assert_eq!(names(router.candidates("web", "bob"))[0], "b");
+        }
+        assert_eq!(decisions(&router, StickyDecision::Hit), 3);
+        assert_eq!(
+            names(router.candidates("web", "carol")),
+            ["b", "c", "a"],
+            "another user: the policy (round robin's fifth turn)"
+        );
+        set_up(&router, &["a", "c"]);
+        assert_eq!(names(router.candidates("web", "bob")), ["c", "a", "b"]);
+        assert_eq!(decisions(&router, StickyDecision::BackendDown), 1);
+        set_up(&router, &["a", "b", "c"]);
+        let _held = admit(&router, "b");
+        assert_eq!(names(router.candidates("web", "bob")), ["a", "b", "c"]);
+        assert_eq!(decisions(&router, StickyDecision::BackendFull), 1);
+        assert_eq!(
+            names(router.candidates("b", "bob")),
+            ["b"],
+            "a backend target is never sticky"
+        );
+        assert_eq!(decisions(&router, StickyDecision::Miss), 2);
     }
 
     #[test]
@@ -445,7 +560,7 @@ mod tests {
         set_up(&router, &["a", "b", "c"]);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            seen.insert(names(router.candidates("web")).remove(0));
+            seen.insert(names(router.candidates("web", "bob")).remove(0));
         }
         assert_eq!(seen.len(), 3);
     }

@@ -18,6 +18,7 @@ pub use problem::{ConfigError, Origin, Problem};
 pub use routing::{
     is_user_pattern, normalize_host, user_pattern, wildcard_parent, wildcard_suffix,
 };
+pub use schema::MAX_STICKY;
 pub use schema::{
     BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataMode,
     HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, PassiveConfig,

@@ -73,7 +73,11 @@ impl Config {
         match self.pool(target) {
             Some(pool) => {
                 let policy = policy_name(self.pool_policy(pool));
-                format!("pool {target} ({policy}: {})", members(pool))
+                let sticky = match pool.sticky {
+                    Some(window) => format!(", sticky {}", humantime::format_duration(window)),
+                    None => String::new(),
+                };
+                format!("pool {target} ({policy}: {}{sticky})", members(pool))
             }
             None => format!("backend {target}"),
         }
@@ -167,6 +171,12 @@ mod tests {
         assert!(!routes.contains("host"), "{routes}");
         assert!(
             routes.contains("#   everyone else -> pool web (first: main, b)\n"),
+            "{routes}"
+        );
+        let sticky = text.replace("policy = \"first\"", "policy = \"first\"\nsticky = \"90s\"");
+        let routes = Config::from_toml_str(&sticky).unwrap().render_routes();
+        assert!(
+            routes.contains("#   everyone else -> pool web (first: main, b, sticky 1m 30s)\n"),
             "{routes}"
         );
     }

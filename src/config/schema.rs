@@ -292,6 +292,10 @@ pub struct RoutingConfig {
     pub users_order: Vec<String>,
 }
 
+/// The longest `pools.sticky`: beyond a week a "resumed" upload is a new one, and the
+/// bound keeps every window's end a representable instant.
+pub const MAX_STICKY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// One `[[pools]]` entry: backends serving the same site, and how a session picks one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -302,6 +306,10 @@ pub struct PoolConfig {
     pub backends: Vec<String>,
     /// `None`: `routing.policy`.
     pub policy: Option<RoutingPolicy>,
+    /// A user's new sessions go to the backend of their last one for this long after it
+    /// ended (`backend/sticky.rs`); `None`: off.
+    #[serde(with = "humantime_serde")]
+    pub sticky: Option<Duration>,
 }
 
 /// How a pool orders its backends for a new session.

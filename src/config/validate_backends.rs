@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use super::validate::{check_duration, check_port_range};
-use super::{BackendConfig, BackendTls, Config, DataMode, Problem};
+use super::{BackendConfig, BackendTls, Config, DataMode, Problem, MAX_STICKY};
 
 impl Config {
     /// Pools: a name no backend or other pool has, at least one member, every member an
@@ -35,6 +35,9 @@ impl Config {
             if pool.backends.is_empty() {
                 let message = "must name at least one backend, e.g. backends = [\"a\", \"b\"]";
                 problems.push(Problem::new(&path("backends"), message));
+            }
+            if let Some(window) = pool.sticky {
+                check_sticky(&path("sticky"), window, problems);
             }
             let mut members: HashMap<&str, ()> = HashMap::new();
             for member in &pool.backends {
@@ -89,6 +92,15 @@ impl Config {
             }
         }
         self.check_route_keys(problems);
+    }
+}
+
+/// A sticky window: more than nothing (leave the key out for off), at most a week.
+fn check_sticky(path: &[&str], window: std::time::Duration, problems: &mut Vec<Problem>) {
+    check_duration(path, window, problems);
+    if window > MAX_STICKY {
+        let message = "must be at most 7 days, e.g. \"10m\" or \"1h\"";
+        problems.push(Problem::new(path, message));
     }
 }
 
@@ -343,6 +355,21 @@ mod tests {
             "pools[0].policy",
             "expected one of: round_robin, least_conn, random, first",
         );
+        assert_error(
+            &pool("name = \"web\"\nbackends = [\"b\"]\nsticky = \"0s\""),
+            "pools[0].sticky",
+            "must be greater than 0",
+        );
+        assert_error(
+            &pool("name = \"web\"\nbackends = [\"b\"]\nsticky = \"8days\""),
+            "pools[0].sticky",
+            "at most 7 days",
+        );
+        let sticky = Config::from_toml_str(&pool(
+            "name = \"web\"\nbackends = [\"b\"]\nsticky = \"10m\"",
+        ));
+        let window = sticky.expect("a sticky pool").pools[0].sticky;
+        assert_eq!(window, Some(std::time::Duration::from_secs(600)));
         let clash = format!("{two}[[pools]]\nname = \"b\"\nbackends = [\"main\"]\n[[pools]]\nname = \"web\"\nbackends = [\"b\"]\n");
         assert_error(&clash, "pools[0].name", "already a backend's name");
         let unknown = format!(

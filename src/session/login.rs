@@ -87,7 +87,7 @@ impl Session {
         self.reset_login_state();
         if !reuse {
             self.close_backend().await;
-            let candidates = shared.router.candidates(target);
+            let candidates = shared.router.candidates(target, &user);
             if let Err(flow) = self.open_backend(candidates, &user).await? {
                 return Ok(flow);
             }
@@ -95,6 +95,7 @@ impl Session {
         let Some(leg) = self.backend.as_mut() else {
             return Ok(Flow::Close(Outcome::Error));
         };
+        leg.sticky = shared.router.sticky_slot(target, &user);
         let reply = leg.control.command(&command, "sending USER").await?;
         self.send(&reply).await?;
         self.after_login_reply(&reply, user, started).await
@@ -130,6 +131,7 @@ impl Session {
                         config,
                         tls,
                         _counted: counted,
+                        sticky: Default::default(),
                     });
                     return Ok(Ok(()));
                 }
@@ -202,6 +204,9 @@ impl Session {
         let backend_name = self.backend_name().to_string();
         match reply.code {
             codes::LOGGED_IN => {
+                if let Some(leg) = self.backend.as_mut() {
+                    leg.sticky.logged_in(&backend_name);
+                }
                 self.record(SessionEvent::LoginOk {
                     user: &user,
                     started,

@@ -14,6 +14,10 @@ use super::servers::{start_async, ServerKind, ServerOptions};
 /// The login every member accepts (vsftpd's and proftpd's anonymous user).
 pub const LOGIN: (&str, &str) = ("anonymous", "guest@");
 
+/// A second user every member accepts (vsftpd's and proftpd's other anonymous name), with
+/// the password of [`LOGIN`].
+pub const SECOND_USER: &str = "ftp";
+
 /// One backend: a running server and the name its marker file holds.
 pub struct Member {
     pub name: &'static str,
@@ -34,9 +38,9 @@ impl Member {
         })
     }
 
-    /// libunftp accepting [`LOGIN`] only.
+    /// libunftp accepting [`LOGIN`] and [`SECOND_USER`].
     pub async fn libunftp() -> Member {
-        Member::libunftp_for(&[]).await
+        Member::libunftp_for(&[(SECOND_USER, LOGIN.1)]).await
     }
 
     /// libunftp accepting [`LOGIN`] and the `(user, password)` pairs of `more`.

@@ -8,6 +8,7 @@ pub mod harness;
 pub mod members;
 pub mod metrics;
 pub mod observability;
+pub mod pools;
 pub mod process;
 pub mod servers;
 pub mod tls;

@@ -309,7 +309,7 @@ fn make_puredb(base: &Path, root: &Path) -> Result<PathBuf, String> {
     Ok(pdb)
 }
 
-/// proftpd (foreground, `-n`) with an anonymous login (`anonymous`, any password) on `root`.
+/// proftpd (foreground, `-n`) with an anonymous login (`anonymous` or `ftp`, any password) on `root`.
 fn proftpd_args(
     base: &Path,
     root: &Path,
@@ -349,6 +349,8 @@ fn proftpd_args(
         "  User nobody".to_string(),
         "  Group nogroup".to_string(),
         "  UserAlias anonymous nobody".to_string(),
+        // `ftp` as well, as vsftpd has it: a second user for tests that tell users apart.
+        "  UserAlias ftp nobody".to_string(),
         "  RequireValidShell off".to_string(),
         "  <Limit WRITE>".to_string(),
         "    AllowAll".to_string(),
