@@ -31,7 +31,7 @@ pub struct Metrics {
     pub login_routing_failures_total: IntCounterVec,
     /// Logins routed, by the step of `[routing]` that decided (`RouteStep`).
     pub login_routes_total: IntCounterVec,
-    /// Per pool: how many of its backends are up (after the last probe round).
+    /// Per pool: how many of its backends are up (`backend_up`, updated with each flip).
     pub pool_backends_up: IntGaugeVec,
     /// Entries of the sticky table (`pools.sticky`), held or in their window.
     pub sticky_entries: IntGauge,

@@ -392,19 +392,18 @@ impl Drop for Switch {
     }
 }
 
-/// Polls until `backend_up` of `backend` is `up`; returns how long that took.
-async fn wait_backend_up(proxy: &RunningProxy, backend: &str, up: bool) -> Duration {
-    let started = Instant::now();
+/// Polls until `backend_up` of `backend` is `up`.
+async fn wait_backend_up(proxy: &RunningProxy, backend: &str, up: bool) {
     let want = f64::from(u8::from(up));
-    while metric_now(proxy, "ftpfront_backend_up", &[("backend", backend)]).await != want {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{backend} never became {}",
-            if up { "up" } else { "down" }
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
+    let became = poll(Duration::from_secs(10), || async {
+        metric_now(proxy, "ftpfront_backend_up", &[("backend", backend)]).await == want
+    })
+    .await;
+    assert!(
+        became,
+        "{backend} never became {}",
+        if up { "up" } else { "down" }
+    );
 }
 
 /// `first` with `rise = 3`: the first member stopped sends sessions to the second; once

@@ -8,10 +8,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::ftp_client::*;
 use common::harness::*;
+use common::members::{login_on, LOGIN};
 use common::metrics::*;
 use common::process::{run_binary, signal, BinaryProxy};
 use common::servers::{start_async, FtpServer, ServerKind, ServerOptions};
@@ -53,14 +54,8 @@ async fn server(kind: ServerKind) -> Option<FtpServer> {
 }
 
 async fn login(proxy: &BinaryProxy) -> FtpClient {
-    let mut client = FtpClient::connect(loopback(1), proxy.control).await;
-    let user = client.cmd("USER anonymous").await;
-    if user.code != 230 {
-        assert_eq!(user.code, 331, "{user:?}");
-        client.expect("PASS guest@", 230).await;
-    }
-    client.expect("TYPE I", 200).await;
-    client
+    let client = FtpClient::connect(loopback(1), proxy.control).await;
+    login_on(client, LOGIN.0, LOGIN.1).await
 }
 
 /// One session: the marker of the backend it reached and the passive port it was given.
@@ -78,18 +73,12 @@ async fn reload(proxy: &BinaryProxy, metrics: SocketAddr, result: &str) {
     let count = |text: &str| metric(text, "ftpfront_config_reloads_total", &[("result", result)]);
     let before = count(&http_get_at(metrics, "/metrics", "").await);
     signal(&proxy.child, libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = http_get_at(metrics, "/metrics", "").await;
-        if count(&text) == before + 1.0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {result} reload counted:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let scrape = || http_get_at(metrics, "/metrics", "");
+    let counted = poll(Duration::from_secs(5), || async {
+        count(&scrape().await) == before + 1.0
+    })
+    .await;
+    assert!(counted, "no {result} reload counted:\n{}", scrape().await);
 }
 
 fn log_text(proxy: &BinaryProxy) -> String {
@@ -101,14 +90,13 @@ fn write_config(dir: &Path, text: &str) {
 }
 
 async fn ready(metrics: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !http_get_at(metrics, "/readyz", "")
-        .await
-        .starts_with("HTTP/1.1 200")
-    {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = poll(Duration::from_secs(10), || async {
+        http_get_at(metrics, "/readyz", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(ready, "never ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use common::ftp_client::{Awaited, FtpClient};
-use common::harness::{free_port_block, loopback, TestBackend};
+use common::harness::{free_port_block, loopback, poll, TestBackend};
 use common::metrics::{http_get_at, metric_value};
 use common::process::{run_binary, signal, BinaryProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,24 +133,6 @@ filter = "info"
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
             Ok(_) => false,
         }
-    }
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` has passed; whether it held.
-async fn poll<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

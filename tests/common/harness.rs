@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ftpfront::config::Config;
 use ftpfront::demo::{start_embedded_backend, EmbeddedBackend, StaticUsers};
@@ -162,4 +162,22 @@ pub fn assert_ok(output: &Output, what: &str) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` has passed; whether it held.
+pub async fn poll<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
