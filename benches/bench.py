@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""ftpfront benchmark (not a test): direct vsftpd, ftpfront and ProFTPD mod_proxy in front of
+the same vsftpd, alternated round by round in one run; prints one table of medians with
+min/max and the ratios to direct. Started by benches/run.sh (root, release build)."""
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from ftplib import FTP
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers  # noqa: E402
+
+MIB = 1024 * 1024
+CLK = os.sysconf("SC_CLK_TCK")
+
+FULL = dict(rounds=5, big_mib=1024, stor_mib=1024, setup_sessions=200, burst_sessions=1000,
+            burst_clients=8, parallel=100, parallel_mib=64, idle=[1000, 10000],
+            idle_mod_proxy=300, tls_sessions=100)
+QUICK = dict(rounds=1, big_mib=16, stor_mib=16, setup_sessions=20, burst_sessions=80,
+             burst_clients=8, parallel=8, parallel_mib=4, idle=[100, 200],
+             idle_mod_proxy=20, tls_sessions=5)
+
+
+# ---- measurements on one path ----------------------------------------------------------
+
+def cpu_seconds(pid, children=False):
+    """utime+stime of `pid` (and of its reaped children: mod_proxy forks a process each)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK
+
+
+def curl(args, expect_bytes):
+    out = subprocess.run(["curl", "-sS", "--max-time", "900", "-o", "/dev/null", "-w",
+                          "%{speed_download} %{speed_upload} %{size_download} %{size_upload}",
+                          *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"curl {' '.join(args)}: {out.stderr.strip()}")
+    down, up, got, sent = out.stdout.split()
+    moved = max(float(got), float(sent))
+    if int(moved) != expect_bytes:
+        raise RuntimeError(f"curl {' '.join(args)} moved {moved:.0f} of {expect_bytes} bytes")
+    return max(float(down), float(up)) / 1e6
+
+
+def url(port, path):
+    return f"ftp://127.0.0.1:{port}/{path}"
+
+
+def tls_args(path):
+    return ["--ssl-reqd", "-k"] if path.tls else []
+
+
+def retr(path, env):
+    return curl([*tls_args(path), url(path.port, "big.bin")], env.big_bytes)
+
+
+def stor(path, env, round_no):
+    name = f"up/{path.name}-{round_no}.bin"
+    try:
+        return curl(["-T", env.stor_file, url(path.port, name)], env.stor_bytes)
+    finally:
+        target = os.path.join(env.root, name)
+        if os.path.exists(target):
+            os.unlink(target)
+
+
+def one_session(port):
+    ftp = FTP()
+    ftp.connect("127.0.0.1", port, timeout=30)
+    ftp.login("anonymous", "bench@")
+    ftp.nlst()
+    ftp.quit()
+
+
+def setup_ms(path, env):
+    """Median time of one session: connect, login, PASV + NLST, QUIT (Python ftplib)."""
+    times = []
+    for _ in range(env.cfg["setup_sessions"]):
+        start = time.perf_counter()
+        one_session(path.port)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def burst_worker(port, count, barrier, results):
+    barrier.wait()
+    start = time.time()
+    failures = []
+    for _ in range(count):
+        try:
+            one_session(port)
+        except Exception as e:  # a failed session fails the figure, with its reason
+            failures.append(repr(e))
+    results.put((start, time.time(), failures))
+
+
+def burst_seconds(path, env):
+    """Wall time of `burst_sessions` sessions opened by `burst_clients` processes at once."""
+    clients, total = env.cfg["burst_clients"], env.cfg["burst_sessions"]
+    barrier, results = multiprocessing.Barrier(clients), multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=burst_worker,
+                                       args=(path.port, total // clients, barrier, results))
+               for _ in range(clients)]
+    for w in workers:
+        w.start()
+    spans = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    failed = [f for _, _, fs in spans for f in fs]
+    if failed:
+        # Reported, not fatal for the peer: mod_proxy drops a session now and then.
+        message = f"{len(failed)} of {total} sessions failed: {failed[:3]}"
+        if path.name != "mod_proxy":
+            raise RuntimeError(message)
+        print(f"  {path.name}: {message}", flush=True)
+        env.failures[path.name] = env.failures.get(path.name, 0) + len(failed)
+    return max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+
+
+def parallel_mbps(path, env):
+    """Aggregate MB/s of `parallel` concurrent downloads of the mid-size file."""
+    count = env.cfg["parallel"]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(["curl", "-sS", "--max-time", "900", "-o", "/dev/null", "-w",
+                               "%{size_download}", url(path.port, "mid.bin")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(count)]
+    outs = [p.communicate() for p in procs]
+    wall = time.perf_counter() - start
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0 or int(float(out or 0)) != env.mid_bytes:
+            raise RuntimeError(f"parallel download: rc={p.returncode} got {out} {err.strip()}")
+    return count * env.mid_bytes / wall / 1e6
+
+
+def tls_session_cpu_ms(path, env):
+    """CPU of the proxy per small FTPS download session (control + data TLS handshakes)."""
+    start = cpu_seconds(path.server.pid_of_cpu, path.children_cpu)
+    for _ in range(env.cfg["tls_sessions"]):
+        curl([*tls_args(path), url(path.port, "small.bin")], 1)
+    time.sleep(0.3)  # mod_proxy: let the master reap the session processes
+    spent = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) - start
+    return spent * 1000 / env.cfg["tls_sessions"]
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+class Path:
+    def __init__(self, name, server, tls=False, children_cpu=False):
+        self.name, self.server, self.port = name, server, server.port
+        self.tls, self.children_cpu = tls, children_cpu
+
+
+class Results:
+    def __init__(self):
+        self.values = {}
+
+    def add(self, figure, path, value):
+        self.values.setdefault(figure, {}).setdefault(path, []).append(value)
+
+
+def with_cpu(path, fn, gib, results, cpu_figure):
+    before = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) if path.server else 0
+    value = fn()
+    if path.server and path.name != "direct":
+        time.sleep(0.2 if path.children_cpu else 0)
+        spent = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) - before
+        results.add(cpu_figure, path.name, spent / gib)
+    return value
+
+
+def run_round(round_no, paths, tls_paths, env, results):
+    order = paths if round_no % 2 else list(reversed(paths))
+    big_gib, stor_gib = env.big_bytes / 2**30, env.stor_bytes / 2**30
+    steps = [
+        ("RETR", lambda p: with_cpu(p, lambda: retr(p, env), big_gib, results, "CPU RETR")),
+        ("STOR", lambda p: stor(p, env, round_no)),
+        ("setup", lambda p: setup_ms(p, env)),
+        ("burst", lambda p: burst_seconds(p, env)),
+        ("parallel", lambda p: parallel_mbps(p, env)),
+    ]
+    for figure, step in steps:
+        for path in order:
+            value = step(path)
+            results.add(figure, path.name, value)
+            print(f"  round {round_no}  {figure:<9} {path.name:<10} {value:12.2f}", flush=True)
+    tls_order = tls_paths if round_no % 2 else list(reversed(tls_paths))
+    for path in tls_order:
+        value = with_cpu(path, lambda: retr(path, env), big_gib, results, "CPU FTPS RETR")
+        results.add("FTPS RETR", path.name, value)
+        print(f"  round {round_no}  {'FTPS RETR':<9} {path.name:<10} {value:12.2f}", flush=True)
+    for path in tls_order:
+        if path.name == "direct":
+            continue
+        value = tls_session_cpu_ms(path, env)
+        results.add("CPU FTPS session", path.name, value)
+        print(f"  round {round_no}  {'TLS sess':<9} {path.name:<10} {value:12.2f}", flush=True)
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def process_tree(pid):
+    """pid and its children (mod_proxy: one process per session)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout.split()
+    return [pid] + [int(p) for p in out]
+
+
+async def hold_sessions(port, count, opened, semaphore):
+    async def login():
+        async with semaphore:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for send, expect in ((None, b"220"), (b"USER anonymous\r\n", b"331"),
+                                 (b"PASS bench@\r\n", b"230")):
+                if send:
+                    writer.write(send)
+                reply = await asyncio.wait_for(reader.readline(), 60)
+                while reply[3:4] == b"-":
+                    reply = await asyncio.wait_for(reader.readline(), 60)
+                if not reply.startswith(expect):
+                    raise RuntimeError(f"idle login: expected {expect!r}, got {reply!r}")
+            return writer
+    writers = await asyncio.gather(*(login() for _ in range(count)))
+    opened.extend(writers)
+
+
+def idle_memory(name, server, levels, pids_of, results):
+    """Proportional memory per idle logged-in session, at each level of `levels`."""
+    async def measure():
+        semaphore = asyncio.Semaphore(200)
+        opened = []
+        await asyncio.sleep(0.5)
+        base = pss_kib(pids_of(server))
+        previous = 0
+        for level in levels:
+            await hold_sessions(server.port, level - previous, opened, semaphore)
+            previous = level
+            await asyncio.sleep(1.0)
+            used = pss_kib(pids_of(server)) - base
+            per = used / level
+            results.add(f"idle KiB/session at {level}", name, per)
+            print(f"  idle      {name:<10} {level:6d} sessions  {per:8.1f} KiB each", flush=True)
+        for w in opened:
+            w.close()
+    asyncio.run(measure())
+
+
+def summarize(results, names):
+    rows = []
+    for figure, by_path in results.values.items():
+        cells = {}
+        for name in names:
+            vals = by_path.get(name)
+            if vals:
+                cells[name] = (min(vals), statistics.median(vals), max(vals))
+        rows.append((figure, cells))
+    return rows
+
+
+UNITS = {"RETR": "MB/s", "STOR": "MB/s", "FTPS RETR": "MB/s", "setup": "ms",
+         "burst": "s", "parallel": "MB/s", "CPU RETR": "s/GiB", "CPU FTPS RETR": "s/GiB",
+         "CPU FTPS session": "ms"}
+
+
+def describe(env):
+    cfg = env.cfg
+    return {
+        "RETR": f"{cfg['big_mib']} MiB RETR (curl)",
+        "STOR": f"{cfg['stor_mib']} MiB STOR (curl)",
+        "FTPS RETR": f"{cfg['big_mib']} MiB RETR, FTPS client leg (curl)",
+        "setup": "session setup: connect, login, PASV+NLST, QUIT (ftplib, median)",
+        "burst": f"{cfg['burst_sessions']} sessions by {cfg['burst_clients']} clients at once",
+        "parallel": f"{cfg['parallel']} concurrent {cfg['parallel_mib']} MiB RETR (aggregate)",
+        "CPU RETR": "proxy CPU per GiB relayed, plain RETR",
+        "CPU FTPS RETR": "proxy CPU per GiB relayed, FTPS RETR (bulk + 2 handshakes)",
+        "CPU FTPS session": "proxy CPU per small FTPS session (handshakes)",
+    }
+
+
+def print_table(rows, names, env):
+    higher_better = {"RETR", "STOR", "FTPS RETR", "parallel"}
+    text = describe(env)
+    head = "| figure | " + " | ".join(f"{n} (min / median / max)" for n in names)
+    head += " | ftpfront / direct | mod_proxy / direct |"
+    lines = [head, "|" + "---|" * (len(names) + 3)]
+    for figure, cells in rows:
+        unit = UNITS.get(figure, "KiB")
+        label = text.get(figure, figure + " (PSS)")
+        cols = []
+        for n in names:
+            c = cells.get(n)
+            cols.append(f"{c[1]:,.2f} ({c[0]:,.2f} / {c[2]:,.2f}) {unit}" if c else "-")
+        ratios = []
+        for n in ("ftpfront", "mod_proxy"):
+            if "direct" in cells and n in cells and cells["direct"][1] > 0:
+                r = cells[n][1] / cells["direct"][1]
+                ratios.append(f"{r:.2f} x" + (" time" if figure not in higher_better else ""))
+            else:
+                ratios.append("-")
+        lines.append(f"| {label} | " + " | ".join(cols) + " | " + " | ".join(ratios) + " |")
+    print("\n".join(lines))
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024 // 1024
+    return (f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}, "
+            "loopback; clients, proxies and vsftpd share the cores")
+
+
+def versions(tools):
+    def first_line(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+    parts = [first_line([tools["ftpfront"], "--version"]), "vsftpd 3.0.3 (Debian 12)",
+             first_line(["curl", "--version"]).split(" (")[0], f"Python {platform.python_version()}"]
+    if tools["mod_proxy"]:
+        parts.append(first_line([tools["proftpd"], "-v"]) + " + mod_proxy")
+    return ", ".join(parts)
+
+
+class Env:
+    def __init__(self, cfg, work):
+        self.cfg, self.work = cfg, work
+        self.failures = {}
+        self.root = os.path.join(work, "root")
+        os.makedirs(os.path.join(self.root, "up"))
+        os.chmod(self.root, 0o755)
+        os.chmod(os.path.join(self.root, "up"), 0o777)
+        self.big_bytes = make_file(os.path.join(self.root, "big.bin"), cfg["big_mib"])
+        self.mid_bytes = make_file(os.path.join(self.root, "mid.bin"), cfg["parallel_mib"])
+        make_file(os.path.join(self.root, "small.bin"), 0, extra=1)
+        self.stor_file = os.path.join(work, "stor.bin")
+        self.stor_bytes = make_file(self.stor_file, cfg["stor_mib"])
+
+
+def make_file(path, mib, extra=0):
+    with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
+        for _ in range(mib):
+            dst.write(src.read(MIB))
+        dst.write(src.read(extra))
+    os.chmod(path, 0o644)
+    return mib * MIB + extra
+
+
+def work_dir(cfg):
+    need = (cfg["big_mib"] + cfg["stor_mib"] * 2 + cfg["parallel_mib"]) * MIB * 2
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and shutil.disk_usage(shm).free > need:
+        return tempfile.mkdtemp(prefix="ftpfront-bench.", dir=shm)
+    return tempfile.mkdtemp(prefix="ftpfront-bench.")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ftpfront", required=True)
+    parser.add_argument("--prefix", default="/opt/ftpfront-test")
+    parser.add_argument("--quick", action="store_true", help="1 round, small files (CI)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--json", help="write the raw values here")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        cfg["rounds"] = args.rounds
+    # ftpfront holds two sockets per session, plus its ports and a few more.
+    most_idle = (servers.FD_LIMIT - 500) // 2
+    cfg["idle"] = [min(level, most_idle) for level in cfg["idle"]]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (servers.FD_LIMIT, servers.FD_LIMIT))
+    tools = servers.find_tools(args.prefix, args.ftpfront)
+    work = work_dir(cfg)
+    os.chmod(work, 0o755)
+    started = []
+    try:
+        run(cfg, tools, work, started, args)
+    finally:
+        for server in started:
+            server.stop()
+        if args.keep:
+            print(f"bench: kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(cfg, tools, work, started, args):
+    def start(server):
+        started.append(server)
+        return server
+
+    print(f"== {machine()}\n== {versions(tools)}", flush=True)
+    print("== creating files", flush=True)
+    env = Env(cfg, work)
+    cert = servers.make_cert(work)
+    vsftpd = start(servers.start_vsftpd(tools, work, env.root, "vsftpd"))
+    vsftpd_tls = start(servers.start_vsftpd(tools, work, env.root, "vsftpd-tls", cert))
+    front = start(servers.start_ftpfront(tools, work, vsftpd.port, "ftpfront", cert))
+    paths = [Path("direct", vsftpd), Path("ftpfront", front)]
+    tls_paths = [Path("direct", vsftpd_tls, tls=True), Path("ftpfront", front, tls=True)]
+    names = ["direct", "ftpfront"]
+    if tools["mod_proxy"]:
+        proxy = start(servers.start_mod_proxy(tools, work, vsftpd.port, "mod_proxy", cert))
+        paths.append(Path("mod_proxy", proxy, children_cpu=True))
+        tls_paths.append(Path("mod_proxy", proxy, tls=True, children_cpu=True))
+        names.append("mod_proxy")
+    else:
+        print("bench: ProFTPD mod_proxy not installed: its column stays empty", flush=True)
+
+    print("== warm-up (not counted)", flush=True)
+    for path in paths + tls_paths:
+        retr(path, env)
+    results = Results()
+    print(f"== {cfg['rounds']} rounds, paths alternating", flush=True)
+    for round_no in range(1, cfg["rounds"] + 1):
+        run_round(round_no, paths, tls_paths, env, results)
+
+    print("== idle logged-in sessions (against a minimal backend)", flush=True)
+    idle = start(servers.start_idle_backend(work))
+    mem_front = start(servers.start_ftpfront(tools, work, idle.port, "ftpfront-idle",
+                                             sessions=cfg["idle"][-1] + 100, ports=10))
+    idle_memory("ftpfront", mem_front, cfg["idle"], lambda s: [s.proc.pid], results)
+    mem_front.stop()
+    if tools["mod_proxy"]:
+        mem_proxy = start(servers.start_mod_proxy(tools, work, idle.port, "mod_proxy-idle",
+                                                  instances=cfg["idle_mod_proxy"] + 50))
+        idle_memory("mod_proxy", mem_proxy, [cfg["idle_mod_proxy"]],
+                    lambda s: process_tree(s.proc.pid), results)
+
+    rows = summarize(results, names)
+    print(f"\n== results: medians of {cfg['rounds']} rounds (min / max)\n")
+    print(f"{machine()}\n{versions(tools)}\n")
+    print_table(rows, names, env)
+    for name, count in env.failures.items():
+        print(f"\n{name}: {count} burst sessions failed (not in the burst times)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg, "values": results.values}, f, indent=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "idle-backend":
+        asyncio.run(servers.serve_idle_backend(int(sys.argv[2])))
+    else:
+        main()
