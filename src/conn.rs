@@ -3,9 +3,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::ftp::telnet::{self, IAC};
 use crate::ftp::{Command, LineEvent, LineSplitter, Reply, ReplyError, ReplyParser};
@@ -115,7 +117,6 @@ impl LineConn {
     /// Next line or overlong-line event; `None` at end of stream. Deferred replies are
     /// written before waiting for the peer, who may be waiting for them.
     pub async fn next_event(&mut self) -> io::Result<Option<LineEvent>> {
-        let mut chunk = [0u8; READ_CHUNK];
         loop {
             if let Some(event) = self.splitter.next_event() {
                 return Ok(Some(event));
@@ -124,23 +125,38 @@ impl LineConn {
                 return Ok(None);
             }
             if self.drain_pending {
-                self.drain_urgent(&mut chunk);
+                self.drain_urgent();
                 continue;
             }
             self.flush_deferred().await?;
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
+            if self.read_some().await? == 0 {
                 return Ok(None);
             }
-            self.splitter.push(&chunk[..n]);
-            self.drain_urgent(&mut chunk);
+            self.drain_urgent();
         }
     }
 
-    fn drain_urgent(&mut self, chunk: &mut [u8]) {
+    /// Reads what the stream has into the splitter; 0 at end of stream. The read buffer
+    /// lives on the stack of one poll, not in the future: an idle session waits on two of
+    /// these (client and backend), and a buffer held across the wait would cost it 8 KiB.
+    /// A pending `poll_read` has read nothing, so nothing is lost with the buffer.
+    async fn read_some(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            self.splitter.push(&chunk[..n]);
+            Poll::Ready(Ok(n))
+        })
+        .await
+    }
+
+    fn drain_urgent(&mut self) {
         self.drain_pending = false;
         if let Some(urgent) = &self.urgent {
-            let drained = urgent.drain_into(&mut self.splitter, chunk, READ_AHEAD_LIMIT);
+            let mut chunk = [0u8; READ_CHUNK];
+            let drained = urgent.drain_into(&mut self.splitter, &mut chunk, READ_AHEAD_LIMIT);
             self.urgent_seen |= drained.saw_urgent;
             match drained.end {
                 Drained::Eof => self.eof_pending = true,
@@ -180,6 +196,11 @@ impl LineConn {
                     return Err(io::Error::from(io::ErrorKind::WriteZero));
                 }
                 self.deferred.drain(..n);
+            }
+            // A long reply (STAT of a big directory) must not keep its buffer for the rest
+            // of the session: idle sessions stay small.
+            if self.deferred.capacity() > DEFERRED_WRITE_LIMIT {
+                self.deferred = Vec::new();
             }
             self.stream.flush().await
         };

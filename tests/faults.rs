@@ -208,6 +208,30 @@ async fn backend_killed_mid_download_fails_the_transfer() {
     assert_released_and_stop(proxy).await;
 }
 
+/// QUIT is answered at once: waiting for the backend's own 221 cost every session a
+/// backend round trip, and a backend slow to close held the client for up to 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_is_answered_without_waiting_for_the_backend() {
+    let (fake, proxy) = start(Behaviour::SlowQuit).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
+    let started = Instant::now();
+    let reply = client.cmd("QUIT").await;
+    let waited = started.elapsed();
+    assert_eq!(reply.code, 221, "{reply:?}");
+    assert!(
+        waited < Duration::from_millis(1000),
+        "221 came after {waited:?}: ftpfront waited for the backend's (1.5 s)"
+    );
+    let heard_quit = |seen: &Observed| seen.commands.iter().any(|c| c == "QUIT");
+    let seen = fake.wait_until(SETTLE, heard_quit).await;
+    assert!(
+        heard_quit(&seen),
+        "the backend never heard QUIT: {:?}",
+        seen.commands
+    );
+    assert_released_and_stop(proxy).await;
+}
+
 /// (b)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_killed_mid_upload_fails_the_transfer() {

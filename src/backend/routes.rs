@@ -65,6 +65,11 @@ impl RouteTable {
         }
     }
 
+    /// Whether no host or user rule exists: every login takes the default route.
+    pub fn is_empty(&self) -> bool {
+        !self.has_hosts() && self.users.is_empty() && self.patterns.is_empty()
+    }
+
     /// Whether `routing.hosts` has any entry (HOST then names one of them or gets 504).
     pub fn has_hosts(&self) -> bool {
         !self.hosts.is_empty() || !self.wildcard_hosts.is_empty()

@@ -60,6 +60,21 @@ impl Router {
         })
     }
 
+    /// The target every login goes to whoever logs in, when there is one: no host or
+    /// user rule, and a default that is not a sticky pool (its order depends on the
+    /// user). `name@target` may still pick another; the early connection is then closed.
+    pub fn early_target(&self) -> Option<&str> {
+        if !self.routes.is_empty() {
+            return None;
+        }
+        let default = self.config.default_backend()?;
+        let sticky = self
+            .config
+            .pool(default)
+            .is_some_and(|p| p.sticky.is_some());
+        (!sticky).then_some(default)
+    }
+
     /// Whether HOST must name a `routing.hosts` entry (else 504, RFC 7151).
     pub fn has_hosts(&self) -> bool {
         self.routes.has_hosts()

@@ -272,7 +272,7 @@ pub enum BackendProxyProtocol {
 }
 
 /// `[routing]`: which backend a login goes to.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// The target (a backend or a pool) of users no other rule routes.
@@ -286,10 +286,27 @@ pub struct RoutingConfig {
     pub users: BTreeMap<String, String>,
     /// `USER name@target` picks the target (a backend or a pool) and logs in as `name`.
     pub allow_user_at_backend: bool,
+    /// Connect to the default route's backend when a client connects, not at its USER,
+    /// when no host or user rule could route the login elsewhere (see `session/early.rs`).
+    pub preconnect: bool,
     /// The keys of `users` in the order the file writes them (figment's maps are
     /// sorted): patterns are tried in it. Filled by the loader, never read from TOML.
     #[serde(skip)]
     pub users_order: Vec<String>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default: None,
+            policy: RoutingPolicy::default(),
+            hosts: BTreeMap::new(),
+            users: BTreeMap::new(),
+            allow_user_at_backend: false,
+            preconnect: true,
+            users_order: Vec::new(),
+        }
+    }
 }
 
 /// The longest `pools.sticky`: beyond a week a "resumed" upload is a new one, and the

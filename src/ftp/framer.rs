@@ -2,6 +2,8 @@
 
 /// Default bound on one control-connection line, terminator excluded.
 pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
+/// Buffer capacity an emptied splitter keeps (one read's worth); more is freed.
+const KEEP_CAPACITY: usize = 4096;
 
 /// What a [`LineSplitter`] yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,11 @@ impl LineSplitter {
     }
 
     fn clear(&mut self) {
+        // After a burst or a long line, give the memory back: an idle connection keeps
+        // at most a small buffer.
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
         self.buf.clear();
         self.start = 0;
         self.scanned = 0;

@@ -92,8 +92,11 @@ impl Session {
     }
 
     pub(super) async fn quit(&mut self) -> Result<Flow, SessionError> {
+        // The client's goodbye first: waiting for the backend's would cost every session a
+        // round trip, and up to 2 s with a backend slow to close.
+        let replied = self.reply(codes::CLOSING_CONTROL, "Goodbye.").await;
         self.close_backend().await;
-        self.reply(codes::CLOSING_CONTROL, "Goodbye.").await?;
+        replied?;
         Ok(Flow::Close(Outcome::Ok))
     }
 

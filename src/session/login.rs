@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::early::Attempt;
 use super::events::SessionEvent;
 use super::{Flow, Login, Outcome, Session, SessionError};
 use crate::backend::{self, BackendLeg, ClientNames, Route};
@@ -87,8 +88,7 @@ impl Session {
         self.reset_login_state();
         if !reuse {
             self.close_backend().await;
-            let candidates = shared.router.candidates(target, &user);
-            if let Err(flow) = self.open_backend(candidates, &user).await? {
+            if let Err(flow) = self.connect_backend(target, &user).await? {
                 return Ok(flow);
             }
         }
@@ -101,19 +101,60 @@ impl Session {
         self.after_login_reply(&reply, user, started).await
     }
 
+    /// The backend leg for a login routed to `target`: the one connected when the client
+    /// connected (`early.rs`) when it is there and still quiet, else the first of the
+    /// target's candidates that works (without the one the early connect found failing).
+    async fn connect_backend(
+        &mut self,
+        target: &str,
+        user: &str,
+    ) -> Result<Result<(), Flow>, SessionError> {
+        let early = match self.early.take() {
+            Some(early) => early.take_for(target).await,
+            None => None,
+        };
+        let (failed, early_error) = match early {
+            Some(Attempt::Connected(leg)) => {
+                debug!(
+                    backend = leg.config.name.as_str(),
+                    "early backend connection taken"
+                );
+                self.backend = Some(*leg);
+                return Ok(Ok(()));
+            }
+            Some(Attempt::Failed { backend, error }) => {
+                // Logged now, not when it happened: only a login makes it worth a line.
+                let reason = error.to_string();
+                warn!(
+                    user,
+                    backend,
+                    error = reason.as_str(),
+                    "backend unavailable"
+                );
+                (Some(backend), Some(error))
+            }
+            Some(Attempt::NoCandidate) | None => (None, None),
+        };
+        let mut candidates = self.shared.router.candidates(target, user);
+        candidates.retain(|config| Some(&config.name) != failed.as_ref());
+        self.open_backend(candidates, user, early_error).await
+    }
+
     /// Connects to the first of `candidates` that answers with a working session (TCP,
     /// TLS, a 220 greeting), trying the next after each failure; `Err(flow)` when every
-    /// one failed: the client has been told why the last one did (a backend's own 421
-    /// passed on as it said it) and the session ends. The client never sees a second
-    /// greeting: the one it got was ftpfront's.
+    /// one failed (`failed_before`: the early connect's failure, before these): the client
+    /// has been told why the last one did (a backend's own 421 passed on as it said it)
+    /// and the session ends. The client never sees a second greeting: the one it got was
+    /// ftpfront's.
     async fn open_backend(
         &mut self,
         candidates: Vec<BackendConfig>,
         user: &str,
+        failed_before: Option<backend::ConnectError>,
     ) -> Result<Result<(), Flow>, SessionError> {
         let client = Some(self.client.peer());
-        let mut last_error = None;
-        let mut all_full = true;
+        let mut all_full = failed_before.is_none();
+        let mut last_error = failed_before;
         for config in candidates {
             let Some(counted) = self.shared.router.admit(&config) else {
                 debug!(

@@ -25,6 +25,7 @@ use crate::tls::{BackendTlsConfig, ClientTls};
 
 mod abort;
 mod data_setup;
+mod early;
 mod events;
 mod gates;
 mod keepalive;
@@ -112,6 +113,8 @@ pub struct Session {
     /// The TLS server name the client asked for (AUTH TLS or implicit FTPS).
     sni: Option<String>,
     backend: Option<BackendLeg>,
+    /// The backend connection opened when the client connected, until USER takes it.
+    early: Option<early::EarlyBackend>,
     data: Option<ClientData>,
     epsv_all: bool,
     utf8_requested: bool,
@@ -152,6 +155,7 @@ impl Session {
             host: None,
             sni: None,
             backend: None,
+            early: None,
             data: None,
             epsv_all: false,
             utf8_requested: false,

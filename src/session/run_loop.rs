@@ -89,6 +89,7 @@ macro_rules! with_transfer {
 impl Session {
     /// The session from its greeting to its end.
     pub(super) async fn serve(&mut self) -> Result<Outcome, SessionError> {
+        self.early = super::early::EarlyBackend::start(&self.shared, self.client.peer());
         self.send(&Reply::new(
             codes::SERVICE_READY,
             "ftpfront FTP proxy ready.",

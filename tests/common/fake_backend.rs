@@ -41,6 +41,11 @@ pub enum Behaviour {
     /// RETR: after `after` bytes the data connection closes with RST, and the server
     /// claims `226` anyway.
     ResetDataMidDownload { after: u64 },
+    /// QUIT is answered `221` only after 1.5 s (a server busy closing its session).
+    SlowQuit,
+    /// The first control connection sends `421 Timeout.` 100 ms after its greeting and
+    /// closes (a pre-login timeout); the others are normal.
+    FirstTimesOut,
 }
 
 /// How a data connection ended, seen from the server's reads.
@@ -172,6 +177,11 @@ impl Control {
                 self.reply("120 Service ready in 1 minute.").await?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             },
+            Behaviour::FirstTimesOut if with_log(&self.log, |o| o.control_connections) == 1 => {
+                self.reply("220 fake backend ready").await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return self.reply("421 Timeout.").await;
+            }
             _ => self.reply("220 fake backend ready").await?,
         }
         loop {
@@ -239,7 +249,10 @@ impl Control {
                 self.logged_in = true;
                 return Ok(true);
             }
-            ("QUIT", _) => {
+            ("QUIT", behaviour) => {
+                if behaviour == Behaviour::SlowQuit {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
                 self.reply("221 Goodbye.").await?;
                 return Ok(false);
             }

@@ -1,0 +1,104 @@
+//! The backend connection opened as soon as a client connects (`routing.preconnect`),
+//! when no rule can route its login elsewhere: USER then finds the backend's greeting
+//! already read instead of waiting for a connect, a 220 (a fork, for vsftpd) and TLS.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio_util::task::AbortOnDropHandle;
+use tracing::debug;
+
+use super::Shared;
+use crate::backend::{self, BackendLeg, ConnectError};
+
+/// A connect under way (or done) to the first backend of the default route.
+pub(super) struct EarlyBackend {
+    target: String,
+    task: AbortOnDropHandle<Attempt>,
+}
+
+/// How the early connect went.
+pub(super) enum Attempt {
+    Connected(Box<BackendLeg>),
+    /// The first candidate failed: USER tries the others, and reports this failure if
+    /// none is left.
+    Failed {
+        backend: String,
+        error: ConnectError,
+    },
+    /// Every candidate was full (`max_sessions`), or gone: USER decides.
+    NoCandidate,
+}
+
+impl EarlyBackend {
+    /// Starts connecting when the route cannot depend on the login: no `routing.hosts`,
+    /// no `routing.users`, a default route that is not a sticky pool.
+    pub fn start(shared: &Arc<Shared>, client: SocketAddr) -> Option<EarlyBackend> {
+        if !shared.config.routing.preconnect {
+            return None;
+        }
+        let target = shared.router.early_target()?.to_string();
+        let task = tokio::spawn(connect_first(shared.clone(), target.clone(), client));
+        Some(EarlyBackend {
+            target,
+            task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    /// The attempt for a login routed to `target`: awaited if still under way. `None`
+    /// when the login goes elsewhere (`name@target`), the early connection is then
+    /// closed; or when the backend has spoken or hung up since its greeting (its
+    /// pre-login timeout, say): the login then connects afresh, as it would without.
+    pub async fn take_for(self, target: &str) -> Option<Attempt> {
+        if self.target != target {
+            return None;
+        }
+        match self.task.await.ok()? {
+            Attempt::Connected(mut leg) => {
+                if has_spoken(&mut leg).await {
+                    debug!(
+                        backend = leg.config.name.as_str(),
+                        "early backend connection went stale; connecting again"
+                    );
+                    return None;
+                }
+                Some(Attempt::Connected(leg))
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// Whether the backend sent anything (or hung up) since its greeting: one poll of the
+/// (cancel-safe) reply reader. Not a zero timeout: that waits for the timer's next tick.
+async fn has_spoken(leg: &mut BackendLeg) -> bool {
+    let next = leg.control.next_reply("checking the early connection");
+    let mut next = std::pin::pin!(next);
+    std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx).is_ready())).await
+}
+
+/// The first candidate the route admits, connected; the others are left to USER.
+async fn connect_first(shared: Arc<Shared>, target: String, client: SocketAddr) -> Attempt {
+    for config in shared.router.candidates(&target, "") {
+        let Some(counted) = shared.router.admit(&config) else {
+            continue;
+        };
+        let tls = shared.backend_tls.get(&config.name);
+        return match backend::connect(&config, tls, &shared.health, Some(client)).await {
+            Ok((control, tls)) => Attempt::Connected(Box::new(BackendLeg {
+                control,
+                config,
+                tls,
+                _counted: counted,
+                sticky: Default::default(),
+            })),
+            Err(error) => Attempt::Failed {
+                backend: config.name,
+                error,
+            },
+        };
+    }
+    Attempt::NoCandidate
+}

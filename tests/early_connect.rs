@@ -1,0 +1,118 @@
+//! `routing.preconnect`: the backend is connected when the client connects, so USER does
+//! not wait for the backend's connect and greeting; only where no rule could route the
+//! login elsewhere, and never at the cost of a login (a stale early connection is replaced).
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_backend::{Behaviour, FakeBackend, Observed};
+use common::ftp_client::*;
+use common::harness::*;
+use ftpfront::config::Config;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+/// A proxy in front of `fake` that never probes it: every backend connection is a session's.
+fn config(fake: &FakeBackend, routing: &str) -> Config {
+    let mut config = proxy_config(fake.addr, 2);
+    config.backends[0].health = false;
+    if !routing.is_empty() {
+        let text = format!("[routing]\n{routing}\n");
+        let extra = Config::from_toml_str(&format!("{}{text}", base_toml(fake)))
+            .unwrap_or_else(|e| panic!("routing {routing}: {e}"));
+        config.routing = extra.routing;
+    }
+    config
+}
+
+fn base_toml(fake: &FakeBackend) -> String {
+    format!("[[backends]]\nname = \"main\"\naddress = \"{}\"\n", fake.addr)
+}
+
+fn connections(seen: &Observed) -> usize {
+    seen.control_connections
+}
+
+async fn login(client: &mut FtpClient) {
+    client.expect("USER alice", 331).await;
+    client.expect("PASS secret", 230).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_is_connected_before_user_and_the_login_uses_that_connection() {
+    let fake = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+    let proxy = start_proxy(config(&fake, "")).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    let seen = fake.wait_until(WAIT, |seen| connections(seen) == 1).await;
+    assert_eq!(connections(&seen), 1, "no backend connection before USER");
+    assert!(seen.commands.is_empty(), "the backend heard {:?}", seen.commands);
+    login(&mut client).await;
+    client.expect("PWD", 257).await;
+    let seen = fake.observed();
+    assert_eq!(connections(&seen), 1, "the login opened another connection");
+    assert_eq!(seen.commands, ["USER alice", "PASS secret", "PWD"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_preconnect_off_or_a_user_rule_the_backend_waits_for_user() {
+    for routing in ["preconnect = false", "users = { bob = \"main\" }"] {
+        let fake = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+        let proxy = start_proxy(config(&fake, routing)).await;
+        let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(connections(&fake.observed()), 0, "{routing}: connected before USER");
+        login(&mut client).await;
+        assert_eq!(connections(&fake.observed()), 1, "{routing}");
+        proxy.shutdown().await;
+    }
+}
+
+/// The backend ends the early connection before the client logs in (its pre-login
+/// timeout): the login connects again instead of failing on the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_connection_the_backend_ended_is_replaced_at_user() {
+    let fake = FakeBackend::start(Behaviour::FirstTimesOut).await;
+    let proxy = start_proxy(config(&fake, "")).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    fake.wait_until(WAIT, |seen| connections(seen) == 1).await;
+    // The 421 and the close come 100 ms after the greeting.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    login(&mut client).await;
+    client.expect("PWD", 257).await;
+    let seen = fake.observed();
+    assert_eq!(connections(&seen), 2, "expected a second backend connection");
+    assert_eq!(seen.commands, ["USER alice", "PASS secret", "PWD"]);
+    proxy.shutdown().await;
+}
+
+/// `name@target` to another backend than the default: the early connection to the default
+/// is closed unused, and the login goes to its target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_to_another_target_leaves_the_early_connection_unused() {
+    let default = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+    let other = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+    let ports = free_port_block(2);
+    let text = format!(
+        "[listen]\ncontrol = \"127.0.0.1:0\"\n[passive]\nports = \"{}-{}\"\n\
+         public_address = \"127.0.0.1\"\n[[backends]]\nname = \"main\"\naddress = \"{}\"\n\
+         health = false\n[[backends]]\nname = \"other\"\naddress = \"{}\"\nhealth = false\n\
+         [routing]\ndefault = \"main\"\nallow_user_at_backend = true\n",
+        ports,
+        ports + 1,
+        default.addr,
+        other.addr
+    );
+    let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let proxy = start_proxy(config).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    default.wait_until(WAIT, |seen| connections(seen) == 1).await;
+    client.expect("USER alice@other", 331).await;
+    client.expect("PASS secret", 230).await;
+    assert_eq!(other.observed().commands, ["USER alice", "PASS secret"]);
+    let seen = default.observed();
+    assert_eq!(connections(&seen), 1);
+    assert!(seen.commands.is_empty(), "the default heard {:?}", seen.commands);
+    proxy.shutdown().await;
+}
