@@ -1,6 +1,7 @@
-//! `routing.preconnect`: the backend is connected when the client connects, so USER does
-//! not wait for the backend's connect and greeting; only where no rule could route the
-//! login elsewhere, and never at the cost of a login (a stale early connection is replaced).
+//! A shorter session setup, never at the cost of a login or a transfer: `routing.preconnect`
+//! connects the backend when the client connects (USER does not wait for the backend's
+//! connect and greeting), and the backend's data connection is opened right after the
+//! client's PASV is answered; a stale early connection of either kind is replaced.
 
 mod common;
 
@@ -10,6 +11,7 @@ use common::fake_backend::{Behaviour, FakeBackend, Observed};
 use common::ftp_client::*;
 use common::harness::*;
 use ftpfront::config::Config;
+use ftpfront::server::RunningProxy;
 
 const WAIT: Duration = Duration::from_secs(3);
 
@@ -27,7 +29,10 @@ fn config(fake: &FakeBackend, routing: &str) -> Config {
 }
 
 fn base_toml(fake: &FakeBackend) -> String {
-    format!("[[backends]]\nname = \"main\"\naddress = \"{}\"\n", fake.addr)
+    format!(
+        "[[backends]]\nname = \"main\"\naddress = \"{}\"\n",
+        fake.addr
+    )
 }
 
 fn connections(seen: &Observed) -> usize {
@@ -46,7 +51,11 @@ async fn the_backend_is_connected_before_user_and_the_login_uses_that_connection
     let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
     let seen = fake.wait_until(WAIT, |seen| connections(seen) == 1).await;
     assert_eq!(connections(&seen), 1, "no backend connection before USER");
-    assert!(seen.commands.is_empty(), "the backend heard {:?}", seen.commands);
+    assert!(
+        seen.commands.is_empty(),
+        "the backend heard {:?}",
+        seen.commands
+    );
     login(&mut client).await;
     client.expect("PWD", 257).await;
     let seen = fake.observed();
@@ -62,7 +71,11 @@ async fn with_preconnect_off_or_a_user_rule_the_backend_waits_for_user() {
         let proxy = start_proxy(config(&fake, routing)).await;
         let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(connections(&fake.observed()), 0, "{routing}: connected before USER");
+        assert_eq!(
+            connections(&fake.observed()),
+            0,
+            "{routing}: connected before USER"
+        );
         login(&mut client).await;
         assert_eq!(connections(&fake.observed()), 1, "{routing}");
         proxy.shutdown().await;
@@ -82,7 +95,11 @@ async fn an_early_connection_the_backend_ended_is_replaced_at_user() {
     login(&mut client).await;
     client.expect("PWD", 257).await;
     let seen = fake.observed();
-    assert_eq!(connections(&seen), 2, "expected a second backend connection");
+    assert_eq!(
+        connections(&seen),
+        2,
+        "expected a second backend connection"
+    );
     assert_eq!(seen.commands, ["USER alice", "PASS secret", "PWD"]);
     proxy.shutdown().await;
 }
@@ -107,12 +124,77 @@ async fn a_login_to_another_target_leaves_the_early_connection_unused() {
     let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let proxy = start_proxy(config).await;
     let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
-    default.wait_until(WAIT, |seen| connections(seen) == 1).await;
+    default
+        .wait_until(WAIT, |seen| connections(seen) == 1)
+        .await;
     client.expect("USER alice@other", 331).await;
     client.expect("PASS secret", 230).await;
     assert_eq!(other.observed().commands, ["USER alice", "PASS secret"]);
     let seen = default.observed();
     assert_eq!(connections(&seen), 1);
-    assert!(seen.commands.is_empty(), "the default heard {:?}", seen.commands);
+    assert!(
+        seen.commands.is_empty(),
+        "the default heard {:?}",
+        seen.commands
+    );
+    proxy.shutdown().await;
+}
+
+async fn download(client: &mut FtpClient, data: std::net::SocketAddr, path: &str) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(data)
+        .await
+        .expect("data connect");
+    client.expect(&format!("RETR {path}"), 150).await;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.expect("data read");
+    assert_eq!(client.reply().await.code, 226);
+    bytes.len()
+}
+
+/// A logged-in client of a proxy in front of a fake backend, its PASV answered.
+async fn after_pasv(
+    behaviour: Behaviour,
+) -> (FakeBackend, RunningProxy, FtpClient, std::net::SocketAddr) {
+    let fake = FakeBackend::start(behaviour).await;
+    let proxy = start_proxy(config(&fake, "")).await;
+    let mut client = FtpClient::connect(loopback(1), proxy.control_addr).await;
+    login(&mut client).await;
+    let data = client.pasv().await.expect("PASV");
+    (fake, proxy, client, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_data_connection_is_opened_when_the_clients_pasv_is_answered() {
+    let behaviour = Behaviour::Normal {
+        retr_bytes: 100_000,
+    };
+    let (fake, proxy, mut client, data) = after_pasv(behaviour).await;
+    let seen = fake
+        .wait_until(WAIT, |seen| seen.commands.iter().any(|c| c == "PASV"))
+        .await;
+    assert_eq!(seen.commands, ["USER alice", "PASS secret", "PASV"]);
+    assert_eq!(download(&mut client, data, "f.bin").await, 100_000);
+    let seen = fake.observed();
+    assert_eq!(
+        seen.commands,
+        ["USER alice", "PASS secret", "PASV", "RETR f.bin"]
+    );
+    proxy.shutdown().await;
+}
+
+/// The backend closed the prepared data connection before the transfer (its passive wait
+/// timed out): the transfer asks for another one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_data_connection_the_backend_closed_is_replaced() {
+    let behaviour = Behaviour::DropFirstPassive {
+        retr_bytes: 100_000,
+    };
+    let (fake, proxy, mut client, data) = after_pasv(behaviour).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(download(&mut client, data, "f.bin").await, 100_000);
+    let seen = fake.observed();
+    let pasvs = seen.commands.iter().filter(|c| *c == "PASV").count();
+    assert_eq!(pasvs, 2, "{:?}", seen.commands);
     proxy.shutdown().await;
 }

@@ -108,11 +108,51 @@ impl From<BackendLegError> for BackendDataError {
 
 /// Prepares the backend's data connection the way the backend is configured: its passive
 /// mode (connecting to its control address, not the private one in its 227, by default)
-/// or active mode (ftpfront listens, then announces PORT/EPRT).
+/// or active mode (ftpfront listens, then announces PORT/EPRT). A passive connection
+/// prepared earlier ([`prepare_backend_data`]) is taken when the backend has not closed it.
 pub async fn open_backend_data(leg: &mut BackendLeg) -> Result<BackendData, BackendDataError> {
+    if let Some(stream) = leg.prepared_data.take() {
+        if still_open(&stream) {
+            return Ok(BackendData::Connected(stream));
+        }
+    }
     match leg.config.data_mode {
         DataMode::Passive => open_backend_passive(leg).await.map(BackendData::Connected),
         DataMode::Active => open_backend_active(leg).await.map(BackendData::Listening),
+    }
+}
+
+/// Opens the backend's passive data connection ahead of the transfer, right after the
+/// client's PASV/EPSV was answered: the backend's PASV round trip and connect then overlap
+/// the client's own connect, instead of delaying the transfer's 150. Active-mode backends
+/// are left to the transfer (their PORT names a listener that would wait). A failure
+/// here is only logged: the transfer asks again and reports it.
+pub async fn prepare_backend_data(leg: &mut BackendLeg) -> Result<(), BackendLegError> {
+    leg.prepared_data = None;
+    if leg.config.data_mode != DataMode::Passive {
+        return Ok(());
+    }
+    match open_backend_passive(leg).await {
+        Ok(stream) => leg.prepared_data = Some(stream),
+        Err(BackendDataError::Leg(e)) => return Err(e),
+        Err(BackendDataError::Setup(reason)) => {
+            tracing::debug!(
+                reason = reason.as_str(),
+                "backend data connection not prepared"
+            )
+        }
+    }
+    Ok(())
+}
+
+/// Whether a prepared data connection is still usable: no FIN or reset from the backend
+/// since (a server that timed out its passive wait closes it). A peek, nothing is read.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
 

@@ -22,7 +22,10 @@ mod routes;
 mod select;
 mod sticky;
 
-pub use data_setup::{open_backend_data, ActiveListener, BackendData, BackendDataError, DataError};
+pub use data_setup::{
+    open_backend_data, prepare_backend_data, ActiveListener, BackendData, BackendDataError,
+    DataError,
+};
 pub use health::Health;
 pub use routes::ClientNames;
 pub use select::{Route, Router, SessionCount};
@@ -38,6 +41,27 @@ pub struct BackendLeg {
     pub _counted: SessionCount,
     /// Where the login is remembered on a sticky pool; held while the leg lives.
     pub sticky: StickySlot,
+    /// The backend's passive data connection, opened when the client's PASV/EPSV was
+    /// answered, for the next transfer (see `session/data_setup.rs`).
+    pub prepared_data: Option<TcpStream>,
+}
+
+impl BackendLeg {
+    pub fn new(
+        control: BackendControl,
+        config: BackendConfig,
+        tls: Option<SessionTls>,
+        counted: SessionCount,
+    ) -> BackendLeg {
+        BackendLeg {
+            control,
+            config,
+            tls,
+            _counted: counted,
+            sticky: StickySlot::default(),
+            prepared_data: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use tracing::warn;
 
 use super::gates;
 use super::{Flow, Session, SessionError};
+use crate::backend;
 use crate::data::ClientData;
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::args;
@@ -19,6 +20,13 @@ impl Session {
     pub(super) async fn passive(&mut self, command: Command) -> Result<Flow, SessionError> {
         let reply = self.passive_reply(&command);
         self.send(&reply).await?;
+        let reserved = matches!(
+            reply.code,
+            codes::ENTERING_PASSIVE | codes::ENTERING_EXTENDED_PASSIVE
+        );
+        if let (true, Some(leg)) = (reserved, self.backend.as_mut()) {
+            backend::prepare_backend_data(leg).await?;
+        }
         Ok(Flow::Continue)
     }
 

@@ -87,13 +87,9 @@ async fn connect_first(shared: Arc<Shared>, target: String, client: SocketAddr) 
         };
         let tls = shared.backend_tls.get(&config.name);
         return match backend::connect(&config, tls, &shared.health, Some(client)).await {
-            Ok((control, tls)) => Attempt::Connected(Box::new(BackendLeg {
-                control,
-                config,
-                tls,
-                _counted: counted,
-                sticky: Default::default(),
-            })),
+            Ok((control, tls)) => {
+                Attempt::Connected(Box::new(BackendLeg::new(control, config, tls, counted)))
+            }
             Err(error) => Attempt::Failed {
                 backend: config.name,
                 error,

@@ -167,13 +167,7 @@ impl Session {
             let tls = self.shared.backend_tls.get(&config.name);
             match backend::connect(&config, tls, &self.shared.health, client).await {
                 Ok((control, tls)) => {
-                    self.backend = Some(BackendLeg {
-                        control,
-                        config,
-                        tls,
-                        _counted: counted,
-                        sticky: Default::default(),
-                    });
+                    self.backend = Some(BackendLeg::new(control, config, tls, counted));
                     return Ok(Ok(()));
                 }
                 Err(e) => {

@@ -46,6 +46,9 @@ pub enum Behaviour {
     /// The first control connection sends `421 Timeout.` 100 ms after its greeting and
     /// closes (a pre-login timeout); the others are normal.
     FirstTimesOut,
+    /// RETR serves `retr_bytes`, but the data connection of the first PASV/EPSV is closed
+    /// as soon as it is accepted, and its listener dropped (a passive wait timed out).
+    DropFirstPassive { retr_bytes: u64 },
 }
 
 /// How a data connection ended, seen from the server's reads.
@@ -145,6 +148,8 @@ struct Control {
     log: Log,
     logged_in: bool,
     passive: Option<TcpListener>,
+    /// PASV/EPSV answered so far.
+    passives: usize,
     /// Commands that arrived during a transfer, answered after it.
     pending: VecDeque<String>,
 }
@@ -158,6 +163,7 @@ impl Control {
             log,
             logged_in: false,
             passive: None,
+            passives: 0,
             pending: VecDeque::new(),
         }
     }
@@ -285,7 +291,13 @@ impl Control {
             ("PASV" | "EPSV", _) => {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let port = listener.local_addr()?.port();
-                self.passive = Some(listener);
+                self.passives += 1;
+                match self.behaviour {
+                    Behaviour::DropFirstPassive { .. } if self.passives == 1 => {
+                        tokio::spawn(async move { drop(listener.accept().await) });
+                    }
+                    _ => self.passive = Some(listener),
+                }
                 let text = match verb.as_str() {
                     "EPSV" => format!("229 Entering Extended Passive Mode (|||{port}|)."),
                     _ => format!(
@@ -336,7 +348,12 @@ impl Control {
             (true, Behaviour::DieMidUpload { after }) => (0, Some(after)),
             (false, Behaviour::DieMidDownload { after })
             | (false, Behaviour::ResetDataMidDownload { after }) => (u64::MAX, Some(after)),
-            (false, Behaviour::Normal { retr_bytes }) if verb == "RETR" => (retr_bytes, None),
+            (false, Behaviour::Normal { retr_bytes })
+            | (false, Behaviour::DropFirstPassive { retr_bytes })
+                if verb == "RETR" =>
+            {
+                (retr_bytes, None)
+            }
             _ => (0, None),
         };
         let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
