@@ -2,10 +2,8 @@
 //! when no rule can route its login elsewhere: USER then finds the backend's greeting
 //! already read instead of waiting for a connect, a 220 (a fork, for vsftpd) and TLS.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
@@ -75,8 +73,7 @@ impl EarlyBackend {
 /// (cancel-safe) reply reader. Not a zero timeout: that waits for the timer's next tick.
 async fn has_spoken(leg: &mut BackendLeg) -> bool {
     let next = leg.control.next_reply("checking the early connection");
-    let mut next = std::pin::pin!(next);
-    std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx).is_ready())).await
+    super::poll_once(next).await.is_some()
 }
 
 /// The first candidate the route admits, connected; the others are left to USER.

@@ -40,6 +40,19 @@ mod transfer;
 use events::{SessionEvent, Side};
 use run_loop::{Pending, Phase};
 
+/// Polls `future` once: its output when it is ready now, else `None` (the future is
+/// dropped). Only for cancel-safe reads, which lose nothing when dropped.
+async fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// What every session shares: configuration, metrics, the port pool and the router.
 pub struct Shared {
     pub config: Arc<Config>,

@@ -116,8 +116,12 @@ impl Session {
         match &mut self.phase {
             Phase::Idle => {
                 // Between commands a draining proxy ends the session (a transfer that was
-                // running when the signal came has just finished).
+                // running when the signal came has just finished). A command the client
+                // sent before is served first: a transfer it starts gets the grace.
                 if shutdown::is_stopping(&self.shutdown) {
+                    if let Some(event) = super::poll_once(self.client.next_event()).await {
+                        return self.on_event(Event::Client(event)).await.map(Some);
+                    }
                     return self
                         .close_for_shutdown()
                         .await
