@@ -145,11 +145,11 @@ def parallel_mbps(path, env):
 
 def tls_session_cpu_ms(path, env):
     """CPU of the proxy per small FTPS download session (control + data TLS handshakes)."""
-    start = cpu_seconds(path.server.pid_of_cpu, path.children_cpu)
+    start = cpu_seconds(path.server.proc.pid, path.children_cpu)
     for _ in range(env.cfg["tls_sessions"]):
         curl([*tls_args(path), url(path.port, "small.bin")], 1)
     time.sleep(0.3)  # mod_proxy: let the master reap the session processes
-    spent = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) - start
+    spent = cpu_seconds(path.server.proc.pid, path.children_cpu) - start
     return spent * 1000 / env.cfg["tls_sessions"]
 
 
@@ -173,11 +173,11 @@ class Results:
 def with_cpu(path, fn, units, results, cpu_figure):
     """Runs `fn`, recording the proxy's CPU seconds per unit (GiB relayed, or 1,000 sessions
     for milliseconds per session) under `cpu_figure`."""
-    before = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) if path.server else 0
+    before = cpu_seconds(path.server.proc.pid, path.children_cpu)
     value = fn()
-    if path.server and path.name != "direct":
+    if path.name != "direct":
         time.sleep(0.2 if path.children_cpu else 0)
-        spent = cpu_seconds(path.server.pid_of_cpu, path.children_cpu) - before
+        spent = cpu_seconds(path.server.proc.pid, path.children_cpu) - before
         results.add(cpu_figure, path.name, spent / units)
         print(f"  {cpu_figure:<19} {path.name:<10} {spent / units:12.3f}", flush=True)
     return value

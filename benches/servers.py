@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Room for 10,000 sessions (2 sockets each) and the ports; a container's hard limit may be
 # lower, and then the idle figure is measured at as many sessions as it allows.
@@ -63,8 +63,6 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: str
-    pid_of_cpu: int = 0
-    extra: dict = field(default_factory=dict)
 
     def wait_ready(self):
         for _ in range(150):
@@ -109,7 +107,7 @@ def spawn(name, argv, work, port, env=None):
         env=env,
     )
     out.close()
-    server = Server(name, port, proc, log, pid_of_cpu=proc.pid)
+    server = Server(name, port, proc, log)
     return server.wait_ready()
 
 
@@ -188,9 +186,7 @@ listen = "127.0.0.1:{metrics}"
 filter = "warn"
 """)
     env = dict(os.environ, RUST_LOG="warn")
-    server = spawn(name, [tools["ftpfront"], "run", "--config", conf], work, port, env)
-    server.extra["metrics"] = metrics
-    return server
+    return spawn(name, [tools["ftpfront"], "run", "--config", conf], work, port, env)
 
 
 def start_mod_proxy(tools, work, backend_port, name, cert=None, instances=2000):

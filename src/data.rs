@@ -231,18 +231,16 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    /// The pipe sizes asked for, best first; the size is also the most bytes moved per
-    /// splice call. Pipe memory of an unprivileged user is capped (pipe-user-pages-soft,
-    /// 64 MiB by default): past it the buffered pump takes over. 1 MiB cost about a fifth
-    /// less CPU per GiB on loopback, but holds four times more of a download in flight:
-    /// pure-ftpd then notices an urgent ABOR it does not notice on a direct connection
-    /// (tests/conformance.rs, `abor_variants_during_a_download`), so 256 KiB it is.
-    const PIPE_SIZES: [usize; 1] = [256 * 1024];
+    /// Bytes moved per splice call, and the pipe size asked for. Pipe memory of an
+    /// unprivileged user is capped (pipe-user-pages-soft), so each transfer asks modestly.
+    /// 1 MiB cost about a fifth less CPU per GiB on loopback, but holds four times more of
+    /// a download in flight: pure-ftpd then notices an urgent ABOR it does not notice on a
+    /// direct connection (tests/conformance.rs, `abor_variants_during_a_download`).
+    const CHUNK: usize = 256 * 1024;
 
     pub struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
-        size: usize,
     }
 
     impl Pipe {
@@ -258,19 +256,16 @@ mod splice {
                 unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
             // Past the per-user pipe budget the kernel hands out one-page pipes, and splice
             // would move 4 KiB per call: refuse, so the caller uses the buffered pump.
-            for size in PIPE_SIZES {
-                // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
-                let got = unsafe {
-                    libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int)
-                };
-                if got >= size as libc::c_int {
-                    return Ok(Pipe { read, write, size });
-                }
+            // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
+            let size =
+                unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+            if size < CHUNK as libc::c_int {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "pipe buffer budget exhausted",
+                ));
             }
-            Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "pipe buffer budget exhausted",
-            ))
+            Ok(Pipe { read, write })
         }
     }
 
@@ -300,7 +295,7 @@ mod splice {
         loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.size)
+                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,

@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::Shared;
 use crate::backend::{self, BackendLeg, ConnectError};
+use crate::config::BackendConfig;
 
 /// A connect under way (or done) to the first backend of the default route.
 pub(super) struct EarlyBackend {
@@ -17,17 +18,40 @@ pub(super) struct EarlyBackend {
     task: AbortOnDropHandle<Attempt>,
 }
 
-/// How the early connect went.
+/// How a connect to a candidate went (one candidate: [`attempt`]; the early connect: the
+/// first candidate that was not full).
 pub(super) enum Attempt {
     Connected(Box<BackendLeg>),
-    /// The first candidate failed: USER tries the others, and reports this failure if
-    /// none is left.
+    /// The early connect's failure: USER tries the other candidates, and reports this
+    /// failure if none is left.
     Failed {
         backend: String,
         error: ConnectError,
     },
-    /// Every candidate was full (`max_sessions`), or gone: USER decides.
+    /// The candidate (or every one) was full (`max_sessions`), or there was none.
     NoCandidate,
+}
+
+/// Tries one candidate: a slot under its `max_sessions`, then the connect and greeting
+/// (which count towards its health). What USER and the early connect both do per backend.
+pub(super) async fn attempt(shared: &Shared, config: BackendConfig, client: SocketAddr) -> Attempt {
+    let Some(counted) = shared.router.admit(&config) else {
+        debug!(
+            backend = config.name.as_str(),
+            "backend full (max_sessions): skipped"
+        );
+        return Attempt::NoCandidate;
+    };
+    let tls = shared.backend_tls.get(&config.name);
+    match backend::connect(&config, tls, &shared.health, Some(client)).await {
+        Ok((control, tls)) => {
+            Attempt::Connected(Box::new(BackendLeg::new(control, config, tls, counted)))
+        }
+        Err(error) => Attempt::Failed {
+            backend: config.name,
+            error,
+        },
+    }
 }
 
 impl EarlyBackend {
@@ -79,19 +103,10 @@ async fn has_spoken(leg: &mut BackendLeg) -> bool {
 /// The first candidate the route admits, connected; the others are left to USER.
 async fn connect_first(shared: Arc<Shared>, target: String, client: SocketAddr) -> Attempt {
     for config in shared.router.candidates(&target, "") {
-        let Some(counted) = shared.router.admit(&config) else {
-            continue;
-        };
-        let tls = shared.backend_tls.get(&config.name);
-        return match backend::connect(&config, tls, &shared.health, Some(client)).await {
-            Ok((control, tls)) => {
-                Attempt::Connected(Box::new(BackendLeg::new(control, config, tls, counted)))
-            }
-            Err(error) => Attempt::Failed {
-                backend: config.name,
-                error,
-            },
-        };
+        match attempt(&shared, config, client).await {
+            Attempt::NoCandidate => continue,
+            tried => return tried,
+        }
     }
     Attempt::NoCandidate
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::early::Attempt;
+use super::early::{self, Attempt};
 use super::events::SessionEvent;
 use super::{Flow, Login, Outcome, Session, SessionError};
 use crate::backend::{self, BackendLeg, ClientNames, Route};
@@ -124,13 +124,7 @@ impl Session {
             }
             Some(Attempt::Failed { backend, error }) => {
                 // Logged now, not when it happened: only a login makes it worth a line.
-                let reason = error.to_string();
-                warn!(
-                    user,
-                    backend,
-                    error = reason.as_str(),
-                    "backend unavailable"
-                );
+                log_unavailable(user, &backend, &error);
                 (Some(backend), Some(error))
             }
             Some(Attempt::NoCandidate) | None => (None, None),
@@ -152,34 +146,21 @@ impl Session {
         user: &str,
         failed_before: Option<backend::ConnectError>,
     ) -> Result<Result<(), Flow>, SessionError> {
-        let client = Some(self.client.peer());
+        let client = self.client.peer();
         let mut all_full = failed_before.is_none();
         let mut last_error = failed_before;
         for config in candidates {
-            let Some(counted) = self.shared.router.admit(&config) else {
-                debug!(
-                    backend = config.name.as_str(),
-                    "backend full (max_sessions): skipped"
-                );
-                continue;
-            };
-            all_full = false;
-            let tls = self.shared.backend_tls.get(&config.name);
-            match backend::connect(&config, tls, &self.shared.health, client).await {
-                Ok((control, tls)) => {
-                    self.backend = Some(BackendLeg::new(control, config, tls, counted));
+            match early::attempt(&self.shared, config, client).await {
+                Attempt::Connected(leg) => {
+                    self.backend = Some(*leg);
                     return Ok(Ok(()));
                 }
-                Err(e) => {
-                    let backend = config.name.as_str();
-                    warn!(
-                        user,
-                        backend,
-                        error = e.to_string().as_str(),
-                        "backend unavailable"
-                    );
-                    last_error = Some(e);
+                Attempt::Failed { backend, error } => {
+                    all_full = false;
+                    log_unavailable(user, &backend, &error);
+                    last_error = Some(error);
                 }
+                Attempt::NoCandidate => {}
             }
         }
         let failure = match all_full {
@@ -381,6 +362,11 @@ impl Session {
             leg.control.quit(std::time::Duration::from_secs(2)).await;
         }
     }
+}
+
+fn log_unavailable(user: &str, backend: &str, error: &backend::ConnectError) {
+    let error = error.to_string();
+    warn!(user, backend, error = error.as_str(), "backend unavailable");
 }
 
 /// A name the client sent, for a reply: bounded and without control bytes.
