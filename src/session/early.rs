@@ -75,6 +75,7 @@ impl EarlyBackend {
     /// pre-login timeout, say): the login then connects afresh, as it would without.
     pub async fn take_for(self, target: &str) -> Option<Attempt> {
         if self.target != target {
+            self.close().await;
             return None;
         }
         match self.task.await.ok()? {
@@ -89,6 +90,17 @@ impl EarlyBackend {
                 Some(Attempt::Connected(leg))
             }
             other => Some(other),
+        }
+    }
+
+    /// Ends an early connection no login took (the client left, or logged in elsewhere)
+    /// as a session ends its backend: the attempt is awaited (bounded by the backend's
+    /// `connect_timeout`) and the connection ends with QUIT. Dropped mid-greeting, its
+    /// socket would close with the 220 unread, and the kernel would reset it: every
+    /// connection that never logs in would be an error in the backend's log.
+    pub async fn close(self) {
+        if let Ok(Attempt::Connected(leg)) = self.task.await {
+            leg.control.quit(super::BACKEND_QUIT_WAIT).await;
         }
     }
 }

@@ -359,7 +359,7 @@ impl Session {
     /// Says goodbye to the backend (best effort: it may be the one that failed).
     pub(super) async fn close_backend(&mut self) {
         if let Some(leg) = self.backend.take() {
-            leg.control.quit(std::time::Duration::from_secs(2)).await;
+            leg.control.quit(super::BACKEND_QUIT_WAIT).await;
         }
     }
 }

@@ -40,6 +40,9 @@ mod transfer;
 use events::{SessionEvent, Side};
 use run_loop::{Pending, Phase};
 
+/// How long a session's backend gets to answer its QUIT when the session ends.
+const BACKEND_QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Polls `future` once: its output when it is ready now, else `None` (the future is
 /// dropped). Only for cancel-safe reads, which lose nothing when dropped.
 async fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
@@ -226,6 +229,9 @@ impl Session {
             }
         };
         self.close_backend().await;
+        if let Some(early) = self.early.take() {
+            early.close().await;
+        }
         self.client.shutdown().await;
         outcome
     }
