@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
@@ -75,7 +76,7 @@ impl EarlyBackend {
     /// pre-login timeout, say): the login then connects afresh, as it would without.
     pub async fn take_for(self, target: &str) -> Option<Attempt> {
         if self.target != target {
-            self.close().await;
+            self.close();
             return None;
         }
         match self.task.await.ok()? {
@@ -94,16 +95,34 @@ impl EarlyBackend {
     }
 
     /// Ends an early connection no login took (the client left, or logged in elsewhere)
-    /// as a session ends its backend: the attempt is awaited (bounded by the backend's
-    /// `connect_timeout`) and the connection ends with QUIT. Dropped mid-greeting, its
-    /// socket would close with the 220 unread, and the kernel would reset it: every
-    /// connection that never logs in would be an error in the backend's log.
-    pub async fn close(self) {
-        if let Ok(Attempt::Connected(leg)) = self.task.await {
-            leg.control.quit(super::BACKEND_QUIT_WAIT).await;
-        }
+    /// as a session ends its backend, with QUIT, after its attempt is done (bounded by the
+    /// backend's `connect_timeout`). Dropped mid-greeting, its socket would close with the
+    /// 220 unread and the kernel would reset it: every connection that never logs in
+    /// would be an error in the backend's log.
+    ///
+    /// That goodbye runs on its own, so the session (its slot, its memory) ends now: a
+    /// storm of connect/close must not keep sessions alive for the backend's round trips.
+    /// At most [`MAX_CLOSING`] run at once; beyond that an early connection is dropped,
+    /// as it was before goodbyes existed.
+    pub fn close(self) {
+        let Ok(permit) = CLOSING.try_acquire() else {
+            debug!("too many early backend connections closing: dropped without QUIT");
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Ok(Attempt::Connected(leg)) = self.task.await {
+                leg.control.quit(super::BACKEND_QUIT_WAIT).await;
+            }
+        });
     }
 }
+
+/// Unused early connections ending with QUIT at once, process-wide: each holds a backend
+/// connection and its reply buffer (a few KiB) for at most the connect timeout and
+/// [`super::BACKEND_QUIT_WAIT`].
+pub const MAX_CLOSING: usize = 256;
+static CLOSING: Semaphore = Semaphore::const_new(MAX_CLOSING);
 
 /// Whether the backend sent anything (or hung up) since its greeting: one poll of the
 /// (cancel-safe) reply reader. Not a zero timeout: that waits for the timer's next tick.

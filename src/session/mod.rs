@@ -230,7 +230,7 @@ impl Session {
         };
         self.close_backend().await;
         if let Some(early) = self.early.take() {
-            early.close().await;
+            early.close();
         }
         self.client.shutdown().await;
         outcome
