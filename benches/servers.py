@@ -22,9 +22,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Ranges handed out already: ftpfront binds its passive ports on first use, so a range
+# given to one server still looks free when the next one asks.
+_given_ranges = set()
+
+
 def free_range(count):
     """A run of `count` ports below the ephemeral range that are all free now."""
     for start in range(20000, 32000 - count, count):
+        if start in _given_ranges:
+            continue
         ok = True
         for port in range(start, start + count):
             with socket.socket() as s:
@@ -36,6 +43,7 @@ def free_range(count):
                     ok = False
                     break
         if ok:
+            _given_ranges.add(start)
             return start, start + count - 1
     raise SystemExit("bench: no free passive port range")
 
