@@ -69,6 +69,25 @@ pub struct BinaryProxy {
     pub control: SocketAddr,
 }
 
+/// A test that fails with the binary running shows the end of its log: the log lives in
+/// the test's temporary directory, which is gone once the test ends.
+impl Drop for BinaryProxy {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        eprintln!(
+            "--- last {} lines of {} ---\n{}",
+            tail.len(),
+            self.log.display(),
+            tail.join("\n")
+        );
+    }
+}
+
 /// Writes `config` to `dir/ftpfront.toml`, starts `ftpfront run` on it (log in
 /// `dir/ftpfront.log`, `RUST_LOG` cleared so the config's filter applies) and waits until
 /// `control_port` accepts.
