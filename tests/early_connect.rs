@@ -153,7 +153,10 @@ async fn a_login_to_another_target_leaves_the_early_connection_unused() {
     client.expect("USER alice@other", 331).await;
     client.expect("PASS secret", 230).await;
     assert_eq!(other.observed().commands, ["USER alice", "PASS secret"]);
-    let seen = default.observed();
+    // The goodbye runs on its own task after the login: wait for it, not just look.
+    let seen = default
+        .wait_until(WAIT, |seen| !seen.commands.is_empty())
+        .await;
     assert_eq!(connections(&seen), 1);
     assert_eq!(
         seen.commands,

@@ -121,7 +121,7 @@ impl EarlyBackend {
 /// Unused early connections ending with QUIT at once, process-wide: each holds a backend
 /// connection and its reply buffer (a few KiB) for at most the connect timeout and
 /// [`super::BACKEND_QUIT_WAIT`].
-pub const MAX_CLOSING: usize = 256;
+const MAX_CLOSING: usize = 256;
 static CLOSING: Semaphore = Semaphore::const_new(MAX_CLOSING);
 
 /// Whether the backend sent anything (or hung up) since its greeting: one poll of the
