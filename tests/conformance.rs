@@ -18,6 +18,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,12 +26,15 @@ use common::external::{ftp_client_script, require_program};
 use common::ftp_client::*;
 use common::harness::*;
 use common::servers::{start_async, FtpServer, ServerKind, ServerOptions};
+use common::tcp_queues;
 use ftpfront::server::RunningProxy;
 
 /// A server and ftpfront in front of it.
 struct Pair {
     server: FtpServer,
     proxy: RunningProxy,
+    /// ftpfront's passive ports.
+    proxy_ports: RangeInclusive<u16>,
 }
 
 impl Pair {
@@ -38,8 +42,13 @@ impl Pair {
         let server = start_async(kind, opts).await?;
         let mut config = proxy_config(server.addr, 8);
         config.backends[0].name = kind.name().into();
+        let proxy_ports = config.passive.ports.start..=config.passive.ports.end;
         let proxy = start_proxy(config).await;
-        Some(Pair { server, proxy })
+        Some(Pair {
+            server,
+            proxy,
+            proxy_ports,
+        })
     }
 
     /// Runs `scenario` straight against the server and through ftpfront at the same time
@@ -507,8 +516,13 @@ const ABOR_VARIANTS: [(&str, Parts); 5] = [
 /// (as clients do after ABOR), the replies after that, then NOOP and its reply. Waiting
 /// for quiet windows makes the split between the phases deterministic: each server
 /// answers within milliseconds or not until the data connection is gone.
+///
+/// The ABOR goes out once no data connection of the server (`data_ports`, both paths) has
+/// moved a byte for 0.6 s: pure-ftpd reads its control connection only after a
+/// chunk it writes is through, so its answer depends on whether anything still drains.
 async fn abort_download(
     server: &FtpServer,
+    data_ports: &[RangeInclusive<u16>],
     addr: SocketAddr,
     source: IpAddr,
     parts: &[(&[u8], bool)],
@@ -522,8 +536,9 @@ async fn abort_download(
     let mut seen = vec![exchange(&mut client, &format!("RETR {BIG}")).await];
     let mut first = vec![0u8; 64 * 1024];
     data.read_exact(&mut first).await.expect("data flows");
-    // The server's writes block on the full socket buffers by now: its steady state.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let own_port = data.local_addr().expect("data socket address").port();
+    let (still, limit) = (Duration::from_millis(600), Duration::from_secs(20));
+    tcp_queues::wait_until_still(data_ports, own_port, still, limit).await;
     client.send_parts(parts);
     seen.push("-- sent".into());
     seen.extend(replies_until_quiet(&mut client, quiet).await);
@@ -537,14 +552,13 @@ async fn abort_download(
 /// The variants at once on one server, each on its own session; by variant name.
 async fn abort_variants(
     server: &FtpServer,
+    data_ports: &[RangeInclusive<u16>],
     addr: SocketAddr,
     source: IpAddr,
 ) -> Vec<(String, Vec<String>)> {
     let runs = ABOR_VARIANTS.iter().map(|(name, parts)| async move {
-        (
-            name.to_string(),
-            abort_download(server, addr, source, parts).await,
-        )
+        let transcript = abort_download(server, data_ports, addr, source, parts).await;
+        (name.to_string(), transcript)
     });
     futures::future::join_all(runs).await
 }
@@ -561,24 +575,44 @@ fn direct_counterpart(variant: &str) -> &str {
     }
 }
 
+/// Passive ports of the server in the ABOR test: both paths' sessions at once, and room.
+const ABOR_DATA_PORTS: u16 = 40;
+
+/// The server's passive ports (so that its data connections can be watched), and for
+/// vsftpd async ABOR (without it, vsftpd does not read its control connection during a
+/// transfer).
+fn abor_test_options(kind: ServerKind, ports: &RangeInclusive<u16>) -> Vec<String> {
+    let (min, max) = (ports.start(), ports.end());
+    match kind {
+        ServerKind::Vsftpd => vec![
+            "async_abor_enable=YES".into(),
+            format!("pasv_min_port={min}"),
+            format!("pasv_max_port={max}"),
+        ],
+        ServerKind::PureFtpd => vec!["-p".into(), format!("{min}:{max}")],
+        ServerKind::Proftpd => vec![format!("PassivePorts {min} {max}")],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abor_variants_during_a_download() {
     let mut diffs = Differences::default();
     for kind in backends() {
-        // vsftpd reads the control connection during a transfer only with async ABOR on.
+        let server_ports = free_port_block(ABOR_DATA_PORTS);
+        let server_ports = server_ports..=server_ports + ABOR_DATA_PORTS - 1;
         let opts = ServerOptions {
-            extra: match kind {
-                ServerKind::Vsftpd => vec!["async_abor_enable=YES".into()],
-                _ => Vec::new(),
-            },
+            extra: abor_test_options(kind, &server_ports),
             ..Default::default()
         };
         let Some(pair) = Pair::start(kind, opts).await else {
             return;
         };
         sparse_file(&pair.server, BIG, 1 << 30);
+        let data_ports = [server_ports, pair.proxy_ports.clone()];
         let (direct, proxied) = pair
-            .both(async |addr, source| abort_variants(&pair.server, addr, source).await)
+            .both(async |addr, source| {
+                abort_variants(&pair.server, &data_ports, addr, source).await
+            })
             .await;
         let direct: std::collections::HashMap<_, _> = direct.into_iter().collect();
         for (name, proxied) in proxied {

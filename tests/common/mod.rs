@@ -11,5 +11,6 @@ pub mod observability;
 pub mod pools;
 pub mod process;
 pub mod servers;
+pub mod tcp_queues;
 pub mod tls;
 pub mod vsftpd;
