@@ -1,24 +1,52 @@
-//! Tracing subscriber setup: human or JSON lines, filtered by `RUST_LOG` or `log.filter`.
+//! Tracing subscriber setup: human or JSON lines, filtered by `RUST_LOG` or `log.filter`,
+//! written by a thread of their own so that a stalled stderr reader never stalls a session.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The log's writer thread; dropping this flushes the lines still queued.
+#[must_use = "the log is flushed and its writer stopped when this is dropped"]
+pub struct LogGuard {
+    _writer: WorkerGuard,
+}
+
+/// Lines dropped because the queue to the writer thread was full, counted by that writer.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because stderr did not keep up (`log.queue_lines` were waiting).
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
 /// Installs the global subscriber; `RUST_LOG`, when set, wins over the configured filter.
-pub fn init(log: &LogConfig) {
-    init_quieting(log, &[]);
+pub fn init(log: &LogConfig) -> LogGuard {
+    init_quieting(log, &[])
 }
 
 /// As [`init`], with every target in `quiet` turned down to WARN unless the filter in force
 /// names it (`ftpfront demo` so quiets its embedded libunftp, which logs whole structs at INFO).
-pub fn init_quieting(log: &LogConfig, quiet: &[&str]) {
+pub fn init_quieting(log: &LogConfig, quiet: &[&str]) -> LogGuard {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = env_filter(rust_log.as_deref(), &log.filter, quiet);
+    // Lossy: when the reader of stderr stalls (a stuck log shipper, a full pipe), a line
+    // that finds `queue_lines` waiting is dropped and counted, where a direct write would
+    // block a worker thread and with it every session on that thread.
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(log.queue_lines.max(1))
+        .thread_name("ftpfront-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colour codes only for a person at a terminal: never into files, pipes or journald.
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match log.format {
@@ -30,6 +58,7 @@ pub fn init_quieting(log: &LogConfig, quiet: &[&str]) {
     if let Err(e) = installed {
         eprintln!("ftpfront: logging already initialised: {e}");
     }
+    LogGuard { _writer: guard }
 }
 
 /// The filter in force: `rust_log` when set and valid, else `configured`, else `info`; each

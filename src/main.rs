@@ -191,7 +191,8 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(&config.log);
+    // Held to the end: dropping it flushes the lines still queued for stderr.
+    let _log = logging::init(&config.log);
     match ftpfront::limits::raise_fd_limit() {
         Ok(limit) => tracing::info!(open_files = limit, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
@@ -234,7 +235,7 @@ fn run(path: &std::path::Path) -> ExitCode {
 fn demo(options: ftpfront::demo::DemoOptions) -> ExitCode {
     // libunftp's INFO lines dump whole structs, several per command: WARN and up only,
     // unless RUST_LOG names it (RUST_LOG=info,libunftp=info).
-    logging::init_quieting(
+    let _log = logging::init_quieting(
         &ftpfront::config::LogConfig::default(),
         ftpfront::demo::QUIET_LOG_TARGETS,
     );

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub passive_port_reservations_max: IntGauge,
     pub data_connections_total: IntCounterVec,
     pub proxy_protocol_total: IntCounterVec,
+    /// Log lines dropped because stderr did not keep up (synced from the log's writer at
+    /// each scrape).
+    log_lines_dropped_total: IntCounter,
 }
 
 /// Session results, transfer results and rejection reasons are fixed label sets, so client
@@ -360,6 +363,11 @@ impl Metrics {
                 "Connections on a PROXY-protocol listener (control, implicit_tls, passive), by result (ok, untrusted_peer, malformed, timeout, closed).",
                 &["listener", "result"],
             ),
+            log_lines_dropped_total: counter(
+                &r,
+                "log_lines_dropped_total",
+                "Log lines dropped because stderr did not keep up (log.queue_lines were waiting).",
+            ),
             registry: r,
             ready: AtomicBool::new(false),
             readiness_backends: std::sync::RwLock::new(Vec::new()),
@@ -402,6 +410,10 @@ impl Metrics {
 
     /// The registry rendered in the Prometheus text format.
     pub fn render(&self) -> String {
+        let dropped = crate::logging::dropped_lines();
+        let counted = self.log_lines_dropped_total.get();
+        self.log_lines_dropped_total
+            .inc_by(dropped.saturating_sub(counted));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             warn!(error = %e, "cannot encode metrics");
@@ -888,6 +900,7 @@ mod tests {
                 "counter",
                 "{reason=\"foreign_ip\"}",
             ),
+            ("ftpfront_log_lines_dropped_total", "counter", ""),
         ];
         for (name, kind, labels) in contract {
             assert!(

@@ -29,7 +29,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         &["check", "rules", "dashboards/alerts.yml"],
         None,
     );
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
     run_ok(
         &promtool,
         &["test", "rules", "dashboards/alerts_test.yml"],

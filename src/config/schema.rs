@@ -427,13 +427,22 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive string.
     pub filter: String,
+    /// Lines waiting for the log's writer thread; beyond them a line is dropped (and
+    /// counted) rather than a session made to wait for a stalled stderr reader.
+    pub queue_lines: usize,
 }
+
+/// `log.queue_lines` when unset: a few seconds of a burst's lines, a few MiB at most.
+pub const DEFAULT_LOG_QUEUE_LINES: usize = 8192;
+/// The largest `log.queue_lines` taken: the queue's memory is its bound, so it has one.
+pub const MAX_LOG_QUEUE_LINES: usize = 1_000_000;
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
             filter: "info".to_string(),
+            queue_lines: DEFAULT_LOG_QUEUE_LINES,
         }
     }
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::validate_backends::check_backends;
 use super::{
     Config, ConfigError, HealthConfig, LimitsConfig, ListenConfig, LogConfig, MetricsConfig,
-    PassiveConfig, PortRange, Problem, TlsMode,
+    PassiveConfig, PortRange, Problem, TlsMode, MAX_LOG_QUEUE_LINES,
 };
 
 impl Config {
@@ -263,6 +263,10 @@ fn check_log(log: &LogConfig, problems: &mut Vec<Problem>) {
         let message = "must not be empty, e.g. \"info\" or \"info,ftpfront=debug\"";
         problems.push(Problem::new(&["log", "filter"], message));
     }
+    if !(1..=MAX_LOG_QUEUE_LINES).contains(&log.queue_lines) {
+        let message = format!("must be 1 to {MAX_LOG_QUEUE_LINES} (lines)");
+        problems.push(Problem::new(&["log", "queue_lines"], message));
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +379,11 @@ mod tests {
             "must not be empty",
         );
         assert_error("[log]\nfilter = \"\"\n", "log.filter", "must not be empty");
+        assert_error(
+            "[log]\nqueue_lines = 0\n",
+            "log.queue_lines",
+            "must be 1 to",
+        );
     }
 
     #[test]

@@ -92,16 +92,27 @@ impl Drop for BinaryProxy {
 /// `dir/ftpfront.log`, `RUST_LOG` cleared so the config's filter applies) and waits until
 /// `control_port` accepts.
 pub async fn run_binary(dir: &Path, control_port: u16, config: &str) -> BinaryProxy {
+    let log = dir.join("ftpfront.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    run_binary_logging_to(dir, control_port, config, file.into(), log).await
+}
+
+/// As [`run_binary`], with the log (stderr) going to `stderr`; `log` names where it ends up,
+/// for the tail a failing test prints.
+pub async fn run_binary_logging_to(
+    dir: &Path,
+    control_port: u16,
+    config: &str,
+    stderr: Stdio,
+    log: PathBuf,
+) -> BinaryProxy {
     let config_path = dir.join("ftpfront.toml");
     std::fs::write(&config_path, config).expect("write config");
-    let log = dir.join("ftpfront.log");
     let child = tokio::process::Command::new(ftpfront_binary())
         .args(["run", "--config"])
         .arg(&config_path)
         .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::from(
-            std::fs::File::create(&log).expect("log file"),
-        ))
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start ftpfront");
