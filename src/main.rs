@@ -192,7 +192,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     // Held to the end: dropping it flushes the lines still queued for stderr.
-    let _log = logging::init(&config.log);
+    let log_guard = logging::init(&config.log);
     match ftpfront::limits::raise_fd_limit() {
         Ok(limit) => tracing::info!(open_files = limit, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
@@ -200,19 +200,20 @@ fn run(path: &std::path::Path) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    rt.block_on(async {
+    // None: a second signal, exit at once.
+    let code = rt.block_on(async {
         let mut signals = match Signals::new() {
             Ok(signals) => signals,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for signals");
-                return ExitCode::FAILURE;
+                return Some(ExitCode::FAILURE);
             }
         };
         let proxy = match server::start(config).await {
             Ok(proxy) => proxy,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
-                return ExitCode::FAILURE;
+                return Some(ExitCode::FAILURE);
             }
         };
         signals.wait_for_termination(&proxy, path).await;
@@ -220,14 +221,19 @@ fn run(path: &std::path::Path) -> ExitCode {
         tokio::select! {
             _ = proxy.shutdown() => {
                 tracing::info!("shutdown complete");
-                ExitCode::SUCCESS
+                Some(ExitCode::SUCCESS)
             }
             _ = signals.termination() => {
                 tracing::warn!("second signal: exiting without waiting for running transfers");
-                // At once: no runtime teardown waiting on anything.
-                std::process::exit(1);
+                None
             }
         }
+    });
+    code.unwrap_or_else(|| {
+        // The queued log lines (the warning above among them) first, bounded by the
+        // writer's own flush timeout; then exit with no runtime teardown waiting on anything.
+        drop(log_guard);
+        std::process::exit(1)
     })
 }
 
