@@ -871,20 +871,21 @@ async fn tls_client_that_never_reads_is_ended_and_frees_its_slot() {
     let explicit = tls_explicit(explicit_source, target.control(), &pki).await;
     let implicit = tls_implicit_logged_in(implicit_source, target.implicit(), &pki).await;
     let writers = [never_reading(explicit), never_reading(implicit)];
+    // Each slot is probed as soon as its writer stalls: the session's write timeout runs
+    // from the moment the proxy blocked on it, so on a loaded machine a probe after the
+    // other session's stall and the quiet wait could come after the session has ended.
     for (source, writer) in [explicit_source, implicit_source].iter().zip(&writers) {
         writer.wait_until_stalled(*source).await;
-    }
-    // The proxy may still be answering commands it had read; the write timeout starts
-    // when it blocks, and then it has nothing to do.
-    let blocked = quiet_since(target.pid).await;
-    for source in [explicit_source, implicit_source] {
-        let first = slot_probe(source, target.control()).await;
+        let first = slot_probe(*source, target.control()).await;
         assert_eq!(
             first,
             Some(false),
             "{case}: {source}'s slot is not held by its session"
         );
     }
+    // The proxy may still be answering commands it had read; the write timeout starts
+    // when it blocks, and then it has nothing to do.
+    let blocked = quiet_since(target.pid).await;
     // The stuck sessions must not harm anybody else meanwhile.
     let loaded = honest_download(&target).await;
     assert_unharmed(case, unloaded, loaded);
