@@ -175,3 +175,34 @@ async fn failed_logins_per_connection_are_limited_on_one_backend_connection() {
     );
     proxy.shutdown().await;
 }
+
+/// Every reply code until the connection has been quiet for a second.
+async fn codes_until_quiet(client: &mut FtpClient) -> Vec<u16> {
+    let mut codes = Vec::new();
+    while let Awaited::Reply(reply) = client.reply_within(Duration::from_secs(1)).await {
+        codes.push(reply.code);
+    }
+    codes
+}
+
+/// Lines as text-mode scripts write them: a doubled CR before the LF (`"...\r\n"` through
+/// a stream that turns `\n` into `\r\n`) and blank lines between commands. vsftpd takes
+/// the command and ignores the blank line; through ftpfront the replies must be the same
+/// and in step (they were not: 500 "stray CR" to every command, a 500 per blank line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doubled_cr_and_blank_lines_are_taken_as_vsftpd_takes_them() {
+    let Some(server) = vsftpd(&[]).await else {
+        return;
+    };
+    let proxy = proxy_for(&server).await;
+    let script = b"USER anonymous\r\r\n\r\nPWD\r\r\n\r\n\nNOOP\r\n";
+    let mut seen = Vec::new();
+    for (source, addr) in [(20, server.addr), (21, proxy.control_addr)] {
+        let mut client = FtpClient::connect(loopback(source), addr).await;
+        client.send_bytes(script).await;
+        seen.push(codes_until_quiet(&mut client).await);
+    }
+    assert_eq!(seen[0], [230, 257, 200], "vsftpd itself");
+    assert_eq!(seen[1], seen[0], "through ftpfront");
+    proxy.shutdown().await;
+}

@@ -21,7 +21,7 @@ pub enum CommandError {
     LineTooLong { limit: usize },
     #[error("Syntax error, NUL byte in command line")]
     ContainsNul,
-    #[error("Syntax error, stray CR or LF in command line")]
+    #[error("stray CR or LF in command line")]
     StrayLineBreak,
 }
 
@@ -102,8 +102,9 @@ impl Command {
     /// The line for logs: never contains a password, and control characters
     /// are escaped so a client cannot forge log lines or terminal output.
     pub fn log_line(&self) -> String {
-        if self.verb == Verb::Pass {
-            return "PASS ****".to_string();
+        // ACCT carries an account password (RFC 959) just as PASS does.
+        if matches!(self.verb, Verb::Pass | Verb::Acct) {
+            return format!("{} ****", self.verb_text);
         }
         escape_controls(&String::from_utf8_lossy(&self.raw))
     }
@@ -117,11 +118,16 @@ impl Command {
     }
 }
 
-/// Removes one `"\r\n"` or `"\n"` line terminator, if present.
+/// Removes the line terminator: `"\n"` and every CR before it. Scripts that write
+/// `"...\r\n"` through a text-mode stream send `"\r\r\n"`; vsftpd takes such a line, so
+/// ftpfront does too (a CR cannot end a file name a client means anyway).
 pub(super) fn strip_terminator(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r\n")
-        .or_else(|| line.strip_suffix(b"\n"))
-        .unwrap_or(line)
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let kept = line
+        .iter()
+        .rposition(|&b| b != b'\r')
+        .map_or(0, |last| last + 1);
+    &line[..kept]
 }
 
 /// Skips the Telnet sequences clients put in front of urgent commands.
@@ -350,6 +356,20 @@ mod tests {
     }
 
     #[test]
+    fn takes_a_doubled_cr_before_the_lf_as_vsftpd_does() {
+        assert_eq!(parse(b"PWD\r\r\n").raw, b"PWD");
+        assert_eq!(parse(b"CWD a b\r\r\r\n").raw, b"CWD a b");
+        for line in [&b"\r\r\n"[..], b"\r", b"\r\n"] {
+            assert_eq!(Command::parse(line), Err(CommandError::Empty));
+        }
+        // A CR inside the line is still refused.
+        assert_eq!(
+            Command::parse(b"CWD a\rb\r\n"),
+            Err(CommandError::StrayLineBreak)
+        );
+    }
+
+    #[test]
     fn rejects_nul() {
         assert_eq!(
             Command::parse(b"RETR a\0b\r\n"),
@@ -362,9 +382,8 @@ mod tests {
         for line in [
             &b"RETR a\rb"[..],
             b"RETR a\nb",
-            b"NOOP\r",
-            b"NOOP\r\r\n",
             b"NOOP\n\n",
+            b"NOOP\r\n\r\n",
         ] {
             assert_eq!(Command::parse(line), Err(CommandError::StrayLineBreak));
         }
@@ -410,7 +429,7 @@ mod tests {
         );
         assert_eq!(
             CommandError::StrayLineBreak.to_string(),
-            "Syntax error, stray CR or LF in command line"
+            "stray CR or LF in command line"
         );
     }
 
@@ -435,6 +454,7 @@ mod tests {
     fn log_line_hides_passwords() {
         assert_eq!(parse(b"pass s3cret\r\n").log_line(), "PASS ****");
         assert_eq!(parse(b"PASS").log_line(), "PASS ****");
+        assert_eq!(parse(b"acct s3cret\r\n").log_line(), "ACCT ****");
     }
 
     #[test]

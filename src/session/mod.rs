@@ -16,7 +16,7 @@ use crate::conn::{BackendLegError, LineConn};
 use crate::data::ClientData;
 use crate::features::FeatureCache;
 use crate::ftp::codes;
-use crate::ftp::{Command, LineEvent, Reply, Verb};
+use crate::ftp::{Command, CommandError, LineEvent, Reply, Verb};
 use crate::metrics::{labels, Metrics};
 use crate::net::canonical_ip;
 use crate::ports::PortPool;
@@ -265,6 +265,14 @@ impl Session {
                     self.record(SessionEvent::CommandReceived { command: &command });
                     ClientInput::Command(command)
                 }
+                // vsftpd answers a blank line with nothing; so does ftpfront, else a
+                // client reading replies in step takes the 500 for its next command's.
+                Err(CommandError::Empty) => {
+                    let side = Side::Client;
+                    let kind = "empty_line";
+                    self.record(SessionEvent::ProtocolError { side, kind });
+                    ClientInput::Ignored
+                }
                 Err(e) => {
                     let side = Side::Client;
                     let kind = "malformed_command";
@@ -416,5 +424,7 @@ enum ClientInput {
     Command(Command),
     /// A line ftpfront could not take, and its answer to it.
     Own(Reply),
+    /// A line that gets no answer (a blank one).
+    Ignored,
     Gone,
 }

@@ -275,6 +275,7 @@ impl Session {
                 Phase::Transferring(mut run) => self.client_gone(&mut run).await,
                 _ => Ok(Flow::Close(Outcome::Ok)),
             },
+            ClientInput::Ignored => Ok(Flow::Continue),
             ClientInput::Own(reply) if busy => self.while_busy(Pending::Reply(reply)).await,
             ClientInput::Own(reply) => {
                 self.answer_reply(&reply).await?;
