@@ -306,33 +306,79 @@ async fn repeated_pasv_replaces_the_reservation() {
     proxy.shutdown().await;
 }
 
+/// An 8 MiB download through a fresh ftpfront, its 150 read, its data not yet: the
+/// proxy, the client and its data connection.
+async fn download_started(
+    backend: &TestBackend,
+) -> (
+    ftpfront::server::RunningProxy,
+    FtpClient,
+    tokio::net::TcpStream,
+) {
+    backend.put_file("big.bin", 8 * 1024 * 1024, 9);
+    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
+    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
+    let data_addr = client.pasv().await.expect("PASV");
+    let data = connect_from(loopback(1), data_addr).await.expect("data");
+    client.send("RETR big.bin").await;
+    assert_eq!(client.reply().await.code, 150);
+    (proxy, client, data)
+}
+
+/// Reads the whole 8 MiB download of [`download_started`], then the codes of `replies`.
+async fn finish_download(
+    client: &mut FtpClient,
+    data: &mut tokio::net::TcpStream,
+    replies: usize,
+) -> Vec<u16> {
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(data, &mut bytes)
+        .await
+        .expect("the download");
+    assert_eq!(bytes.len(), 8 * 1024 * 1024);
+    let mut codes = Vec::new();
+    for _ in 0..replies {
+        codes.push(client.reply().await.code);
+    }
+    codes
+}
+
 /// Replies leave in the order of the commands they answer (RFC 959), whoever produces
 /// them: during a download, a relayed PWD, ftpfront's own 500 for an overlong line and a
 /// NOOP pipelined behind them are answered after the transfer, in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_during_a_download_keep_the_order_of_their_commands() {
     let backend = TestBackend::start().await;
-    backend.put_file("big.bin", 8 * 1024 * 1024, 9);
-    let proxy = start_proxy(proxy_config(backend.server.addr, 2)).await;
-    let mut client = FtpClient::login(loopback(1), proxy.control_addr).await;
-    let data_addr = client.pasv().await.expect("PASV");
-    let mut data = connect_from(loopback(1), data_addr).await.expect("data");
-    client.send("RETR big.bin").await;
-    assert_eq!(client.reply().await.code, 150);
+    let (proxy, mut client, mut data) = download_started(&backend).await;
     let mut burst = b"PWD\r\n".to_vec();
     burst.extend(std::iter::repeat_n(b'x', 5000));
     burst.extend_from_slice(b"\r\nNOOP\r\n");
     client.send_bytes(&burst).await;
-    let mut bytes = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut data, &mut bytes)
-        .await
-        .expect("the download");
-    assert_eq!(bytes.len(), 8 * 1024 * 1024);
-    let mut codes = Vec::new();
-    for _ in 0..4 {
-        codes.push(client.reply().await.code);
-    }
+    let codes = finish_download(&mut client, &mut data, 4).await;
     assert_eq!(codes, [226, 257, 500, 200], "replies in command order");
+    proxy.shutdown().await;
+}
+
+/// A client's keepalive NOOPs queued behind a command over a long download (here PWD and
+/// 40 NOOPs in one write, more than the 32 replies ftpfront queues) must not cost the
+/// session: ftpfront stops reading the client instead, and after the transfer's 226 every
+/// command is answered in order, as vsftpd answers them. It used to close the session with
+/// `421 Too many commands during a transfer` and no 226.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_keepalives_queued_during_a_download_wait_their_turn() {
+    const NOOPS: usize = 40;
+    let backend = TestBackend::start().await;
+    let (proxy, mut client, mut data) = download_started(&backend).await;
+    let mut burst = b"PWD\r\n".to_vec();
+    burst.extend(b"NOOP\r\n".repeat(NOOPS));
+    client.send_bytes(&burst).await;
+    // The download holds still meanwhile: the commands are all in before it ends.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let codes = finish_download(&mut client, &mut data, NOOPS + 2).await;
+    let mut expected = vec![226, 257];
+    expected.extend([200; NOOPS]);
+    assert_eq!(codes, expected, "every command answered, in order");
+    assert_eq!(client.cmd("PWD").await.code, 257, "the session goes on");
     proxy.shutdown().await;
 }
 

@@ -18,7 +18,10 @@ use crate::ftp::codes;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::shutdown;
 
-/// Replies a client's pipelined input may wait for during a transfer; more is abuse.
+/// Replies a client's pipelined input may wait for during a transfer. With this many
+/// queued, ftpfront stops reading the client until the transfer ends (as a server that
+/// reads no command during a transfer does): keepalive NOOPs queued behind a command over
+/// a long transfer must not cost the session.
 pub(super) const MAX_QUEUED: usize = 32;
 
 /// What the session is doing between two events.
@@ -153,6 +156,7 @@ impl Session {
     async fn next_event(&mut self) -> Event {
         let timer = self.next_timer();
         let busy = !matches!(self.phase, Phase::Idle);
+        let reads_client = self.queued.len() < MAX_QUEUED;
         let Session {
             client,
             backend,
@@ -171,7 +175,7 @@ impl Session {
         };
         let backend = backend.as_mut().map(|leg| &mut leg.control);
         tokio::select! {
-            event = client.next_event() => Event::Client(event),
+            event = client.next_event(), if reads_client => Event::Client(event),
             reply = next_backend_reply(backend), if wants_backend => Event::Backend(reply),
             timer = sleep_until(timer) => Event::Timer(timer),
             _ = shutdown_reached(shutdown, busy) => Event::Shutdown,
@@ -322,7 +326,7 @@ impl Session {
 
     /// Input while busy: NOOP and STAT are answered at once, and ftpfront's own replies
     /// sent at once, only when nothing waits before them; the rest waits its turn
-    /// (bounded by [`MAX_QUEUED`]).
+    /// (bounded by [`MAX_QUEUED`]: `next_event` reads no more client input past it).
     async fn while_busy(&mut self, input: Pending) -> Result<Flow, SessionError> {
         if self.queued.is_empty() {
             match &input {
@@ -337,11 +341,6 @@ impl Session {
                     }
                 }
             }
-        }
-        if self.queued.len() >= MAX_QUEUED {
-            let text = "Too many commands during a transfer; closing control connection.";
-            self.reply(codes::SERVICE_NOT_AVAILABLE, text).await?;
-            return Ok(Flow::Close(Outcome::Error));
         }
         self.queued.push_back(input);
         Ok(Flow::Continue)
