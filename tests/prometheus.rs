@@ -275,8 +275,8 @@ async fn prometheus_scrapes_every_dashboard_and_alert_selector() {
     let expected: BTreeSet<String> = alert_names().into_iter().collect();
     assert_eq!(
         expected.len(),
-        9,
-        "alerts.yml should have 9 alerts: {expected:?}"
+        10,
+        "alerts.yml should have 10 alerts: {expected:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let rules = loop {
