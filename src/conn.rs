@@ -345,10 +345,11 @@ pub enum BackendLegError {
         peer: SocketAddr,
         phase: &'static str,
     },
-    #[error("backend {peer} sent a reply larger than {MAX_REPLY_BYTES} bytes while {phase}")]
+    #[error("backend {peer} sent a reply larger than {limit} bytes while {phase}")]
     ReplyTooLarge {
         peer: SocketAddr,
         phase: &'static str,
+        limit: usize,
     },
 }
 
@@ -366,12 +367,31 @@ impl BackendLegError {
     }
 }
 
-/// Most lines a backend may put in one multi-line reply (a FEAT or STAT listing).
-const MAX_REPLY_LINES: usize = 100_000;
-/// Most bytes of one reply: a hostile backend must not make a session hold gigabytes.
-const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Most lines of one multi-line reply held at a time (a FEAT, a login message).
+const MAX_REPLY_LINES: usize = 20_000;
+/// Most bytes of one reply held at a time: a hostile backend must not make a session hold
+/// gigabytes. Relayed replies (STAT of a big directory) pass in pieces and have no limit.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// A relayed multi-line reply goes on to the client in pieces of about this size (one
+/// write each) rather than whole: a client that does not read it holds no more than this.
+const RELAY_PIECE_BYTES: usize = 16 * 1024;
+/// Most bytes of one relayed reply: far beyond any listing on a control connection (a
+/// STAT of 120,000 files with 200-character names), and the end of a backend that sends
+/// one reply forever.
+pub const MAX_RELAYED_REPLY_BYTES: usize = 32 * 1024 * 1024;
 /// Backend replies (STAT of a directory) can carry long lines.
 const MAX_BACKEND_LINE: usize = 64 * 1024;
+
+/// What the backend sent of a reply relayed to the client: a piece of a long multi-line
+/// reply (pass it on as it is), or the end of one.
+#[derive(Debug)]
+pub enum ReplyPart {
+    /// The next bytes of a multi-line reply still arriving.
+    Piece(Vec<u8>),
+    /// A whole reply, or the rest of one whose pieces went before (see
+    /// [`ReplyParser::take_relayable`]).
+    End(Reply),
+}
 
 /// The backend control leg: sends commands, assembles replies.
 pub struct BackendControl {
@@ -379,6 +399,8 @@ pub struct BackendControl {
     local: SocketAddr,
     parser: ReplyParser,
     partial_bytes: usize,
+    /// Bytes of the reply being relayed that went on in pieces already.
+    relayed_bytes: usize,
     reply_timeout: Duration,
     /// When the backend last heard a command from us (see `quiet_for`).
     last_sent: tokio::time::Instant,
@@ -398,6 +420,7 @@ impl BackendControl {
             local,
             parser: ReplyParser::new(MAX_REPLY_LINES),
             partial_bytes: 0,
+            relayed_bytes: 0,
             reply_timeout,
             last_sent: tokio::time::Instant::now(),
             urgent_fd: None,
@@ -459,6 +482,38 @@ impl BackendControl {
 
     /// Next complete reply, without a timeout (cancel-safe; used while idle or transferring).
     pub async fn next_reply(&mut self, phase: &'static str) -> Result<Reply, BackendLegError> {
+        loop {
+            if let ReplyPart::End(reply) = self.next_part(phase, None).await? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// The next part of a reply being relayed, failing after the reply timeout (which
+    /// each piece restarts: a long listing may take longer than that, as long as it moves).
+    pub async fn read_relayed_part(
+        &mut self,
+        phase: &'static str,
+    ) -> Result<ReplyPart, BackendLegError> {
+        let timeout = self.reply_timeout;
+        let peer = self.conn.peer();
+        tokio::time::timeout(timeout, self.next_part(phase, Some(RELAY_PIECE_BYTES)))
+            .await
+            .map_err(|_| BackendLegError::Timeout {
+                peer,
+                phase,
+                timeout,
+            })?
+    }
+
+    /// The next reply, or with `piece_bytes` a piece of a multi-line one as soon as that
+    /// many bytes of it are in. Cancel-safe: what was read stays in the splitter and the
+    /// parser.
+    async fn next_part(
+        &mut self,
+        phase: &'static str,
+        piece_bytes: Option<usize>,
+    ) -> Result<ReplyPart, BackendLegError> {
         let peer = self.conn.peer();
         loop {
             let event = self
@@ -478,7 +533,8 @@ impl BackendControl {
                 Some(LineEvent::Line(line)) => {
                     self.partial_bytes += line.len() + 2;
                     if self.partial_bytes > MAX_REPLY_BYTES {
-                        return Err(BackendLegError::ReplyTooLarge { peer, phase });
+                        let limit = MAX_REPLY_BYTES;
+                        return Err(BackendLegError::ReplyTooLarge { peer, phase, limit });
                     }
                     let parsed = self.parser.push_line(&line).map_err(|source| {
                         BackendLegError::Malformed {
@@ -489,7 +545,19 @@ impl BackendControl {
                     })?;
                     if let Some(reply) = parsed {
                         self.partial_bytes = 0;
-                        return Ok(reply);
+                        self.relayed_bytes = 0;
+                        return Ok(ReplyPart::End(reply));
+                    }
+                    let piece = piece_bytes.and_then(|min| self.parser.take_relayable(min));
+                    if let Some(piece) = piece {
+                        self.partial_bytes = 0;
+                        self.relayed_bytes += piece.len();
+                        if self.relayed_bytes > MAX_RELAYED_REPLY_BYTES {
+                            self.parser.reset();
+                            let limit = MAX_RELAYED_REPLY_BYTES;
+                            return Err(BackendLegError::ReplyTooLarge { peer, phase, limit });
+                        }
+                        return Ok(ReplyPart::Piece(piece));
                     }
                 }
             }

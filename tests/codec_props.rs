@@ -281,6 +281,45 @@ proptest! {
         prop_assert_eq!(parsed[0].to_wire(), wire);
     }
 
+    /// A reply relayed in pieces (`take_relayable` after every line) is the same bytes as
+    /// the reply assembled whole, in the same order, with the same code; each piece holds
+    /// at most `min_bytes` plus one line.
+    #[test]
+    fn a_reply_relayed_in_pieces_is_the_reply_assembled_whole(
+        min_bytes in 0usize..64,
+        input in line_bytes(400),
+    ) {
+        let mut whole = ReplyParser::new(usize::MAX);
+        let mut relaying = ReplyParser::new(usize::MAX);
+        let mut taken = Vec::new();
+        for line in input.split(|&b| b == b'\n') {
+            let expected = whole.push_line(line);
+            let got = relaying.push_line(line);
+            match (expected, got) {
+                (Ok(Some(reply)), Ok(Some(tail))) => {
+                    prop_assert_eq!(tail.code, reply.code);
+                    taken.extend_from_slice(tail.raw().unwrap_or_default());
+                    prop_assert_eq!(&taken, &reply.to_wire());
+                    prop_assert_eq!(tail.lines.first(), reply.lines.first());
+                    prop_assert_eq!(tail.lines.last(), reply.lines.last());
+                    taken.clear();
+                }
+                (Ok(None), Ok(None)) => {
+                    if let Some(piece) = relaying.take_relayable(min_bytes) {
+                        prop_assert!(piece.len() >= min_bytes);
+                        prop_assert!(piece.len() <= min_bytes + line.len() + 2);
+                        taken.extend_from_slice(&piece);
+                    }
+                }
+                (Err(a), Err(b)) => {
+                    prop_assert_eq!(a, b);
+                    taken.clear();
+                }
+                (a, b) => prop_assert!(false, "whole {:?}, relaying {:?}", a, b),
+            }
+        }
+    }
+
     /// A parsed multi-line reply never holds more lines than the parser's limit.
     #[test]
     fn reply_parser_honours_its_line_limit(

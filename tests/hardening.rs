@@ -11,6 +11,7 @@ use common::ftp_client::FtpClient;
 use common::harness::{free_port_block, loopback, sha256, TestBackend};
 use common::process::{cpu_seconds, rss_kib, run_binary, BinaryProxy};
 use common::tls::TestPki;
+use common::vsftpd::{Vsftpd, VsftpdOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn binary_config(
@@ -387,4 +388,74 @@ async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     common::process::wait_until_listening(SocketAddr::from(([127, 0, 0, 1], control))).await;
     let (soft, hard) = open_files_limits(child.id().expect("pid"));
     assert_eq!(soft, hard, "soft open-files limit not raised");
+}
+
+/// Sessions that ask for the backend's listing of a big directory on the control
+/// connection and never read it.
+const UNREAD_LISTINGS: usize = 20;
+
+/// A logged-in anonymous session from `source` that sends `STAT big` and reads nothing
+/// after the login. Its receive buffer is small and fixed, so the proxy's writes stall at
+/// once (the kernel would otherwise take megabytes for it).
+async fn unread_listing(source: IpAddr, proxy: SocketAddr) -> FtpClient {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    socket.bind(SocketAddr::new(source, 0)).expect("bind");
+    let stream = socket.connect(proxy).await.expect("connect");
+    let mut client = FtpClient::over(stream, source).await;
+    assert_eq!(client.cmd("USER anonymous").await.code, 230);
+    client.send("STAT big").await;
+    client
+}
+
+/// An anonymous client that asks for a 3 MiB STAT listing and reads none of it cost the
+/// binary 13 MiB (the reply was assembled whole, then copied for the write): 20 of them
+/// took 260 MiB. Relayed in pieces, they cost a few KiB each, and the listing still
+/// arrives whole for a client that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_stat_listings_cost_bounded_memory() {
+    let server = tokio::task::spawn_blocking(|| Vsftpd::start(VsftpdOptions::default()))
+        .await
+        .expect("vsftpd start task");
+    let Some(server) = server else {
+        return;
+    };
+    server.fill_directory("big", 3 << 20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = start(dir.path(), server.addr, "", "").await;
+    let pid = proxy.child.id().expect("pid");
+    let direct = read_listing(loopback(40), server.addr).await;
+    assert_eq!(read_listing(loopback(41), proxy.control).await, direct);
+    let baseline_rss = rss_kib(pid);
+    let mut unread = Vec::new();
+    for index in 0..UNREAD_LISTINGS {
+        unread.push(unread_listing(loopback(50 + index as u8), proxy.control).await);
+    }
+    // Each session has read what vsftpd could send before the client's window closed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = rss_kib(pid).saturating_sub(baseline_rss);
+    println!("{UNREAD_LISTINGS} unread 3 MiB listings: RSS +{grown} KiB");
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew by {grown} KiB for {UNREAD_LISTINGS} unread listings"
+    );
+    assert_eq!(
+        read_listing(loopback(42), proxy.control).await,
+        direct,
+        "a reading client still gets the whole listing"
+    );
+    drop(unread);
+}
+
+/// `STAT big` read whole from `addr` by an anonymous client: its code, length and SHA-256.
+async fn read_listing(source: IpAddr, addr: SocketAddr) -> (u16, usize, String) {
+    let mut client = FtpClient::connect(source, addr).await;
+    assert_eq!(client.cmd("USER anonymous").await.code, 230);
+    let listing = client.cmd("STAT big").await;
+    assert!(listing.text.len() > 3 << 20, "{} bytes", listing.text.len());
+    (
+        listing.code,
+        listing.text.len(),
+        sha256(listing.text.as_bytes()),
+    )
 }

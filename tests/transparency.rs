@@ -206,3 +206,57 @@ async fn doubled_cr_and_blank_lines_are_taken_as_vsftpd_takes_them() {
     assert_eq!(seen[1], seen[0], "through ftpfront");
     proxy.shutdown().await;
 }
+
+/// ftpfront's own 500 to a line it cannot parse reads as one sentence ("500 Syntax error,
+/// invalid command ..."): it said "Syntax error: Syntax error, invalid command ...".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_syntax_errors_say_syntax_error_once() {
+    let fake = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+    let proxy = start_proxy(proxy_config(fake.addr, 2)).await;
+    let mut client = FtpClient::connect(loopback(22), proxy.control_addr).await;
+    for line in [&b"1X\r\n"[..], b"NO\0OP\r\n", b"NO\rOP\r\n"] {
+        client.send_bytes(line).await;
+        let reply = client.reply().await;
+        assert_eq!(reply.code, 500, "{line:?}: {reply:?}");
+        assert_eq!(
+            reply.text.matches("Syntax error").count(),
+            1,
+            "{line:?}: {reply:?}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// STAT of a directory is its listing on the control connection, as long as the directory
+/// is (5 MiB here, 6 MiB for 25,000 files with long names). Through ftpfront it must be
+/// the same bytes as from vsftpd itself; it was cut at 4 MiB and the session ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stat_listing_of_any_length_is_relayed_whole() {
+    let Some(server) = vsftpd(&[]).await else {
+        return;
+    };
+    let files = server.fill_directory("huge", 5 << 20);
+    let proxy = proxy_for(&server).await;
+    let mut listings = Vec::new();
+    for (source, addr) in [(23, server.addr), (24, proxy.control_addr)] {
+        let mut client = anonymous(addr, source).await;
+        let listing = client.cmd("STAT huge").await;
+        assert_eq!(client.cmd("NOOP").await.code, 200, "the session goes on");
+        listings.push((
+            listing.code,
+            listing.text.len(),
+            sha256(listing.text.as_bytes()),
+        ));
+    }
+    let (code, len, _) = &listings[0];
+    assert_eq!(*code, 213, "vsftpd itself");
+    assert!(
+        *len > 5 << 20,
+        "vsftpd's listing of {files} files: {len} bytes"
+    );
+    assert_eq!(
+        listings[1], listings[0],
+        "through ftpfront (code, length, SHA-256)"
+    );
+    proxy.shutdown().await;
+}

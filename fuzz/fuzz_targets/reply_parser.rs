@@ -1,4 +1,4 @@
-//! Fuzzes `ftp::ReplyParser` with arbitrary (multi-line) reply lines, and the wire format of the replies it returns.
+//! Fuzzes `ftp::ReplyParser` with arbitrary (multi-line) reply lines, the wire format of the replies it returns, and replies relayed in pieces (`take_relayable`).
 #![no_main]
 
 use ftpfront::ftp::{addr, LineEvent, LineSplitter, Reply, ReplyParser};
@@ -87,10 +87,45 @@ fn check_reply(reply: &Reply, max_lines: usize) {
     );
 }
 
+/// Relaying: a parser whose partial reply is taken in pieces of at least `min_bytes`
+/// after every line yields the bytes a parser assembling whole replies yields, in order.
+fn check_relayed_in_pieces(input: &[u8], min_bytes: usize) {
+    let mut whole = ReplyParser::new(usize::MAX);
+    let mut relaying = ReplyParser::new(usize::MAX);
+    let mut taken = Vec::new();
+    for line in input.split(|&b| b == b'\n') {
+        match (whole.push_line(line), relaying.push_line(line)) {
+            (Ok(Some(reply)), Ok(Some(tail))) => {
+                assert_eq!(tail.code, reply.code);
+                taken.extend_from_slice(&tail.to_wire());
+                assert_eq!(taken, reply.to_wire(), "pieces differ from the whole reply");
+                assert_eq!(tail.lines.first(), reply.lines.first());
+                assert_eq!(tail.lines.last(), reply.lines.last());
+                taken.clear();
+            }
+            (Ok(None), Ok(None)) => {
+                if let Some(piece) = relaying.take_relayable(min_bytes) {
+                    assert!(piece.len() >= min_bytes);
+                    taken.extend_from_slice(&piece);
+                }
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b);
+                taken.clear();
+            }
+            (a, b) => panic!("whole {a:?}, relaying {b:?}"),
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
+    if mode & 0x20 != 0 {
+        check_relayed_in_pieces(input, usize::from(mode & 0x1F));
+        return;
+    }
     let max_lines = usize::from(mode & 0x1F);
     let mut parser = ReplyParser::new(max_lines);
     // Lines as a splitter yields them, some with their terminator left on (tolerated).

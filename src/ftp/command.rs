@@ -21,7 +21,7 @@ pub enum CommandError {
     LineTooLong { limit: usize },
     #[error("Syntax error, NUL byte in command line")]
     ContainsNul,
-    #[error("stray CR or LF in command line")]
+    #[error("Syntax error, stray CR or LF in command line")]
     StrayLineBreak,
 }
 
@@ -429,7 +429,7 @@ mod tests {
         );
         assert_eq!(
             CommandError::StrayLineBreak.to_string(),
-            "stray CR or LF in command line"
+            "Syntax error, stray CR or LF in command line"
         );
     }
 

@@ -147,8 +147,9 @@ pub struct ReplyParser {
 }
 
 impl ReplyParser {
-    /// `max_lines` bounds the lines of one multi-line reply (first and last
-    /// included), limiting the memory a hostile backend can make us hold.
+    /// `max_lines` bounds the lines of one multi-line reply held at a time (first and
+    /// last included; see [`ReplyParser::take_relayable`]), limiting the memory a hostile
+    /// backend can make us hold.
     /// Single-line replies are always accepted.
     pub fn new(max_lines: usize) -> Self {
         ReplyParser {
@@ -176,6 +177,19 @@ impl ReplyParser {
     /// Drops any partly assembled reply.
     pub fn reset(&mut self) {
         self.partial = None;
+    }
+
+    /// The bytes of the multi-line reply being assembled, once they are `min_bytes` or
+    /// more: a relay passes a long reply (STAT of a big directory) on as it arrives
+    /// instead of holding all of it. The reply completed later carries in its raw bytes
+    /// and middle lines only what came after the last take (its first line is kept).
+    pub fn take_relayable(&mut self, min_bytes: usize) -> Option<Vec<u8>> {
+        let partial = self.partial.as_mut()?;
+        if partial.raw.len() < min_bytes {
+            return None;
+        }
+        partial.lines.truncate(1);
+        Some(std::mem::take(&mut partial.raw))
     }
 
     /// Handles the first line of a reply.
@@ -435,6 +449,39 @@ mod tests {
     fn multiline_keeps_non_utf8_middle_lines_on_the_wire() {
         let reply = parse_one(&[b"226-x", b"\xff\xfe", b"226 y"]);
         assert_eq!(reply.to_wire(), b"226-x\r\n\xff\xfe\r\n226 y\r\n");
+    }
+
+    #[test]
+    fn a_long_reply_is_taken_in_pieces_and_ends_with_the_rest() {
+        let mut parser = ReplyParser::new(10);
+        assert_eq!(parser.take_relayable(0), None, "nothing is assembled");
+        assert_eq!(parser.push_line(b"213-Status follows:"), Ok(None));
+        assert_eq!(parser.take_relayable(100), None, "below the threshold");
+        assert_eq!(parser.push_line(b"a"), Ok(None));
+        let piece = parser.take_relayable(10).unwrap();
+        assert_eq!(piece, b"213-Status follows:\r\na\r\n");
+        assert_eq!(parser.take_relayable(0), Some(Vec::new()));
+        assert_eq!(parser.push_line(b"b"), Ok(None));
+        let tail = parser.push_line(b"213 End of status").unwrap().unwrap();
+        assert_eq!(tail.code, 213);
+        assert_eq!(tail.to_wire(), b"b\r\n213 End of status\r\n");
+        assert_eq!(tail.lines, ["Status follows:", "b", "End of status"]);
+        assert!(!parser.is_partial());
+    }
+
+    #[test]
+    fn the_line_limit_counts_the_lines_held_since_the_last_piece() {
+        let mut parser = ReplyParser::new(3);
+        for line in [&b"211-1"[..], b"2", b"3"] {
+            assert_eq!(parser.push_line(line), Ok(None));
+        }
+        assert!(parser.take_relayable(0).is_some());
+        assert_eq!(
+            parser.push_line(b"4"),
+            Ok(None),
+            "the fourth line of the reply"
+        );
+        assert_eq!(parser.push_line(b"211 5").unwrap().unwrap().code, 211);
     }
 
     #[test]

@@ -277,10 +277,7 @@ impl Session {
                     let side = Side::Client;
                     let kind = "malformed_command";
                     self.record(SessionEvent::ProtocolError { side, kind });
-                    ClientInput::Own(Reply::new(
-                        codes::SYNTAX_ERROR,
-                        format!("Syntax error: {e}."),
-                    ))
+                    ClientInput::Own(Reply::new(codes::SYNTAX_ERROR, format!("{e}.")))
                 }
             },
         }
@@ -298,6 +295,7 @@ impl Session {
         }
         match command.verb {
             Verb::Quit => self.quit().await,
+            Verb::User | Verb::Pass if self.logged_in() => self.relogin(command).await,
             Verb::User => self.user(command).await,
             Verb::Acct if self.logged_in() => self.relay(&command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
@@ -412,9 +410,14 @@ impl Session {
     }
 
     async fn send(&mut self, reply: &Reply) -> Result<(), SessionError> {
+        self.send_bytes(&reply.to_wire()).await
+    }
+
+    /// Writes reply bytes now (a reply, or a piece of a relayed one).
+    async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         let peer = self.client.peer();
         self.client
-            .write_all(&reply.to_wire())
+            .write_all(bytes)
             .await
             .map_err(|source| SessionError::ClientWrite { peer, source })
     }

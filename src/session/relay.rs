@@ -5,7 +5,7 @@ use tracing::{info, warn};
 
 use super::events::{SessionEvent, Side};
 use super::{Flow, Outcome, Session, SessionError};
-use crate::conn::{BackendControl, BackendLegError};
+use crate::conn::{BackendControl, BackendLegError, ReplyPart};
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
 
@@ -22,19 +22,53 @@ impl Session {
             // Its urgent data must not make a later ABOR urgent (see `pass_abor_on`).
             self.client.take_urgent_seen();
         }
-        let mut reply = leg.control.command(command, "relaying a command").await?;
+        let phase = "relaying a command";
+        leg.control.send(command, phase).await?;
         loop {
-            self.send(&reply).await?;
+            let Some(reply) = self.relay_one_reply(phase).await? else {
+                return Ok(Flow::Continue);
+            };
             if reply.code == codes::SERVICE_NOT_AVAILABLE {
                 return Ok(Flow::Close(Outcome::Error));
             }
             if !reply.is_preliminary() {
                 return Ok(Flow::Continue);
             }
+        }
+    }
+
+    /// Passes the backend's next reply to the client, a long one piece by piece as it
+    /// arrives (a STAT listing of a big directory is not held whole, however slowly the
+    /// client reads it); returns its end (the code and the last bytes), `None` without a
+    /// backend.
+    async fn relay_one_reply(
+        &mut self,
+        phase: &'static str,
+    ) -> Result<Option<Reply>, SessionError> {
+        let mut started: Option<u16> = None;
+        loop {
             let Some(leg) = self.backend.as_mut() else {
-                return Ok(Flow::Continue);
+                return Ok(None);
             };
-            reply = leg.control.read_reply("relaying a command").await?;
+            match leg.control.read_relayed_part(phase).await {
+                Ok(ReplyPart::Piece(bytes)) => {
+                    started = started.or_else(|| reply_code_of(&bytes));
+                    self.send_bytes(&bytes).await?;
+                }
+                Ok(ReplyPart::End(reply)) => {
+                    self.send(&reply).await?;
+                    return Ok(Some(reply));
+                }
+                Err(e) => {
+                    let hung_up = matches!(e, BackendLegError::Closed { .. });
+                    if let Some(code) = started.filter(|_| !hung_up) {
+                        // The client's parser is inside the multi-line reply: end it, so
+                        // that the 421 that follows reads as a reply of its own.
+                        let _ = self.send(&Reply::new(code, "Reply cut short.")).await;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
     }
 
@@ -101,4 +135,10 @@ pub(super) async fn next_backend_reply(
         Some(control) => control.next_reply("waiting for the backend").await,
         None => std::future::pending().await,
     }
+}
+
+/// The reply code a relayed piece starts with (the first piece starts the reply).
+fn reply_code_of(piece: &[u8]) -> Option<u16> {
+    let digits = std::str::from_utf8(piece.get(..3)?).ok()?;
+    digits.parse().ok()
 }

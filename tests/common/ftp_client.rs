@@ -350,6 +350,32 @@ impl FtpClient {
         Ok(())
     }
 
+    /// Everything the peer sends until it closes the connection (`None` if it does not
+    /// within `within`): how many bytes, and the last `tail` of them.
+    pub async fn read_until_closed(
+        &mut self,
+        within: Duration,
+        tail: usize,
+    ) -> Option<(usize, Vec<u8>)> {
+        let reader = self.reader();
+        let drain = async {
+            let (mut total, mut last) = (0usize, Vec::new());
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return (total, last),
+                    Ok(n) => {
+                        total += n;
+                        last.extend_from_slice(&buf[..n]);
+                        let cut = last.len().saturating_sub(tail);
+                        last.drain(..cut);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(within, drain).await.ok()
+    }
+
     /// True when the peer closes the connection (EOF or reset) within `within`, reading and
     /// discarding anything it sends first.
     pub async fn closed_within(&mut self, within: Duration) -> bool {

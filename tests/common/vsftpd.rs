@@ -375,6 +375,23 @@ impl Vsftpd {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A directory `rel` under the root holding empty files with long names, so that its
+    /// listing (`STAT rel` on the control connection) is about `listing_bytes` long; the
+    /// number of files made.
+    pub fn fill_directory(&self, rel: &str, listing_bytes: usize) -> usize {
+        const NAME_LEN: usize = 200;
+        // vsftpd's line: "-rw-r--r--    1 0        0               0 Dec 03 10:47 " + name.
+        const LINE_LEN: usize = 56 + NAME_LEN + 2;
+        let dir = self.root.join(rel);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let files = listing_bytes.div_ceil(LINE_LEN);
+        for index in 0..files {
+            let name = format!("{index:08}-{}", "n".repeat(NAME_LEN - 9));
+            fs::write(dir.join(name), b"").unwrap_or_else(|e| panic!("file {index}: {e}"));
+        }
+        files
+    }
+
     /// `ftp://127.0.0.1:PORT/` + `path` (no leading slash needed); `ftps://` for implicit FTPS.
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.implicit_tls { "ftps" } else { "ftp" };
