@@ -656,6 +656,40 @@ async fn stray_arguments_get_the_backends_codes() {
     diffs.assert_none();
 }
 
+/// USER and PASS again after a login: every server here refuses to change the user
+/// without REIN (vsftpd: 530 "Can't change from guest user.", 230 "Already logged in.").
+/// ftpfront opened a new backend connection for each USER and logged in afresh there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_pass_after_a_login_get_the_backends_replies() {
+    let mut diffs = Differences::default();
+    for kind in backends() {
+        let Some(pair) = start_pair(kind).await else {
+            return;
+        };
+        let (direct, proxied) = pair
+            .both(async |addr, source| {
+                let server = &pair.server;
+                let mut client = server.login(addr, source).await;
+                let again = [
+                    format!("USER {}", server.user),
+                    format!("PASS {}", server.password),
+                    "USER somebody".to_string(),
+                    "PASS other".to_string(),
+                    "PWD".to_string(),
+                ];
+                let mut seen = Vec::new();
+                for command in &again {
+                    seen.push(exchange(&mut client, command).await);
+                }
+                seen
+            })
+            .await;
+        diffs.compare(kind.name(), &direct, &proxied);
+        pair.proxy.shutdown().await;
+    }
+    diffs.assert_none();
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. Less common commands
 

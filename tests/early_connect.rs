@@ -10,8 +10,11 @@ use std::time::Duration;
 use common::fake_backend::{Behaviour, FakeBackend, Observed};
 use common::ftp_client::*;
 use common::harness::*;
+use common::metrics::{metric, scrape};
+use common::tcp_queues::connecting_to;
 use ftpfront::config::Config;
 use ftpfront::server::RunningProxy;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(3);
 
@@ -222,5 +225,70 @@ async fn a_prepared_data_connection_the_backend_closed_is_replaced() {
     let seen = fake.observed();
     let pasvs = seen.commands.iter().filter(|c| *c == "PASV").count();
     assert_eq!(pasvs, 2, "{:?}", seen.commands);
+    proxy.shutdown().await;
+}
+
+/// A backend that greets one connection (the health probe at start) and then accepts no
+/// more: its listen queue (backlog 1) fills, and connects to it wait for an answer that
+/// never comes, as they do to a real server overrun by a storm of connects.
+async fn backend_that_stops_accepting() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("address");
+    let listener = socket.listen(1).expect("listen");
+    let task = tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (read, mut write) = stream.into_split();
+        let _ = write.write_all(b"220 probe welcome\r\n").await;
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("QUIT") {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                break;
+            }
+        }
+        // Holds the listener, accepting nothing, until the test ends.
+        std::future::pending::<()>().await;
+    });
+    (addr, task)
+}
+
+/// Clients that connect and leave before USER, while their early connects wait in the
+/// backend's full listen queue. Those connects were left to run out the connect timeout
+/// and each failure counted towards the backend's health: a storm of connect/close made
+/// a backend look down (readyz failed) and filled its listen queue for the logins behind.
+/// Now a connect not yet established is dropped with its client, and the early connect's
+/// result counts only when a login takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_at_once_cost_the_backend_no_connects_and_no_health() {
+    let (backend, _held) = backend_that_stops_accepting().await;
+    let mut config = proxy_config(backend, 2);
+    config.backends[0].connect_timeout = Duration::from_secs(1);
+    config.health.probe_interval = Duration::from_secs(3600);
+    let proxy = start_proxy(config).await;
+    let up = |text: &str| metric(text, "ftpfront_backend_up", &[("backend", "main")]);
+    let deadline = std::time::Instant::now() + WAIT;
+    while up(&scrape(&proxy).await) != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for index in 0..40u8 {
+        let client = FtpClient::connect(loopback(100 + index), proxy.control_addr).await;
+        drop(client);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = connecting_to(backend.port());
+    // Past the connect timeout: a connect left running has failed by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = scrape(&proxy).await;
+    assert_eq!(waiting, 0, "connects still under way for clients that left");
+    assert_eq!(up(&text), 1.0, "the backend looks down after the storm");
     proxy.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! (resolve, connect with timeout, keepalive, PROXY header, greeting, TLS).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,11 +145,28 @@ pub async fn connect(
     health: &Health,
     client: Option<SocketAddr>,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
-    let result = connect_and_greet(backend, tls, health.metrics(), client).await;
-    if let Err(e) = &result {
-        count_connect_error(health.metrics(), backend, e.reason());
-    }
+    let established = AtomicBool::new(false);
+    let result = connect_unrecorded(backend, tls, health.metrics(), client, &established).await;
     health.record(&backend.name, result.is_ok());
+    result
+}
+
+/// [`connect`] without counting the result towards health, setting `established` once
+/// the TCP connection is up. For a client's early connection (`routing.preconnect`): its
+/// result counts only if a login takes it, and until it is established it can be dropped
+/// without the backend ever seeing it. A storm of clients that connect and leave at once
+/// must neither make a healthy backend look down nor fill its listen queue.
+pub async fn connect_unrecorded(
+    backend: &BackendConfig,
+    tls: Option<&BackendTlsConfig>,
+    metrics: &Metrics,
+    client: Option<SocketAddr>,
+    established: &AtomicBool,
+) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
+    let result = connect_and_greet(backend, tls, metrics, client, established).await;
+    if let Err(e) = &result {
+        count_connect_error(metrics, backend, e.reason());
+    }
     result
 }
 
@@ -167,9 +185,11 @@ async fn connect_and_greet(
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
     client: Option<SocketAddr>,
+    established: &AtomicBool,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let timeout = backend.connect_timeout;
-    tokio::time::timeout(timeout, establish(backend, tls, metrics, client))
+    let setup = establish(backend, tls, metrics, client, established);
+    tokio::time::timeout(timeout, setup)
         .await
         .map_err(|_| ConnectError::Timeout {
             name: backend.name.clone(),
@@ -183,8 +203,10 @@ async fn establish(
     tls: Option<&BackendTlsConfig>,
     metrics: &Metrics,
     client: Option<SocketAddr>,
+    established: &AtomicBool,
 ) -> Result<(BackendControl, Option<SessionTls>), ConnectError> {
     let mut stream = open_stream(backend).await?;
+    established.store(true, Ordering::Release);
     crate::net::tune_control(&stream);
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let addresses = stream

@@ -3,6 +3,7 @@
 //! already read instead of waiting for a connect, a 220 (a fork, for vsftpd) and TLS.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -17,6 +18,9 @@ use crate::config::BackendConfig;
 pub(super) struct EarlyBackend {
     target: String,
     task: AbortOnDropHandle<Attempt>,
+    /// The TCP connection is up (see [`EarlyBackend::close`]).
+    established: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// How a connect to a candidate went (one candidate: [`attempt`]; the early connect: the
@@ -33,9 +37,25 @@ pub(super) enum Attempt {
     NoCandidate,
 }
 
-/// Tries one candidate: a slot under its `max_sessions`, then the connect and greeting
-/// (which count towards its health). What USER and the early connect both do per backend.
-pub(super) async fn attempt(shared: &Shared, config: BackendConfig, client: SocketAddr) -> Attempt {
+/// Who makes an [`attempt`], which decides when its result counts towards the backend's
+/// health.
+pub(super) enum Attempter<'a> {
+    /// A login: at once.
+    Login,
+    /// The early connect: only when a login takes it ([`EarlyBackend::take_for`]); a
+    /// client that left at once says nothing about the backend. `established` is set when
+    /// the TCP connection is up.
+    Early { established: &'a AtomicBool },
+}
+
+/// Tries one candidate: a slot under its `max_sessions`, then the connect and greeting.
+/// What USER and the early connect both do per backend.
+pub(super) async fn attempt(
+    shared: &Shared,
+    config: BackendConfig,
+    client: SocketAddr,
+    attempter: Attempter<'_>,
+) -> Attempt {
     let Some(counted) = shared.router.admit(&config) else {
         debug!(
             backend = config.name.as_str(),
@@ -44,7 +64,14 @@ pub(super) async fn attempt(shared: &Shared, config: BackendConfig, client: Sock
         return Attempt::NoCandidate;
     };
     let tls = shared.backend_tls.get(&config.name);
-    match backend::connect(&config, tls, &shared.health, Some(client)).await {
+    let connected = match attempter {
+        Attempter::Login => backend::connect(&config, tls, &shared.health, Some(client)).await,
+        Attempter::Early { established } => {
+            let metrics = shared.health.metrics();
+            backend::connect_unrecorded(&config, tls, metrics, Some(client), established).await
+        }
+    };
+    match connected {
         Ok((control, tls)) => {
             Attempt::Connected(Box::new(BackendLeg::new(control, config, tls, counted)))
         }
@@ -63,10 +90,13 @@ impl EarlyBackend {
             return None;
         }
         let target = shared.router.early_target()?.to_string();
-        let task = tokio::spawn(connect_first(shared.clone(), target.clone(), client));
+        let established = Arc::new(AtomicBool::new(false));
+        let connect = connect_first(shared.clone(), target.clone(), client, established.clone());
         Some(EarlyBackend {
             target,
-            task: AbortOnDropHandle::new(task),
+            task: AbortOnDropHandle::new(tokio::spawn(connect)),
+            established,
+            shared: shared.clone(),
         })
     }
 
@@ -79,7 +109,9 @@ impl EarlyBackend {
             self.close();
             return None;
         }
-        match self.task.await.ok()? {
+        let attempt = self.task.await.ok()?;
+        record_health(&self.shared, &attempt);
+        match attempt {
             Attempt::Connected(mut leg) => {
                 if has_spoken(&mut leg).await {
                     debug!(
@@ -103,7 +135,10 @@ impl EarlyBackend {
     /// That goodbye runs on its own, so the session (its slot, its memory) ends now: a
     /// storm of connect/close must not keep sessions alive for the backend's round trips.
     /// At most [`MAX_CLOSING`] run at once; beyond that an early connection is dropped,
-    /// as it was before goodbyes existed.
+    /// as it was before goodbyes existed. A connect whose TCP connection is not up
+    /// within [`ESTABLISH_GRACE`] is dropped then: the backend has accepted nothing of it
+    /// (its SYN waits for an answer, a full listen queue in a storm), and left to run
+    /// it would wait out the connect timeout and fill the queue for the logins behind.
     pub fn close(self) {
         let Ok(permit) = CLOSING.try_acquire() else {
             debug!("too many early backend connections closing: dropped without QUIT");
@@ -111,11 +146,36 @@ impl EarlyBackend {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            if let Ok(Attempt::Connected(leg)) = self.task.await {
+            let mut task = self.task;
+            let attempt = match tokio::time::timeout(ESTABLISH_GRACE, &mut task).await {
+                Ok(done) => done,
+                Err(_) if !self.established.load(Ordering::Acquire) => {
+                    debug!("early backend connect not established: dropped");
+                    return;
+                }
+                Err(_) => task.await,
+            };
+            if let Ok(Attempt::Connected(leg)) = attempt {
                 leg.control.quit(super::BACKEND_QUIT_WAIT).await;
             }
         });
     }
+}
+
+/// How long an unused early connect may take to be established once its client left: a
+/// connect on a working network is up in a round trip; one that is not by then waits for
+/// a SYN retransmission (seconds).
+const ESTABLISH_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// An early attempt's result, counted towards its backend's health now that a login
+/// takes it.
+fn record_health(shared: &Shared, attempt: &Attempt) {
+    let (backend, ok) = match attempt {
+        Attempt::Connected(leg) => (leg.config.name.as_str(), true),
+        Attempt::Failed { backend, .. } => (backend.as_str(), false),
+        Attempt::NoCandidate => return,
+    };
+    shared.health.record(backend, ok);
 }
 
 /// Unused early connections ending with QUIT at once, process-wide: each holds a backend
@@ -132,9 +192,17 @@ async fn has_spoken(leg: &mut BackendLeg) -> bool {
 }
 
 /// The first candidate the route admits, connected; the others are left to USER.
-async fn connect_first(shared: Arc<Shared>, target: String, client: SocketAddr) -> Attempt {
+async fn connect_first(
+    shared: Arc<Shared>,
+    target: String,
+    client: SocketAddr,
+    established: Arc<AtomicBool>,
+) -> Attempt {
     for config in shared.router.candidates(&target, "") {
-        match attempt(&shared, config, client).await {
+        let attempter = Attempter::Early {
+            established: &established,
+        };
+        match attempt(&shared, config, client, attempter).await {
             Attempt::NoCandidate => continue,
             tried => return tried,
         }

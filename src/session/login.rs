@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::early::{self, Attempt};
+use super::early::{self, Attempt, Attempter};
 use super::events::SessionEvent;
 use super::{Flow, Login, Outcome, Session, SessionError};
 use crate::backend::{self, BackendLeg, ClientNames, Route};
@@ -14,7 +14,7 @@ use crate::bans;
 use crate::config::BackendConfig;
 use crate::conn::BackendLegError;
 use crate::ftp::codes;
-use crate::ftp::{Command, Reply};
+use crate::ftp::{Command, Reply, Verb};
 use crate::metrics::RoutingFailure;
 
 impl Session {
@@ -38,9 +38,35 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// USER or PASS after a login: the backend answers, as it would without ftpfront
+    /// (vsftpd: 530 "Can't change from guest user.", 230 "Already logged in."; proftpd
+    /// 501 "Reauthentication not supported", pure-ftpd 530: a new login needs REIN).
+    /// ftpfront follows only a backend that does start a new login (331/332 to USER);
+    /// proftpd's 230 to USER of the same user is no new login.
+    pub(super) async fn relogin(&mut self, command: Command) -> Result<Flow, SessionError> {
+        let Some(leg) = self.backend.as_mut() else {
+            return self.relay(&command).await;
+        };
+        let started = Instant::now();
+        let reply = leg
+            .control
+            .command(&command, "relaying a new login")
+            .await?;
+        self.send(&reply).await?;
+        let new_login = matches!(reply.code, codes::NEED_PASSWORD | codes::NEED_ACCOUNT);
+        if command.verb != Verb::User || !new_login {
+            return Ok(match reply.code {
+                codes::SERVICE_NOT_AVAILABLE => Flow::Close(Outcome::Error),
+                _ => Flow::Continue,
+            });
+        }
+        let user = command.arg_str().to_string();
+        self.after_login_reply(&reply, user, started).await
+    }
+
     /// USER routes to a backend. Retries after a failed login reuse the backend connection
     /// (the server then counts its own failed logins, as without ftpfront); another
-    /// backend, or a USER after a successful login, starts over on a fresh connection.
+    /// backend starts over on a fresh connection. After a login, see [`Session::relogin`].
     pub(super) async fn user(&mut self, command: Command) -> Result<Flow, SessionError> {
         let user = command.arg_str().to_string();
         if user.is_empty() {
@@ -84,7 +110,7 @@ impl Session {
         let user = login_name.to_string();
         let started = Instant::now();
         let same_target = |leg: &BackendLeg| shared.router.serves(target, &leg.config.name);
-        let reuse = !self.logged_in() && self.backend.as_ref().is_some_and(same_target);
+        let reuse = self.backend.as_ref().is_some_and(same_target);
         self.reset_login_state();
         if !reuse {
             self.close_backend().await;
@@ -150,7 +176,7 @@ impl Session {
         let mut all_full = failed_before.is_none();
         let mut last_error = failed_before;
         for config in candidates {
-            match early::attempt(&self.shared, config, client).await {
+            match early::attempt(&self.shared, config, client, Attempter::Login).await {
                 Attempt::Connected(leg) => {
                     self.backend = Some(*leg);
                     return Ok(Ok(()));

@@ -1,5 +1,6 @@
-//! The kernel's queues of established IPv4 TCP connections (`/proc/net/tcp`), to wait until
-//! the data of a download nobody reads has stopped moving anywhere along its path.
+//! The kernel's IPv4 TCP connections (`/proc/net/tcp`): their queues, to wait until the
+//! data of a download nobody reads has stopped moving anywhere along its path; and the
+//! connects still under way to a port.
 //!
 //! "Sleep a while and assume the buffers are full" is not enough through a proxy: its
 //! receive buffer towards the server grows (autotuning) to megabytes, and on a loaded
@@ -15,6 +16,23 @@ use std::time::{Duration, Instant};
 type Queues = BTreeMap<(u16, u16, u64), (u64, u64)>;
 
 const ESTABLISHED: &str = "01";
+const SYN_SENT: &str = "02";
+
+/// How many connects to `port` are under way (SYN sent, no answer yet).
+pub fn connecting_to(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote_port = |field: &str| {
+        let hex = field.rsplit(':').next()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[3] == SYN_SENT && remote_port(f[2]) == Some(port)
+        })
+        .count()
+}
 
 /// The established connections with either port in one of `ranges`, keyed by ports and
 /// inode (a port pair may be reused by a later connection).
