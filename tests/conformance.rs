@@ -4,7 +4,7 @@
 //! reply texts of the replies the backend produced (ftpfront relays them), listings, bytes.
 //! The only allowed differences are ftpfront's own replies: the greeting (220), the
 //! address in 227/229, and what the transparency rule of DESIGN.md lets it answer itself
-//! (compared by code only here: REST's 350, PASV, FEAT, QUIT, STAT/SYST before login).
+//! (compared by code only here: PASV, FEAT, QUIT, STAT/SYST before login).
 //!
 //! Clients: the raw client of `tests/common/harness.rs` for exact replies, and lftp, curl,
 //! Python's ftplib and wget for what real programs see. A missing program or server is a
@@ -644,7 +644,11 @@ async fn stray_arguments_get_the_backends_codes() {
                 drop(client);
                 let mut client = pair.server.login(addr, source).await;
                 seen.push("after login".to_string());
-                for command in ["NOOP x", "PASV x", "FEAT x", "SYST x", "PWD x"] {
+                let commands = [
+                    "NOOP x", "PASV x", "FEAT x", "SYST x", "PWD x", "REST abc", "REST -5",
+                    "REST 10",
+                ];
+                for command in commands {
                     seen.push(exchange_code(&mut client, command).await);
                 }
                 seen

@@ -129,22 +129,24 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// REST is answered here and handed to the backend right before the transfer command,
-    /// because ftpfront sends the backend PASV/PORT in between (RFC 3659 5.3: REST must be
-    /// the last command before the transfer).
+    /// REST gets the backend's own verdict (servers differ: proftpd refuses any REST in
+    /// ASCII mode with 501, vsftpd takes `REST abc` as 0 and says 350). An accepted offset
+    /// is held and sent again right before the transfer command, after the PASV/PORT
+    /// ftpfront sends the backend in between (RFC 3659 5.3: REST must be the last command
+    /// before the transfer).
     pub(super) async fn rest(&mut self, command: Command) -> Result<Flow, SessionError> {
-        match args::parse_rest(command.arg_str()) {
-            Ok(offset) => {
-                self.pending_rest = Some(command);
-                let text =
-                    format!("Restarting at {offset}. Send STORE or RETRIEVE to initiate transfer.");
-                self.reply(codes::FILE_ACTION_PENDING, &text).await?;
-            }
-            Err(_) => {
-                self.reply(codes::SYNTAX_ERROR_ARGS, "REST needs a byte offset.")
-                    .await?
-            }
+        self.pending_rest = None;
+        let Some(leg) = self.backend.as_mut() else {
+            return self.relay(&command).await;
+        };
+        let verdict = leg
+            .control
+            .command(&command, "asking the backend about REST")
+            .await?;
+        let offset = args::parse_rest(command.arg_str());
+        if verdict.code == codes::FILE_ACTION_PENDING && offset.is_ok() {
+            self.pending_rest = Some(command);
         }
-        Ok(Flow::Continue)
+        self.relay_verdict(&verdict).await
     }
 }

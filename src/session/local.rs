@@ -110,7 +110,7 @@ impl Session {
             (true, Some(leg)) => {
                 let reply = leg.control.command(&command, "asking FEAT").await?;
                 if !reply.is_completion() {
-                    return self.relay_refusal(&reply).await;
+                    return self.relay_verdict(&reply).await;
                 }
                 let relayable = features::relayable(&reply);
                 shared

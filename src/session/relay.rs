@@ -89,11 +89,12 @@ impl Session {
         if verdict.is_completion() {
             return self.passive(command).await;
         }
-        self.relay_refusal(&verdict).await
+        self.relay_verdict(&verdict).await
     }
 
-    /// The backend's refusal of a command ftpfront would otherwise answer itself.
-    pub(super) async fn relay_refusal(&mut self, reply: &Reply) -> Result<Flow, SessionError> {
+    /// The backend's verdict on a command ftpfront also handles itself (a refusal of PASV's
+    /// argument, its answer to REST), passed on as it is.
+    pub(super) async fn relay_verdict(&mut self, reply: &Reply) -> Result<Flow, SessionError> {
         self.send(reply).await?;
         Ok(match reply.code {
             codes::SERVICE_NOT_AVAILABLE => Flow::Close(Outcome::Error),
