@@ -77,6 +77,8 @@ def stor(path, env, round_no):
         target = os.path.join(env.root, name)
         if os.path.exists(target):
             os.unlink(target)
+        # The next upload must not pay for this one's writeback to disk.
+        os.sync()
 
 
 def one_session(port):
@@ -183,8 +185,17 @@ def with_cpu(path, fn, units, results, cpu_figure):
     return value
 
 
+def rotated(paths, round_no):
+    """The paths in the order of round `round_no`: rotated one place per round, so each
+    path runs first, in the middle and last equally often. Reversing every other round left
+    the middle to one path for good, always right after another path's run of the same
+    figure (a 1 GiB upload's writeback still under way, a burst's sockets in TIME_WAIT)."""
+    shift = round_no % len(paths)
+    return paths[shift:] + paths[:shift]
+
+
 def run_round(round_no, paths, tls_paths, env, results):
-    order = paths if round_no % 2 else list(reversed(paths))
+    order = rotated(paths, round_no)
     big_gib, stor_gib = env.big_bytes / 2**30, env.stor_bytes / 2**30
     steps = [
         ("RETR", lambda p: with_cpu(p, lambda: retr(p, env), big_gib, results, "CPU RETR")),
@@ -197,7 +208,7 @@ def run_round(round_no, paths, tls_paths, env, results):
     for figure, step in steps:
         for path in order:
             measured(figure, path, step, results, round_no)
-    tls_order = tls_paths if round_no % 2 else list(reversed(tls_paths))
+    tls_order = rotated(tls_paths, round_no)
     for path in tls_order:
         measured("FTPS RETR", path, lambda p: with_cpu(p, lambda: retr(p, env), big_gib,
                                                        results, "CPU FTPS RETR"),
