@@ -495,15 +495,9 @@ impl BackendControl {
         &mut self,
         phase: &'static str,
     ) -> Result<ReplyPart, BackendLegError> {
-        let timeout = self.reply_timeout;
-        let peer = self.conn.peer();
-        tokio::time::timeout(timeout, self.next_part(phase, Some(RELAY_PIECE_BYTES)))
-            .await
-            .map_err(|_| BackendLegError::Timeout {
-                peer,
-                phase,
-                timeout,
-            })?
+        let (timeout, peer) = (self.reply_timeout, self.conn.peer());
+        let part = self.next_part(phase, Some(RELAY_PIECE_BYTES));
+        within_reply_timeout(timeout, peer, phase, part).await
     }
 
     /// The next reply, or with `piece_bytes` a piece of a multi-line one as soon as that
@@ -566,15 +560,8 @@ impl BackendControl {
 
     /// Next reply, failing after the configured reply timeout.
     pub async fn read_reply(&mut self, phase: &'static str) -> Result<Reply, BackendLegError> {
-        let timeout = self.reply_timeout;
-        let peer = self.conn.peer();
-        tokio::time::timeout(timeout, self.next_reply(phase))
-            .await
-            .map_err(|_| BackendLegError::Timeout {
-                peer,
-                phase,
-                timeout,
-            })?
+        let (timeout, peer) = (self.reply_timeout, self.conn.peer());
+        within_reply_timeout(timeout, peer, phase, self.next_reply(phase)).await
     }
 
     /// How long the backend has heard nothing from us: its idle timer has run that long.
@@ -628,4 +615,20 @@ impl BackendControl {
     pub fn into_stream(self) -> Result<BoxStream, UpgradeError> {
         self.conn.into_stream()
     }
+}
+
+/// `read`, failing with [`BackendLegError::Timeout`] after `timeout`.
+async fn within_reply_timeout<T>(
+    timeout: Duration,
+    peer: SocketAddr,
+    phase: &'static str,
+    read: impl std::future::Future<Output = Result<T, BackendLegError>>,
+) -> Result<T, BackendLegError> {
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BackendLegError::Timeout {
+            peer,
+            phase,
+            timeout,
+        })?
 }

@@ -52,14 +52,12 @@ impl Session {
             .control
             .command(&command, "relaying a new login")
             .await?;
-        self.send(&reply).await?;
-        let new_login = matches!(reply.code, codes::NEED_PASSWORD | codes::NEED_ACCOUNT);
-        if command.verb != Verb::User || !new_login {
-            return Ok(match reply.code {
-                codes::SERVICE_NOT_AVAILABLE => Flow::Close(Outcome::Error),
-                _ => Flow::Continue,
-            });
+        let new_login = command.verb == Verb::User
+            && matches!(reply.code, codes::NEED_PASSWORD | codes::NEED_ACCOUNT);
+        if !new_login {
+            return self.relay_verdict(&reply).await;
         }
+        self.send(&reply).await?;
         let user = command.arg_str().to_string();
         self.after_login_reply(&reply, user, started).await
     }
