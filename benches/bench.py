@@ -194,7 +194,10 @@ def rotated(paths, round_no):
     return paths[shift:] + paths[:shift]
 
 
-def run_round(round_no, paths, tls_paths, env, results):
+FIGURE_GROUPS = ["RETR", "STOR", "setup", "burst", "parallel", "FTPS", "idle"]
+
+
+def run_round(round_no, paths, tls_paths, env, results, only):
     order = rotated(paths, round_no)
     big_gib, stor_gib = env.big_bytes / 2**30, env.stor_bytes / 2**30
     steps = [
@@ -206,8 +209,12 @@ def run_round(round_no, paths, tls_paths, env, results):
         ("parallel", lambda p: parallel_mbps(p, env)),
     ]
     for figure, step in steps:
+        if figure not in only:
+            continue
         for path in order:
             measured(figure, path, step, results, round_no)
+    if "FTPS" not in only:
+        return
     tls_order = rotated(tls_paths, round_no)
     for path in tls_order:
         measured("FTPS RETR", path, lambda p: with_cpu(p, lambda: retr(p, env), big_gib,
@@ -419,7 +426,14 @@ def main():
     parser.add_argument("--json", help="write the raw values here")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-mod-proxy", action="store_true", help="direct and ftpfront only")
+    parser.add_argument("--only", help="comma-separated figures to measure, of "
+                        + ",".join(FIGURE_GROUPS) + " (default: all)")
     args = parser.parse_args()
+    only = args.only.split(",") if args.only else FIGURE_GROUPS
+    unknown = [name for name in only if name not in FIGURE_GROUPS]
+    if unknown:
+        parser.error(f"--only: unknown figures {unknown}; known: {FIGURE_GROUPS}")
+    args.only = only
     cfg = dict(QUICK if args.quick else FULL)
     if args.rounds:
         cfg["rounds"] = args.rounds
@@ -443,6 +457,8 @@ def main():
 
 
 def run(cfg, tools, work, started, args):
+    only = args.only
+
     def start(server):
         started.append(server)
         return server
@@ -473,10 +489,11 @@ def run(cfg, tools, work, started, args):
     results = Results()
     print(f"== {cfg['rounds']} rounds, paths alternating", flush=True)
     for round_no in range(1, cfg["rounds"] + 1):
-        run_round(round_no, paths, tls_paths, env, results)
+        run_round(round_no, paths, tls_paths, env, results, only)
 
     try:
-        idle_phase(cfg, tools, work, start, results)
+        if "idle" in only:
+            idle_phase(cfg, tools, work, start, results)
     finally:
         # The table of what was measured, even when the last phase failed.
         rows = summarize(results, names)
