@@ -145,7 +145,8 @@ def start_vsftpd(tools, work, root, name, cert=None):
         "background=NO", "seccomp_sandbox=NO", "run_as_launching_user=YES",
         f"secure_chroot_dir={empty}", "tcp_wrappers=NO", "connect_from_port_20=NO",
         "anonymous_enable=YES", "local_enable=NO", "write_enable=YES",
-        "anon_upload_enable=YES", "anon_umask=022", "ftp_username=nobody",
+        "anon_upload_enable=YES", "anon_other_write_enable=YES", "anon_umask=022",
+        "ftp_username=nobody",
         f"anon_root={root}", "xferlog_enable=NO",
         "max_clients=0", "max_per_ip=0", f"vsftpd_log_file={work}/{name}-xfer.log",
     ]

@@ -22,7 +22,7 @@ use common::ftp_client::*;
 use common::harness::*;
 use common::metrics::*;
 use common::vsftpd::{Vsftpd, VsftpdOptions, WRONG_PASV_ADDRESS};
-use ftpfront::config::{Config, DataMode, PortRange};
+use ftpfront::config::{Config, DataMode, PortRange, PumpMode};
 use ftpfront::server::RunningProxy;
 use tokio::io::AsyncReadExt;
 
@@ -375,6 +375,29 @@ async fn upload_through_proxy() {
     };
     f.upload(true, "up.bin", 33, "STOR").await;
     f.shutdown().await;
+}
+
+/// Both `data.pump` modes move a 24 MiB download and a 5 MiB upload byte for byte (the
+/// copy's buffer grows to its 1 MiB bound on the way; splice moves pages in the kernel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_pumps_move_every_byte_both_ways() {
+    for (seed, mode) in [(41, PumpMode::Copy), (42, PumpMode::Splice)] {
+        let tune = |config: &mut Config| config.data.pump = mode;
+        let Some(f) = Fixture::start(Some("curl"), seed, 24 << 20, tune).await else {
+            return;
+        };
+        let what = format!("{mode:?} RETR");
+        f.download(false, &[&f.url("big.bin")], &f.data, &what)
+            .await;
+        f.upload(
+            false,
+            &format!("{mode:?}.bin"),
+            seed,
+            &format!("{mode:?} STOR"),
+        )
+        .await;
+        f.shutdown().await;
+    }
 }
 
 /// (d) curl's default: EPSV. The 229 port is inside the proxy's range.

@@ -19,9 +19,9 @@ pub use routing::{
     is_user_pattern, normalize_host, user_pattern, wildcard_parent, wildcard_suffix,
 };
 pub use schema::{
-    BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataMode,
-    HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig, PassiveConfig,
-    PoolConfig, RoutingConfig, RoutingPolicy, ShutdownConfig, SplitHorizonRule, TlsConfig, TlsMode,
-    TlsVersion,
+    BackendConfig, BackendProxyProtocol, BackendTls, ClientActiveMode, Config, DataConfig,
+    DataMode, HealthConfig, LimitsConfig, ListenConfig, LogConfig, LogFormat, MetricsConfig,
+    PassiveConfig, PoolConfig, PumpMode, RoutingConfig, RoutingPolicy, ShutdownConfig,
+    SplitHorizonRule, TlsConfig, TlsMode, TlsVersion,
 };
 pub use schema::{DEFAULT_LOG_QUEUE_LINES, MAX_LOG_QUEUE_LINES, MAX_STICKY};

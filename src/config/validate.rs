@@ -273,7 +273,7 @@ fn check_log(log: &LogConfig, problems: &mut Vec<Problem>) {
 mod tests {
     use super::*;
     use crate::config::test_support::*;
-    use crate::config::BackendProxyProtocol;
+    use crate::config::{BackendProxyProtocol, PumpMode};
 
     #[test]
     fn port_ranges_are_checked() {
@@ -290,6 +290,19 @@ mod tests {
             "passive.advertised_ports",
             "has 100 ports but passive.ports has 10",
         );
+    }
+
+    #[test]
+    fn the_pump_is_copy_or_splice() {
+        assert_eq!(
+            errors_free("[data]\npump = \"splice\"\n").data.pump,
+            PumpMode::Splice
+        );
+        assert_eq!(
+            errors_free("[data]\npump = \"copy\"\n").data.pump,
+            PumpMode::Copy
+        );
+        assert_error("[data]\npump = \"zero-copy\"\n", "data.pump", "zero-copy");
     }
 
     #[test]

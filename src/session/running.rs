@@ -10,6 +10,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::events::{SessionEvent, TransferEnd, TransferFacts, TransferResult};
 use super::{Flow, Outcome, Session, SessionError};
+use crate::config::PumpMode;
 use crate::conn::BackendLegError;
 use crate::data::{self, DataStream};
 use crate::ftp::codes;
@@ -335,11 +336,12 @@ impl RunningTransfer {
         to: Leg,
         held_final: Option<Reply>,
         metrics: Arc<Metrics>,
+        mode: PumpMode,
     ) -> RunningTransfer {
         let progress = Arc::new(AtomicU64::new(0));
         let (from, from_name) = from.into_parts();
         let (to, to_name) = to.into_parts();
-        let pump = Pump::start(from, to, progress.clone(), [from_name, to_name]);
+        let pump = Pump::start(from, to, progress.clone(), [from_name, to_name], mode);
         RunningTransfer {
             direction,
             path,
@@ -458,9 +460,10 @@ impl Pump {
         to: DataStream,
         progress: Arc<AtomicU64>,
         names: [&'static str; 2],
+        mode: PumpMode,
     ) -> Pump {
         let stop = CancellationToken::new();
-        let pump = data::pump_legs(from, to, progress, names, stop.clone());
+        let pump = data::pump_legs(from, to, progress, names, mode, stop.clone());
         Pump {
             handle: tokio::spawn(pump),
             _stop_on_drop: stop.clone().drop_guard(),

@@ -132,7 +132,8 @@ impl Session {
         };
         let metrics = self.shared.metrics.clone();
         let path = command.arg_str().to_string();
-        let run = RunningTransfer::start(direction, path, from, to, held_final, metrics);
+        let mode = self.shared.config.data.pump;
+        let run = RunningTransfer::start(direction, path, from, to, held_final, metrics, mode);
         self.phase = Phase::Transferring(Box::new(run));
         Ok(Flow::Continue)
     }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,96 +11,36 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::PumpMode;
 use crate::ftp::codes;
 use crate::ftp::Reply;
 use crate::net;
 use crate::ports::Reservation;
 
-/// Pump buffer: large enough for loopback and LAN line rate, small enough that thousands of
-/// concurrent transfers stay within memory (the whole file is never held).
-const PUMP_BUFFER: usize = 128 * 1024;
+mod pump;
+#[cfg(target_os = "linux")]
+mod splice;
 
-/// Copies `from` to `to` until end of stream, then half-closes `to` so the receiver sees
-/// EOF (an upload's end must reach the backend as a FIN, or it never answers 226).
-/// `progress` counts the bytes moved so far, for STAT during a transfer.
-pub async fn pump<R, W>(from: &mut R, to: &mut W, progress: Arc<AtomicU64>) -> io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buffer = vec![0u8; PUMP_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buffer).await.map_err(at_read)?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&buffer[..n]).await.map_err(at_write)?;
-        total += n as u64;
-        progress.store(total, Ordering::Relaxed);
-    }
-    to.flush().await.map_err(at_write)?;
-    to.shutdown().await.map_err(at_write)?;
-    Ok(total)
-}
+use pump::{name_leg, pump};
 
-/// An I/O error of a pump, with the end it happened at (named later by [`name_leg`]).
-#[derive(Debug, thiserror::Error)]
-#[error("{source}")]
-struct AtEnd {
-    reading: bool,
-    source: io::Error,
-}
-
-fn at_read(source: io::Error) -> io::Error {
-    io::Error::new(
-        source.kind(),
-        AtEnd {
-            reading: true,
-            source,
-        },
-    )
-}
-
-fn at_write(source: io::Error) -> io::Error {
-    io::Error::new(
-        source.kind(),
-        AtEnd {
-            reading: false,
-            source,
-        },
-    )
-}
-
-/// "reading from the client: Connection reset by peer" instead of the bare OS error.
-fn name_leg(error: io::Error, from: &str, to: &str) -> io::Error {
-    let kind = error.kind();
-    let text = error.to_string();
-    let at_end = error
-        .into_inner()
-        .and_then(|inner| inner.downcast::<AtEnd>().ok());
-    let text = match at_end {
-        Some(at) if at.reading => format!("reading from the {from}: {}", at.source),
-        Some(at) => format!("writing to the {to}: {}", at.source),
-        None => text,
-    };
-    io::Error::new(kind, text)
-}
-
-/// Pumps between two plain TCP sockets: zero-copy `splice(2)` through a pipe on Linux (the
-/// bytes never enter user space), the buffered [`pump`] elsewhere.
-pub async fn pump_tcp(
+/// Pumps between two plain TCP sockets: the buffered [`pump`], or with `data.pump =
+/// "splice"` zero-copy `splice(2)` through a pipe on Linux (the bytes never enter user
+/// space; the buffered pump when the kernel has no pipe to give).
+async fn pump_tcp(
     from: &mut TcpStream,
     to: &mut TcpStream,
     progress: Arc<AtomicU64>,
+    mode: PumpMode,
 ) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
-    {
+    if mode == PumpMode::Splice {
         match splice::Pipe::new() {
             Ok(pipe) => return splice::pump(from, to, &pipe, progress).await,
             Err(e) => tracing::debug!(error = %e, "no pipe for splice; using the buffered pump"),
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mode;
     pump(from, to, progress).await
 }
 
@@ -174,7 +114,7 @@ impl AsyncWrite for DataStream {
 /// How long an upload waits for a TLS backend's own close_notify after ours.
 const TLS_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Pumps one transfer: zero-copy between plain legs, buffered otherwise. A TLS leg that
+/// Pumps one transfer (plain legs as `mode` says, see [`pump_tcp`]). A TLS leg that
 /// ends without close_notify is an error (a truncated transfer), and on any error both
 /// legs are reset. After an upload to a TLS backend, the backend's close_notify (and any
 /// TLS 1.3 session tickets, which later data connections resume with) is read.
@@ -187,11 +127,12 @@ pub async fn pump_legs(
     mut to: DataStream,
     progress: Arc<AtomicU64>,
     [from_name, to_name]: [&'static str; 2],
+    mode: PumpMode,
     stop: CancellationToken,
 ) -> io::Result<u64> {
     let moved = async {
         match (&mut from, &mut to) {
-            (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress).await,
+            (DataStream::Plain(a), DataStream::Plain(b)) => pump_tcp(a, b, progress, mode).await,
             (from, to) => pump(from, to, progress).await,
         }
     };
@@ -219,133 +160,6 @@ pub async fn pump_legs(
         }
     }
     result
-}
-
-#[cfg(target_os = "linux")]
-mod splice {
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    use tokio::io::Interest;
-    use tokio::net::TcpStream;
-
-    /// Bytes moved per splice call, and the pipe size asked for. Pipe memory of an
-    /// unprivileged user is capped (pipe-user-pages-soft), so each transfer asks modestly.
-    /// 1 MiB cost about a fifth less CPU per GiB on loopback, but holds four times more of
-    /// a download in flight: pure-ftpd then notices an urgent ABOR it does not notice on a
-    /// direct connection (tests/conformance.rs, `abor_variants_during_a_download`).
-    const CHUNK: usize = 256 * 1024;
-
-    pub struct Pipe {
-        read: OwnedFd,
-        write: OwnedFd,
-    }
-
-    impl Pipe {
-        pub fn new() -> io::Result<Pipe> {
-            let mut fds = [0 as RawFd; 2];
-            // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
-            let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-            let (read, write) =
-                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-            // Past the per-user pipe budget the kernel hands out one-page pipes, and splice
-            // would move 4 KiB per call: refuse, so the caller uses the buffered pump.
-            // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
-            let size =
-                unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
-            if size < CHUNK as libc::c_int {
-                return Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "pipe buffer budget exhausted",
-                ));
-            }
-            Ok(Pipe { read, write })
-        }
-    }
-
-    fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-        let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-        // SAFETY: both descriptors are open for the duration of the call; null offsets are
-        // required for sockets and pipes.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                flags,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    /// Fills the (empty) pipe from the socket; 0 means end of stream.
-    async fn fill(from: &TcpStream, pipe: &Pipe) -> io::Result<usize> {
-        loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// Drains `len` bytes from the pipe into the socket.
-    async fn drain(to: &TcpStream, pipe: &Pipe, mut len: usize) -> io::Result<()> {
-        while len > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_raw_fd(), to.as_raw_fd(), len)
-            }) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "peer stopped accepting data",
-                    ))
-                }
-                Ok(n) => len -= n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn pump(
-        from: &TcpStream,
-        to: &TcpStream,
-        pipe: &Pipe,
-        progress: Arc<AtomicU64>,
-    ) -> io::Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let n = fill(from, pipe).await.map_err(super::at_read)?;
-            if n == 0 {
-                break;
-            }
-            drain(to, pipe, n).await.map_err(super::at_write)?;
-            total += n as u64;
-            progress.store(total, Ordering::Relaxed);
-        }
-        // The half-close that tells the receiver (an uploading backend) the data is complete.
-        socket2::SockRef::from(to)
-            .shutdown(std::net::Shutdown::Write)
-            .map_err(super::at_write)?;
-        Ok(total)
-    }
 }
 
 /// Where the client's next data connection comes from.
@@ -393,33 +207,6 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    #[tokio::test]
-    async fn pump_moves_every_byte_and_half_closes() {
-        let (mut source_writer, source_reader) = tokio::io::duplex(1024);
-        let (sink_writer, mut sink_reader) = tokio::io::duplex(1024);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let expected = data.clone();
-        let writer = tokio::spawn(async move {
-            source_writer.write_all(&data).await.expect("write");
-        });
-        let progress = Arc::new(AtomicU64::new(0));
-        let counter = progress.clone();
-        let pumping = tokio::spawn(async move {
-            let (mut from, mut to) = (source_reader, sink_writer);
-            pump(&mut from, &mut to, counter).await
-        });
-        let mut received = Vec::new();
-        sink_reader
-            .read_to_end(&mut received)
-            .await
-            .expect("read to EOF");
-        writer.await.expect("writer");
-        let moved = pumping.await.expect("join").expect("pump");
-        assert_eq!(moved, expected.len() as u64);
-        assert_eq!(progress.load(Ordering::Relaxed), moved);
-        assert_eq!(received, expected);
-    }
-
     /// `[source, from]` and `[to, sink]`: two connected loopback pairs; a pump between
     /// `from` and `to` relays what `source` sends to `sink`.
     async fn two_tcp_pairs() -> [TcpStream; 4] {
@@ -434,6 +221,12 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_pump_moves_every_byte_and_half_closes() {
+        for mode in [PumpMode::Copy, PumpMode::Splice] {
+            tcp_pump_moves_every_byte(mode).await;
+        }
+    }
+
+    async fn tcp_pump_moves_every_byte(mode: PumpMode) {
         let [mut source, from, to, mut sink] = two_tcp_pairs().await;
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected = data.clone();
@@ -447,6 +240,7 @@ mod tests {
             DataStream::Plain(to),
             progress.clone(),
             ["backend", "client"],
+            mode,
             CancellationToken::new(),
         ));
         let mut received = Vec::new();
@@ -459,27 +253,15 @@ mod tests {
         assert_eq!(received, expected);
     }
 
-    #[test]
-    fn pump_errors_name_the_leg_that_broke() {
-        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
-        let named = name_leg(at_read(reset()), "client", "backend");
-        assert_eq!(named.kind(), io::ErrorKind::ConnectionReset);
-        assert!(
-            named.to_string().starts_with("reading from the client: "),
-            "{named}"
-        );
-        let named = name_leg(at_write(reset()), "client", "backend");
-        assert!(
-            named.to_string().starts_with("writing to the backend: "),
-            "{named}"
-        );
-        let untagged = name_leg(io::Error::other("odd"), "client", "backend");
-        assert_eq!(untagged.to_string(), "odd");
-    }
-
     /// A stopped upload must not look complete to the receiver: reset, not FIN.
     #[tokio::test]
     async fn a_stopped_pump_resets_both_legs() {
+        for mode in [PumpMode::Copy, PumpMode::Splice] {
+            a_stopped_pump_resets_both_legs_in(mode).await;
+        }
+    }
+
+    async fn a_stopped_pump_resets_both_legs_in(mode: PumpMode) {
         let [mut source, from, to, mut sink] = two_tcp_pairs().await;
         source.write_all(b"part of an upload").await.expect("write");
         let stop = CancellationToken::new();
@@ -488,6 +270,7 @@ mod tests {
             DataStream::Plain(to),
             Arc::new(AtomicU64::new(0)),
             ["client", "backend"],
+            mode,
             stop.clone(),
         ));
         let mut first = [0u8; 17];
