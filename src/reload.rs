@@ -1,5 +1,5 @@
 //! Live reload (SIGHUP): which parts of a re-read configuration a running proxy can take
-//! (backends, pools, routing, limits, health, TLS, shutdown) and which need a restart
+//! (backends, pools, routing, limits, health, TLS, shutdown, data) and which need a restart
 //! (listeners, the passive range, the metrics endpoint, logging), kept as they run.
 
 use std::time::{SystemTime, UNIX_EPOCH};

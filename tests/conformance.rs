@@ -185,20 +185,23 @@ async fn start_pair(kind: ServerKind) -> Option<Pair> {
     Pair::start(kind, ServerOptions::default()).await
 }
 
-/// Times a scenario asks again after a 425 to PASV.
+/// Times a scenario asks again after pure-ftpd's 425 to PASV (see [`passive`]).
 const PASV_ATTEMPTS: usize = 5;
 
-/// The address ftpfront or the server announced for PASV, asking again after a 425 as a
-/// client would: pure-ftpd binds a random port of its range with SO_REUSEADDR and answers
-/// 425 "Unable to identify the local data socket: Address already in use" when `listen`
-/// then finds another session's socket on it, on either path (CI saw it once with 10
-/// sessions in 40 ports). The PASV is the scenario's setup, not what it compares.
+/// The address ftpfront or the server announced for PASV, asking again as a client would
+/// after pure-ftpd's 425 "Unable to identify the local data socket: Address already in
+/// use" (any other refusal fails the scenario): pure-ftpd binds a random port of its range
+/// with SO_REUSEADDR, and `listen` then fails when another session's socket is on it, on
+/// either path (CI saw it once with 10 sessions in 40 ports). The PASV is the scenario's
+/// setup, not what it compares.
 async fn passive(client: &mut FtpClient) -> SocketAddr {
     let mut refusals = Vec::new();
     for _ in 0..PASV_ATTEMPTS {
         match client.pasv().await {
             Ok(addr) => return addr,
-            Err(reply) if reply.code == 425 => refusals.push(reply),
+            Err(reply) if reply.code == 425 && reply.text.contains("Address already in use") => {
+                refusals.push(reply)
+            }
             Err(reply) => panic!("PASV: {reply:?}"),
         }
     }

@@ -378,7 +378,7 @@ async fn upload_through_proxy() {
 }
 
 /// Both `data.pump` modes move a 24 MiB download and a 5 MiB upload byte for byte (the
-/// copy's buffer grows to its 1 MiB bound on the way; splice moves pages in the kernel).
+/// copy through a buffer that grows while vsftpd or curl is ahead; splice through a pipe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_pumps_move_every_byte_both_ways() {
     for (seed, mode) in [(41, PumpMode::Copy), (42, PumpMode::Splice)] {

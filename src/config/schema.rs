@@ -40,8 +40,8 @@ pub struct DataConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PumpMode {
-    /// Read into a buffer that grows with the transfer's speed (64 KiB to 1 MiB), write
-    /// it out: the fastest on every figure of the loopback benchmark.
+    /// Read into a buffer that grows while the sender keeps it full (64 KiB to 1 MiB),
+    /// write it out: the fastest on every figure of the loopback benchmark.
     #[default]
     Copy,
     /// `splice(2)` through a 256 KiB kernel pipe (Linux; elsewhere `copy`): no copy in

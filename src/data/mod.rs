@@ -253,6 +253,30 @@ mod tests {
         assert_eq!(received, expected);
     }
 
+    /// The splice path itself (the mode tests above would fall back to the copy without a
+    /// pipe): every byte, then the half-close.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn splice_moves_every_byte_and_half_closes() {
+        let [mut source, from, to, mut sink] = two_tcp_pairs().await;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            source.write_all(&data).await.expect("write");
+            source.shutdown().await.expect("fin");
+        });
+        let pipe = splice::Pipe::new().expect("a pipe for splice");
+        let progress = Arc::new(AtomicU64::new(0));
+        let moved = splice::pump(&from, &to, &pipe, progress)
+            .await
+            .expect("splice");
+        let mut received = Vec::new();
+        sink.read_to_end(&mut received).await.expect("read to EOF");
+        writer.await.expect("writer");
+        assert_eq!(moved, expected.len() as u64);
+        assert!(received == expected, "bytes differ");
+    }
+
     /// A stopped upload must not look complete to the receiver: reset, not FIN.
     #[tokio::test]
     async fn a_stopped_pump_resets_both_legs() {

@@ -1,5 +1,5 @@
-//! The byte pump of a transfer: a copy through a buffer that grows with the transfer's
-//! speed, and the errors that say which end of it broke.
+//! The byte pump of a transfer: a copy through a buffer that grows while the sender keeps
+//! it full, and the errors that say which end of it broke.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +16,9 @@ pub const PUMP_BUFFER_MIN: usize = 64 * 1024;
 pub const PUMP_BUFFER_MAX: usize = 1024 * 1024;
 
 /// A transfer's buffer: starts at `min` and doubles whenever a read fills it, up to
-/// `max`. A read that fills the buffer means the sender has more queued, so only
-/// transfers that run fast pay for a large buffer; it is freed when the transfer ends.
+/// `max`. A read that fills the buffer means the sender has more queued, so a transfer
+/// whose sender never gets ahead (a slow upload, a slow backend) keeps a small buffer. It
+/// does not shrink (a grown buffer is kept to the end of its transfer, then freed).
 pub struct GrowingBuffer {
     bytes: Vec<u8>,
     max: usize,
@@ -45,9 +46,35 @@ impl GrowingBuffer {
     pub fn after_read(&mut self, n: usize) {
         let len = self.bytes.len();
         if n == len && len < self.max {
+            // The old buffer goes first, so the bound is never held one and a half times.
+            self.bytes = Vec::new();
             self.bytes = vec![0; (len * 2).min(self.max)];
         }
     }
+}
+
+/// Writes all of `bytes`, adding each partial write to `total` and `progress` as it is
+/// through: a slow receiver takes a 1 MiB buffer in many writes, and the stall check and
+/// STAT must see every one of them, not only the end of the buffer.
+async fn write_counted<W>(
+    to: &mut W,
+    mut bytes: &[u8],
+    total: &mut u64,
+    progress: &AtomicU64,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    while !bytes.is_empty() {
+        let n = to.write(bytes).await.map_err(at_write)?;
+        if n == 0 {
+            return Err(at_write(io::ErrorKind::WriteZero.into()));
+        }
+        bytes = &bytes[n..];
+        *total += n as u64;
+        progress.store(*total, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Copies `from` to `to` until end of stream, then half-closes `to` so the receiver sees
@@ -65,9 +92,7 @@ where
         if n == 0 {
             break;
         }
-        to.write_all(buffer.filled(n)).await.map_err(at_write)?;
-        total += n as u64;
-        progress.store(total, Ordering::Relaxed);
+        write_counted(to, buffer.filled(n), &mut total, &progress).await?;
         buffer.after_read(n);
     }
     to.flush().await.map_err(at_write)?;
@@ -173,8 +198,8 @@ mod tests {
         assert_eq!(GrowingBuffer::new(32, 8).space().len(), 8);
     }
 
-    /// A fast stream grows the pump's buffer to its bound, so one large read moves
-    /// what many small ones would; every byte still arrives in order.
+    /// A sender far ahead of the receiver makes the buffer grow (reads fill it), and
+    /// every byte still arrives, in order, across the growths.
     #[tokio::test]
     async fn a_fast_transfer_is_copied_whole_through_the_growing_buffer() {
         let size = PUMP_BUFFER_MAX * 3 + 12_345;
@@ -194,6 +219,43 @@ mod tests {
         writer.await.expect("writer");
         assert_eq!(pumping.await.expect("join").expect("pump"), size as u64);
         assert!(received == expected, "bytes differ");
+    }
+
+    /// Progress counts what the receiver has taken, not whole buffers: a receiver that
+    /// reads slowly must not look stalled while the pump works through a 1 MiB buffer.
+    #[tokio::test]
+    async fn progress_follows_each_partial_write() {
+        let size = PUMP_BUFFER_MAX * 4;
+        let (mut source_writer, source_reader) = tokio::io::duplex(size);
+        let (sink_writer, mut sink_reader) = tokio::io::duplex(16 * 1024);
+        source_writer
+            .write_all(&vec![7u8; size])
+            .await
+            .expect("queue the whole source");
+        let progress = Arc::new(AtomicU64::new(0));
+        let counter = progress.clone();
+        let _pumping = tokio::spawn(async move {
+            let (mut from, mut to) = (source_reader, sink_writer);
+            pump(&mut from, &mut to, counter).await
+        });
+        let mut taken = 0usize;
+        let mut piece = vec![0u8; 8 * 1024];
+        // Past the first buffers, well into a grown one (they end at 64 KiB, 192 KiB,
+        // 448 KiB, 960 KiB and 1,984 KiB).
+        while taken < 1536 * 1024 {
+            taken += sink_reader.read(&mut piece).await.expect("sink read");
+        }
+        let caught_up = async {
+            while progress.load(Ordering::Relaxed) < taken as u64 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(2), caught_up).await;
+        assert!(
+            waited.is_ok(),
+            "progress {} behind the {taken} bytes the receiver took",
+            progress.load(Ordering::Relaxed)
+        );
     }
 
     #[test]
