@@ -219,6 +219,23 @@ mod tests {
         [source, from, to, sink]
     }
 
+    /// What `sink` receives while `source` sends `data` and then its FIN.
+    async fn sent_and_received(mut source: TcpStream, mut sink: TcpStream, data: &[u8]) -> Vec<u8> {
+        let data = data.to_vec();
+        let writer = tokio::spawn(async move {
+            source.write_all(&data).await.expect("write");
+            source.shutdown().await.expect("fin");
+        });
+        let mut received = Vec::new();
+        sink.read_to_end(&mut received).await.expect("read to EOF");
+        writer.await.expect("writer");
+        received
+    }
+
+    fn sample(len: u32, modulus: u32) -> Vec<u8> {
+        (0..len).map(|i| (i % modulus) as u8).collect()
+    }
+
     #[tokio::test]
     async fn tcp_pump_moves_every_byte_and_half_closes() {
         for mode in [PumpMode::Copy, PumpMode::Splice] {
@@ -227,30 +244,19 @@ mod tests {
     }
 
     async fn tcp_pump_moves_every_byte(mode: PumpMode) {
-        let [mut source, from, to, mut sink] = two_tcp_pairs().await;
-        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
-        let expected = data.clone();
-        let writer = tokio::spawn(async move {
-            source.write_all(&data).await.expect("write");
-            source.shutdown().await.expect("fin");
-        });
-        let progress = Arc::new(AtomicU64::new(0));
-        let pumping = tokio::spawn(pump_legs(
+        let [source, from, to, sink] = two_tcp_pairs().await;
+        let data = sample(5_000_000, 253);
+        let pumping = pump_legs(
             DataStream::Plain(from),
             DataStream::Plain(to),
-            progress.clone(),
+            Arc::new(AtomicU64::new(0)),
             ["backend", "client"],
             mode,
             CancellationToken::new(),
-        ));
-        let mut received = Vec::new();
-        sink.read_to_end(&mut received).await.expect("read to EOF");
-        writer.await.expect("writer");
-        assert_eq!(
-            pumping.await.expect("join").expect("pump"),
-            expected.len() as u64
         );
-        assert_eq!(received, expected);
+        let (moved, received) = tokio::join!(pumping, sent_and_received(source, sink, &data));
+        assert_eq!(moved.expect("pump"), data.len() as u64);
+        assert_eq!(received, data);
     }
 
     /// The splice path itself (the mode tests above would fall back to the copy without a
@@ -258,23 +264,13 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn splice_moves_every_byte_and_half_closes() {
-        let [mut source, from, to, mut sink] = two_tcp_pairs().await;
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
-        let expected = data.clone();
-        let writer = tokio::spawn(async move {
-            source.write_all(&data).await.expect("write");
-            source.shutdown().await.expect("fin");
-        });
+        let [source, from, to, sink] = two_tcp_pairs().await;
+        let data = sample(3_000_000, 241);
         let pipe = splice::Pipe::new().expect("a pipe for splice");
-        let progress = Arc::new(AtomicU64::new(0));
-        let moved = splice::pump(&from, &to, &pipe, progress)
-            .await
-            .expect("splice");
-        let mut received = Vec::new();
-        sink.read_to_end(&mut received).await.expect("read to EOF");
-        writer.await.expect("writer");
-        assert_eq!(moved, expected.len() as u64);
-        assert!(received == expected, "bytes differ");
+        let pumping = splice::pump(&from, &to, &pipe, Arc::new(AtomicU64::new(0)));
+        let (moved, received) = tokio::join!(pumping, sent_and_received(source, sink, &data));
+        assert_eq!(moved.expect("splice"), data.len() as u64);
+        assert!(received == data, "bytes differ");
     }
 
     /// A stopped upload must not look complete to the receiver: reset, not FIN.

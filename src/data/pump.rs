@@ -147,14 +147,16 @@ pub fn name_leg(error: io::Error, from: &str, to: &str) -> io::Error {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pump_moves_every_byte_and_half_closes() {
-        let (mut source_writer, source_reader) = tokio::io::duplex(1024);
-        let (sink_writer, mut sink_reader) = tokio::io::duplex(1024);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let expected = data.clone();
+    /// Pumps `len` patterned bytes from one duplex pipe into another (each holding
+    /// `capacity`): the bytes the pump reports, its final progress, what arrived, and
+    /// what was sent.
+    async fn through_duplex(len: u32, capacity: usize) -> (u64, u64, Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let (mut source_writer, source_reader) = tokio::io::duplex(capacity);
+        let (sink_writer, mut sink_reader) = tokio::io::duplex(capacity);
+        let sent = data.clone();
         let writer = tokio::spawn(async move {
-            source_writer.write_all(&data).await.expect("write");
+            source_writer.write_all(&sent).await.expect("write");
         });
         let progress = Arc::new(AtomicU64::new(0));
         let counter = progress.clone();
@@ -169,9 +171,15 @@ mod tests {
             .expect("read to EOF");
         writer.await.expect("writer");
         let moved = pumping.await.expect("join").expect("pump");
-        assert_eq!(moved, expected.len() as u64);
-        assert_eq!(progress.load(Ordering::Relaxed), moved);
-        assert_eq!(received, expected);
+        (moved, progress.load(Ordering::Relaxed), received, data)
+    }
+
+    #[tokio::test]
+    async fn pump_moves_every_byte_and_half_closes() {
+        let (moved, progress, received, sent) = through_duplex(300_000, 1024).await;
+        assert_eq!(moved, sent.len() as u64);
+        assert_eq!(progress, moved);
+        assert_eq!(received, sent);
     }
 
     #[test]
@@ -202,23 +210,10 @@ mod tests {
     /// every byte still arrives, in order, across the growths.
     #[tokio::test]
     async fn a_fast_transfer_is_copied_whole_through_the_growing_buffer() {
-        let size = PUMP_BUFFER_MAX * 3 + 12_345;
-        let data: Vec<u8> = (0..size as u32).map(|i| (i % 249) as u8).collect();
-        let (mut source_writer, source_reader) = tokio::io::duplex(PUMP_BUFFER_MAX * 2);
-        let (sink_writer, mut sink_reader) = tokio::io::duplex(PUMP_BUFFER_MAX * 2);
-        let expected = data.clone();
-        let writer = tokio::spawn(async move {
-            source_writer.write_all(&data).await.expect("write");
-        });
-        let pumping = tokio::spawn(async move {
-            let (mut from, mut to) = (source_reader, sink_writer);
-            pump(&mut from, &mut to, Arc::new(AtomicU64::new(0))).await
-        });
-        let mut received = Vec::new();
-        sink_reader.read_to_end(&mut received).await.expect("EOF");
-        writer.await.expect("writer");
-        assert_eq!(pumping.await.expect("join").expect("pump"), size as u64);
-        assert!(received == expected, "bytes differ");
+        let len = PUMP_BUFFER_MAX * 3 + 12_345;
+        let (moved, _, received, sent) = through_duplex(len as u32, PUMP_BUFFER_MAX * 2).await;
+        assert_eq!(moved, len as u64);
+        assert!(received == sent, "bytes differ");
     }
 
     /// Progress counts what the receiver has taken, not whole buffers: a receiver that
