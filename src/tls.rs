@@ -155,6 +155,19 @@ impl ClientTls {
         }
     }
 
+    /// For a data connection whose handshake begins before its transfer command
+    /// (data/early_tls.rs): the control configuration, its tickets issued through `gate`
+    /// (the session's ticketer wrapped, so they still resume every data connection).
+    pub fn early_data_acceptor(
+        &self,
+        gate: impl FnOnce(Arc<dyn ProducesTickets>) -> Arc<dyn ProducesTickets>,
+    ) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let mut config = ServerConfig::clone(&current.control);
+        config.ticketer = gate(config.ticketer.clone());
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     /// Re-reads the certificate and key; on error the old ones stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = server_configs(&self.cert, &self.key, self.max_version, &self.resumption)?;

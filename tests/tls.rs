@@ -24,6 +24,7 @@ use common::metrics::*;
 use common::tls::*;
 use ftpfront::config::{Config, TlsMode};
 use ftpfront::server::RunningProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIG_LEN: usize = 8 * 1024 * 1024 + 5;
 const UPLOAD_LEN: usize = 5 * 1024 * 1024 + 3;
@@ -741,5 +742,113 @@ async fn required_session_reuse_works_with_resuming_clients() {
             assert_run(&run, &what);
         }
     }
+    f.shutdown().await;
+}
+
+/// An explicit FTPS session as alice, `PROT P`, binary type.
+async fn logged_in_under_prot_p(f: &Fixture) -> FtpClient {
+    let (mut c, _) = FtpClient::explicit(f.proxy.control_addr, &f.pki).await;
+    c.auth("AUTH TLS").await;
+    c.expect(&format!("USER {USER}"), 331).await;
+    c.expect(&format!("PASS {PASSWORD}"), 230).await;
+    c.expect("PBSZ 0", 200).await;
+    c.expect("PROT P", 200).await;
+    c.expect("TYPE I", 200).await;
+    c
+}
+
+/// The data connection's TLS handshake, done by a client that begins it before it sends
+/// the transfer command (curl 7.88, which reads no control reply until the server answers
+/// its ClientHello): the handshake must finish with nothing else sent. The same client
+/// config as the control connection's, so the data connection resumes its session.
+async fn handshake_before_the_command(
+    f: &Fixture,
+    data_addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(data_addr)
+        .await
+        .expect("data connect");
+    let connector = tokio_rustls::TlsConnector::from(f.pki.client_config());
+    let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("the data handshake finishes before the transfer command is sent")
+        .expect("data TLS handshake")
+}
+
+/// curl 7.88 (Debian 12) opens the data connection after EPSV, sends its ClientHello and
+/// then waits for the answer on that socket alone, reading the replies to TYPE and SIZE
+/// only when its timers fire (200 ms, then 1 s), so a server that answers the ClientHello
+/// only after RETR costs each FTPS transfer up to 1.4 s. ftpfront answers on arrival; a
+/// download then issues TLS 1.3 tickets for the next data connection and an upload issues
+/// none (an uploading client never reads them: a reset at its close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_before_the_transfer_command_is_answered_on_arrival() {
+    let f = Fixture::start(TlsMode::Optional, |_| {}).await;
+    let mut c = logged_in_under_prot_p(&f).await;
+
+    let data_addr = c.pasv().await.expect("227");
+    let mut data = handshake_before_the_command(&f, data_addr).await;
+    c.expect("RETR big.bin", 150).await;
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.expect("download");
+    assert_eq!(c.reply().await.code, 226);
+    assert_eq!(sha256(&bytes), f.big, "the download's bytes");
+    assert!(
+        data.get_ref().1.tls13_tickets_received() > 0,
+        "a download's data connection brings tickets for the next one"
+    );
+
+    let data_addr = c.pasv().await.expect("227");
+    let mut data = handshake_before_the_command(&f, data_addr).await;
+    c.expect("STOR upload/early.bin", 150).await;
+    let upload: Vec<u8> = (0..UPLOAD_LEN).map(|i| (i % 253) as u8).collect();
+    data.write_all(&upload).await.expect("upload");
+    data.shutdown().await.expect("close_notify");
+    let mut rest = Vec::new();
+    let _ = data.read_to_end(&mut rest).await;
+    assert_eq!(c.reply().await.code, 226);
+    f.assert_uploaded(
+        "early.bin",
+        &sha256(&upload),
+        "upload after an early handshake",
+    );
+    assert_eq!(
+        data.get_ref().1.tls13_tickets_received(),
+        0,
+        "an upload's data connection issues no tickets"
+    );
+    c.expect("QUIT", 221).await;
+    f.shutdown().await;
+}
+
+/// PROT applies to the transfer, not to the PASV before it: a port announced under PROT P
+/// (its handshake waiting for the client's first byte) still carries plain data when the
+/// client says PROT C before the transfer, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prot_c_between_pasv_and_the_transfer_gets_plain_data() {
+    let f = Fixture::start(TlsMode::Optional, |_| {}).await;
+    let mut c = logged_in_under_prot_p(&f).await;
+
+    let data_addr = c.pasv().await.expect("227");
+    c.expect("PROT C", 200).await;
+    let (bytes, last) = c.retr("big.bin", data_addr).await;
+    assert_eq!(last.code, 226, "{last:?}");
+    assert_eq!(sha256(&bytes), f.big, "a plain download after PROT C");
+
+    c.expect("PROT P", 200).await;
+    let data_addr = c.pasv().await.expect("227");
+    c.expect("PROT C", 200).await;
+    let upload: Vec<u8> = (0..UPLOAD_LEN).map(|i| (i % 241) as u8).collect();
+    let last = c.stor("upload/plain-after-p.bin", data_addr, &upload).await;
+    assert_eq!(last.code, 226, "{last:?}");
+    f.assert_uploaded(
+        "plain-after-p.bin",
+        &sha256(&upload),
+        "a plain upload after PROT C",
+    );
+    c.expect("QUIT", 221).await;
     f.shutdown().await;
 }

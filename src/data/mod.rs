@@ -17,9 +17,12 @@ use crate::ftp::Reply;
 use crate::net;
 use crate::ports::Reservation;
 
+mod early_tls;
 mod pump;
 #[cfg(target_os = "linux")]
 mod splice;
+
+pub use early_tls::{EarlyConn, EarlyTls, GatedStream, GatedTickets, TicketGate};
 
 use pump::{name_leg, pump};
 
@@ -48,7 +51,7 @@ async fn pump_tcp(
 /// towards the backend (ftpfront is the TLS client).
 pub enum DataStream {
     Plain(TcpStream),
-    ClientTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::server::TlsStream<GatedStream>>),
     BackendTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -56,7 +59,7 @@ impl DataStream {
     fn tcp(&self) -> &TcpStream {
         match self {
             DataStream::Plain(s) => s,
-            DataStream::ClientTls(s) => s.get_ref().0,
+            DataStream::ClientTls(s) => s.get_ref().0.tcp(),
             DataStream::BackendTls(s) => s.get_ref().0,
         }
     }
@@ -166,8 +169,17 @@ pub async fn pump_legs(
 pub enum ClientData {
     /// PASV/EPSV: the client connects to a reserved port of the pool.
     Passive(Reservation),
+    /// PASV/EPSV under PROT P: the same, its TLS handshake begun on arrival.
+    PassiveTls(EarlyTls),
     /// PORT/EPRT: ftpfront connects to the client.
     Active(SocketAddr),
+}
+
+/// The client's data connection once it is there.
+pub enum ClientConn {
+    Tcp(TcpStream),
+    /// Its TLS handshake begun, held until the transfer command (`EarlyTls::finish`).
+    EarlyTls(EarlyTls),
 }
 
 /// Connects the client's data leg: the pooled passive port's accepted connection, or a
@@ -176,30 +188,34 @@ pub async fn client_data_stream(
     setup: ClientData,
     local_ip: IpAddr,
     timeout: std::time::Duration,
-) -> Result<tokio::net::TcpStream, Reply> {
+) -> Result<ClientConn, Reply> {
     match setup {
         ClientData::Passive(reservation) => match reservation.accept().await {
             Ok((stream, peer)) => {
                 tracing::debug!(%peer, "client data connection accepted");
                 let _ = stream.set_nodelay(true);
-                Ok(stream)
+                Ok(ClientConn::Tcp(stream))
             }
-            Err(e) => Err(Reply::new(
-                codes::CANT_OPEN_DATA,
-                format!("Can't open data connection: {e}."),
-            )),
+            Err(e) => Err(cant_open(e)),
+        },
+        ClientData::PassiveTls(mut early) => match early.arrived().await {
+            Ok(()) => Ok(ClientConn::EarlyTls(early)),
+            Err(e) => Err(cant_open(e)),
         },
         ClientData::Active(target) => {
             net::connect(target, Some(local_ip), timeout, "client data (active mode)")
                 .await
-                .map_err(|e| {
-                    Reply::new(
-                        codes::CANT_OPEN_DATA,
-                        format!("Can't open data connection: {e}."),
-                    )
-                })
+                .map(ClientConn::Tcp)
+                .map_err(cant_open)
         }
     }
+}
+
+fn cant_open(reason: impl std::fmt::Display) -> Reply {
+    Reply::new(
+        codes::CANT_OPEN_DATA,
+        format!("Can't open data connection: {reason}."),
+    )
 }
 
 #[cfg(test)]

@@ -3,17 +3,19 @@
 //! until the transfer command.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tracing::warn;
 
 use super::gates;
 use super::{Flow, Session, SessionError};
 use crate::backend;
-use crate::data::ClientData;
+use crate::data::{ClientData, EarlyTls, GatedTickets, TicketGate};
 use crate::ftp::addr::{self, EpsvArg};
 use crate::ftp::args;
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
+use crate::ports::Reservation;
 
 impl Session {
     /// PASV/EPSV are always answered by ftpfront, with a port of the pool.
@@ -80,7 +82,7 @@ impl Session {
         match self.shared.pool.reserve(self.client_ip) {
             Ok(reservation) => {
                 let port = self.shared.pool.announcement().port_for(reservation.port());
-                self.data = Some(ClientData::Passive(reservation));
+                self.data = Some(self.passive_data(reservation));
                 match pasv_ip {
                     Some(ip) => addr::format_pasv_reply(ip, port),
                     None => addr::format_epsv_reply(port),
@@ -94,6 +96,27 @@ impl Session {
                 )
             }
         }
+    }
+
+    /// Under PROT P the handshake begins when the connection arrives (data/early_tls.rs).
+    fn passive_data(&self, reservation: Reservation) -> ClientData {
+        let Some(tls) = self
+            .shared
+            .client_tls
+            .as_ref()
+            .filter(|_| self.prot_private)
+        else {
+            return ClientData::Passive(reservation);
+        };
+        let gate = Arc::new(TicketGate::default());
+        let ticket_gate = gate.clone();
+        let acceptor = tls.early_data_acceptor(|inner| {
+            Arc::new(GatedTickets {
+                inner,
+                gate: ticket_gate,
+            })
+        });
+        ClientData::PassiveTls(EarlyTls::start(reservation, acceptor, gate))
     }
 
     fn client_protocol(&self) -> u8 {

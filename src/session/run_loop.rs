@@ -14,6 +14,7 @@ use super::relay::next_backend_reply;
 use super::running::RunningTransfer;
 use super::{ClientInput, Flow, Outcome, Session, SessionError};
 use crate::conn::BackendLegError;
+use crate::data::ClientConn;
 use crate::ftp::codes;
 use crate::ftp::{Command, LineEvent, Reply, Verb};
 use crate::shutdown;
@@ -37,8 +38,7 @@ pub(super) enum Phase {
 }
 
 /// The client's data connection being accepted (passive) or made (active).
-pub(super) type Connecting =
-    Pin<Box<dyn Future<Output = Result<tokio::net::TcpStream, Reply>> + Send>>;
+pub(super) type Connecting = Pin<Box<dyn Future<Output = Result<ClientConn, Reply>> + Send>>;
 
 pub(super) struct AwaitingData {
     pub(super) command: Command,
@@ -60,7 +60,7 @@ enum Event {
     Timer(Timer),
     /// The proxy is stopping: idle sessions end now, busy ones at the cut.
     Shutdown,
-    ClientData(Result<tokio::net::TcpStream, Reply>),
+    ClientData(Result<ClientConn, Reply>),
     PumpDone(Result<std::io::Result<u64>, tokio::task::JoinError>),
     StallCheck,
 }

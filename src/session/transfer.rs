@@ -9,7 +9,7 @@ use super::run_loop::AwaitingData;
 use super::running::{Leg, RunningTransfer};
 use super::{Flow, Phase, Session, SessionError};
 use crate::backend::{open_backend_data, BackendData, BackendDataError, DataError};
-use crate::data::{client_data_stream, DataStream};
+use crate::data::{client_data_stream, ClientConn, DataStream, EarlyConn, GatedStream, TicketGate};
 use crate::ftp::codes;
 use crate::ftp::command::TransferDirection;
 use crate::ftp::{Command, Reply};
@@ -42,7 +42,7 @@ impl Session {
     pub(super) async fn on_client_data(
         &mut self,
         command: Command,
-        connected: Result<tokio::net::TcpStream, Reply>,
+        connected: Result<ClientConn, Reply>,
     ) -> Result<Flow, SessionError> {
         let direction = command
             .verb
@@ -111,7 +111,8 @@ impl Session {
             }
         };
         self.record(SessionEvent::DataConnectionsOpened);
-        // TLS on the data legs starts after the 150: clients begin their handshake only then.
+        // TLS on the data legs is finished after the 150: most clients begin their handshake
+        // only then (one that began earlier was answered already, data/early_tls.rs).
         let upload = direction == TransferDirection::Upload;
         let (client_leg, backend_leg) = match self
             .secure_data_legs(client_stream, backend_stream, upload)
@@ -176,36 +177,12 @@ impl Session {
     /// always (ftpfront is the TLS client). Both handshakes run at once.
     async fn secure_data_legs(
         &mut self,
-        client: tokio::net::TcpStream,
+        client: ClientConn,
         backend: tokio::net::TcpStream,
         upload: bool,
     ) -> Result<(DataStream, DataStream), DataRefusal> {
-        let acceptor = match (&self.shared.client_tls, self.prot_private) {
-            (Some(tls), true) => Some(tls.data_acceptor(upload)),
-            _ => None,
-        };
         let connector = self.backend.as_ref().and_then(|leg| leg.tls.clone());
-        let require_reuse = self.shared.config.tls.require_data_session_reuse;
-        let client_side = async {
-            let Some(acceptor) = acceptor else {
-                return Ok(DataStream::Plain(client));
-            };
-            let secured = tls::accept(&acceptor, client)
-                .await
-                .map_err(|e| DataRefusal {
-                    code: 425,
-                    text: format!("Can't open data connection: TLS handshake failed ({e})."),
-                })?;
-            let resumed = secured.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-            if require_reuse && !resumed {
-                return Err(DataRefusal {
-                    code: 522,
-                    text: "Data connection must resume the control connection's TLS session."
-                        .into(),
-                });
-            }
-            Ok(DataStream::ClientTls(Box::new(secured)))
-        };
+        let client_side = self.secure_client_leg(client, upload);
         let backend_side = async {
             let Some(connector) = connector else {
                 return Ok(DataStream::Plain(backend));
@@ -222,6 +199,63 @@ impl Session {
         let (client_leg, backend_leg) = tokio::join!(client_side, backend_side);
         self.count_data_handshakes(&client_leg, &backend_leg);
         Ok((client_leg?, backend_leg?))
+    }
+
+    /// The client's leg: plain, TLS begun now, or the early handshake let finish. Uploads
+    /// get no new tickets unless every data connection must resume: curl uses each TLS 1.3
+    /// ticket once, so its next data connection needs a fresh one (README, "TLS").
+    fn secure_client_leg(
+        &self,
+        client: ClientConn,
+        upload: bool,
+    ) -> impl std::future::Future<Output = Result<DataStream, DataRefusal>> + Send + 'static {
+        let tls = self.shared.client_tls.clone().filter(|_| self.prot_private);
+        let require_reuse = self.shared.config.tls.require_data_session_reuse;
+        let tickets = !upload || require_reuse;
+        async move {
+            let secured = match (client, tls) {
+                (ClientConn::Tcp(tcp), None) => return Ok(DataStream::Plain(tcp)),
+                (ClientConn::Tcp(tcp), Some(tls)) => {
+                    let gated = GatedStream::new(tcp, TicketGate::opened(tickets));
+                    tls::accept(&tls.data_acceptor(upload), gated).await
+                }
+                (ClientConn::EarlyTls(early), tls) => {
+                    let finished = early.finish(tls.is_some(), tickets);
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, finished).await {
+                        Ok(Ok(EarlyConn::Plain(tcp))) if tls.is_none() => {
+                            return Ok(DataStream::Plain(tcp))
+                        }
+                        Ok(Ok(EarlyConn::Tls(secured))) if tls.is_some() => Ok(*secured),
+                        Ok(Ok(_)) => {
+                            return Err(DataRefusal {
+                                code: 425,
+                                text: "Can't open data connection: its TLS does not match \
+                                       the protection level (PROT)."
+                                    .into(),
+                            })
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        )),
+                    }
+                }
+            };
+            let secured = secured.map_err(|e| DataRefusal {
+                code: 425,
+                text: format!("Can't open data connection: TLS handshake failed ({e})."),
+            })?;
+            let resumed = secured.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            if require_reuse && !resumed {
+                return Err(DataRefusal {
+                    code: 522,
+                    text: "Data connection must resume the control connection's TLS session."
+                        .into(),
+                });
+            }
+            Ok(DataStream::ClientTls(Box::new(secured)))
+        }
     }
 
     fn count_data_handshakes(
