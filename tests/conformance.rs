@@ -185,6 +185,23 @@ async fn start_pair(kind: ServerKind) -> Option<Pair> {
     Pair::start(kind, ServerOptions::default()).await
 }
 
+/// Runs `scenario` on every backend, straight and through ftpfront at once, and fails
+/// with every difference found (a backend that cannot be started skips the test).
+async fn compare_on_each_backend(scenario: impl AsyncFn(&Pair, SocketAddr, IpAddr) -> Vec<String>) {
+    let mut diffs = Differences::default();
+    for kind in backends() {
+        let Some(pair) = start_pair(kind).await else {
+            return;
+        };
+        let (direct, proxied) = pair
+            .both(async |addr, source| scenario(&pair, addr, source).await)
+            .await;
+        diffs.compare(kind.name(), &direct, &proxied);
+        pair.proxy.shutdown().await;
+    }
+    diffs.assert_none();
+}
+
 /// Times a scenario asks again after pure-ftpd's 425 to PASV (see [`passive`]).
 const PASV_ATTEMPTS: usize = 5;
 
@@ -214,25 +231,15 @@ async fn passive(client: &mut FtpClient) -> SocketAddr {
 /// HELP, HELP RETR and HELP of an unknown command after login: relayed, so equal texts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_is_the_backends() {
-    let mut diffs = Differences::default();
-    for kind in backends() {
-        let Some(pair) = start_pair(kind).await else {
-            return;
-        };
-        let (direct, proxied) = pair
-            .both(async |addr, source| {
-                let mut client = pair.server.login(addr, source).await;
-                let mut seen = Vec::new();
-                for command in ["HELP", "HELP RETR", "HELP BOGUS"] {
-                    seen.push(exchange(&mut client, command).await);
-                }
-                seen
-            })
-            .await;
-        diffs.compare(kind.name(), &direct, &proxied);
-        pair.proxy.shutdown().await;
-    }
-    diffs.assert_none();
+    compare_on_each_backend(async |pair, addr, source| {
+        let mut client = pair.server.login(addr, source).await;
+        let mut seen = Vec::new();
+        for command in ["HELP", "HELP RETR", "HELP BOGUS"] {
+            seen.push(exchange(&mut client, command).await);
+        }
+        seen
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -645,35 +652,24 @@ async fn abor_variants_during_a_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_arguments_get_the_backends_codes() {
-    let mut diffs = Differences::default();
-    for kind in backends() {
-        let Some(pair) = start_pair(kind).await else {
-            return;
-        };
-        let (direct, proxied) = pair
-            .both(async |addr, source| {
-                let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
-                let mut seen = vec!["before login".to_string()];
-                for command in ["NOOP", "NOOP x", "PASV x", "FEAT x"] {
-                    seen.push(exchange_code(&mut client, command).await);
-                }
-                drop(client);
-                let mut client = pair.server.login(addr, source).await;
-                seen.push("after login".to_string());
-                let commands = [
-                    "NOOP x", "PASV x", "FEAT x", "SYST x", "PWD x", "REST abc", "REST -5",
-                    "REST 10",
-                ];
-                for command in commands {
-                    seen.push(exchange_code(&mut client, command).await);
-                }
-                seen
-            })
-            .await;
-        diffs.compare(kind.name(), &direct, &proxied);
-        pair.proxy.shutdown().await;
-    }
-    diffs.assert_none();
+    compare_on_each_backend(async |pair, addr, source| {
+        let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
+        let mut seen = vec!["before login".to_string()];
+        for command in ["NOOP", "NOOP x", "PASV x", "FEAT x"] {
+            seen.push(exchange_code(&mut client, command).await);
+        }
+        drop(client);
+        let mut client = pair.server.login(addr, source).await;
+        seen.push("after login".to_string());
+        let commands = [
+            "NOOP x", "PASV x", "FEAT x", "SYST x", "PWD x", "REST abc", "REST -5", "REST 10",
+        ];
+        for command in commands {
+            seen.push(exchange_code(&mut client, command).await);
+        }
+        seen
+    })
+    .await;
 }
 
 /// USER and PASS again after a login: every server here refuses to change the user
@@ -681,33 +677,23 @@ async fn stray_arguments_get_the_backends_codes() {
 /// ftpfront opened a new backend connection for each USER and logged in afresh there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_pass_after_a_login_get_the_backends_replies() {
-    let mut diffs = Differences::default();
-    for kind in backends() {
-        let Some(pair) = start_pair(kind).await else {
-            return;
-        };
-        let (direct, proxied) = pair
-            .both(async |addr, source| {
-                let server = &pair.server;
-                let mut client = server.login(addr, source).await;
-                let again = [
-                    format!("USER {}", server.user),
-                    format!("PASS {}", server.password),
-                    "USER somebody".to_string(),
-                    "PASS other".to_string(),
-                    "PWD".to_string(),
-                ];
-                let mut seen = Vec::new();
-                for command in &again {
-                    seen.push(exchange(&mut client, command).await);
-                }
-                seen
-            })
-            .await;
-        diffs.compare(kind.name(), &direct, &proxied);
-        pair.proxy.shutdown().await;
-    }
-    diffs.assert_none();
+    compare_on_each_backend(async |pair, addr, source| {
+        let server = &pair.server;
+        let mut client = server.login(addr, source).await;
+        let again = [
+            format!("USER {}", server.user),
+            format!("PASS {}", server.password),
+            "USER somebody".to_string(),
+            "PASS other".to_string(),
+            "PWD".to_string(),
+        ];
+        let mut seen = Vec::new();
+        for command in &again {
+            seen.push(exchange(&mut client, command).await);
+        }
+        seen
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
