@@ -778,6 +778,22 @@ async fn handshake_before_the_command(
         .expect("data TLS handshake")
 }
 
+/// PASV, the data handshake before RETR (curl 7.88's order), then `big.bin`, checked; the
+/// secured data connection (for its tickets).
+async fn early_download(
+    f: &Fixture,
+    c: &mut FtpClient,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let data_addr = c.pasv().await.expect("227");
+    let mut data = handshake_before_the_command(f, data_addr).await;
+    c.expect("RETR big.bin", 150).await;
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.expect("download");
+    assert_eq!(c.reply().await.code, 226);
+    assert_eq!(sha256(&bytes), f.big, "the download's bytes");
+    data
+}
+
 /// curl 7.88 (Debian 12) opens the data connection after EPSV, sends its ClientHello and
 /// then waits for the answer on that socket alone, reading the replies to TYPE and SIZE
 /// only when its timers fire (200 ms, then 1 s), so a server that answers the ClientHello
@@ -789,13 +805,7 @@ async fn a_client_hello_before_the_transfer_command_is_answered_on_arrival() {
     let f = Fixture::start(TlsMode::Optional, |_| {}).await;
     let mut c = logged_in_under_prot_p(&f).await;
 
-    let data_addr = c.pasv().await.expect("227");
-    let mut data = handshake_before_the_command(&f, data_addr).await;
-    c.expect("RETR big.bin", 150).await;
-    let mut bytes = Vec::new();
-    data.read_to_end(&mut bytes).await.expect("download");
-    assert_eq!(c.reply().await.code, 226);
-    assert_eq!(sha256(&bytes), f.big, "the download's bytes");
+    let data = early_download(&f, &mut c).await;
     assert!(
         data.get_ref().1.tls13_tickets_received() > 0,
         "a download's data connection brings tickets for the next one"
@@ -849,6 +859,40 @@ async fn prot_c_between_pasv_and_the_transfer_gets_plain_data() {
         &sha256(&upload),
         "a plain upload after PROT C",
     );
+
+    // An empty upload: the client closes its data connection right after the 150.
+    c.expect("PROT P", 200).await;
+    let data_addr = c.pasv().await.expect("227");
+    c.expect("PROT C", 200).await;
+    let last = c.stor("upload/empty-after-p.bin", data_addr, &[]).await;
+    assert_eq!(last.code, 226, "{last:?}");
+    f.assert_uploaded(
+        "empty-after-p.bin",
+        &sha256(&[]),
+        "an empty upload after PROT C",
+    );
+    c.expect("QUIT", 221).await;
+    f.shutdown().await;
+}
+
+/// A PASV under PROT P (its handshake task holding the reservation) replaced by another:
+/// on a one-port range the second must get the same port at once, as without TLS
+/// (`tests/proxy.rs repeated_pasv_replaces_the_reservation`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_pasv_under_prot_p_reuses_a_one_port_range() {
+    let f = Fixture::start(TlsMode::Optional, |c| {
+        c.passive.ports.end = c.passive.ports.start
+    })
+    .await;
+    let mut c = logged_in_under_prot_p(&f).await;
+    for attempt in 1..=5 {
+        let reply = c.cmd("PASV").await;
+        assert_eq!(
+            reply.code, 227,
+            "PASV {attempt} on a one-port range: {reply:?}"
+        );
+    }
+    early_download(&f, &mut c).await;
     c.expect("QUIT", 221).await;
     f.shutdown().await;
 }

@@ -29,7 +29,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::ports::Reservation;
+use crate::ports::{Reservation, Slot};
 
 /// The TLS record header: type, version, length.
 const RECORD_HEADER: usize = 5;
@@ -181,7 +181,11 @@ impl AsyncRead for GatedStream {
         }
         let allowed = this.allowance().min(buf.remaining());
         if allowed == 0 {
-            ready!(this.gate.poll_decided(cx));
+            if ready!(this.gate.poll_decided(cx)) == PLAIN {
+                return Poll::Ready(Err(io::Error::other(
+                    "plain data asked for after the client began its TLS handshake",
+                )));
+            }
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
         }
         // Only the first record comes through here (two reads), so a copy is no cost.
@@ -239,6 +243,9 @@ pub enum EarlyConn {
 /// its own, so the server's answer to the ClientHello leaves as soon as it comes. Dropping
 /// it (a new PASV, REIN, the session's end) stops the task and closes the connection.
 pub struct EarlyTls {
+    /// Frees the port for this client at once when the session lets go (a new PASV on a
+    /// one-port range), before the stopped task drops the reservation.
+    slot: Slot,
     gate: Arc<TicketGate>,
     arrival: Option<oneshot::Receiver<Arrival>>,
     task: AbortOnDropHandle<io::Result<EarlyConn>>,
@@ -254,8 +261,9 @@ impl EarlyTls {
     ) -> EarlyTls {
         let (arrived, arrival) = oneshot::channel();
         let held = gate.clone();
+        let slot = reservation.slot();
         let task = tokio::spawn(async move {
-            let (tcp, peer) = match reservation.accept().await {
+            let (tcp, peer) = match reservation.accept_uncounted().await {
                 Ok(connection) => connection,
                 Err(e) => {
                     let _ = arrived.send(Err(e.to_string()));
@@ -272,6 +280,7 @@ impl EarlyTls {
             // the transfer may still ask for plain data and get the connection untouched.
             let mut first = [0u8; 1];
             tokio::select! {
+                biased;
                 decision = std::future::poll_fn(|cx| held.poll_decided(cx)) => {
                     if decision == PLAIN {
                         return Ok(EarlyConn::Plain(tcp));
@@ -284,6 +293,7 @@ impl EarlyTls {
             Ok(EarlyConn::Tls(Box::new(secured)))
         });
         EarlyTls {
+            slot,
             gate,
             arrival: Some(arrival),
             task: AbortOnDropHandle::new(task),
@@ -297,19 +307,28 @@ impl EarlyTls {
         };
         match arrival.await {
             Ok(Ok(_peer)) => Ok(()),
-            Ok(Err(reason)) => Err(reason),
+            Ok(Err(reason)) => {
+                // Counted here, where a transfer waited for it, as for a plain PASV.
+                self.slot.count_accept_timeout();
+                Err(reason)
+            }
             Err(_) => Err("the data connection was lost".to_string()),
         }
     }
 
-    /// Lets the handshake finish, with or without tickets; or, with `tls` false, takes the
-    /// connection back as plain if the client has not begun a handshake on it.
-    pub async fn finish(self, tls: bool, tickets: bool) -> io::Result<EarlyConn> {
+    /// The transfer command's decision: TLS with or without tickets, or plain. Made as
+    /// soon as the command is taken, before its 150 lets an uploading client send.
+    pub fn decide(&self, tls: bool, tickets: bool) {
         if tls {
             self.gate.open(tickets);
         } else {
             self.gate.decide(PLAIN);
         }
+    }
+
+    /// The connection as [`decide`](Self::decide) made it: the finished handshake, or the
+    /// plain connection if the client had not begun one.
+    pub async fn finish(self) -> io::Result<EarlyConn> {
         match self.task.await {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(format!("data connection task: {e}"))),

@@ -476,19 +476,60 @@ impl Reservation {
     }
 
     /// Waits for the client's data connection until the reservation's deadline.
-    pub async fn accept(mut self) -> Result<(TcpStream, SocketAddr), AcceptError> {
+    pub async fn accept(self) -> Result<(TcpStream, SocketAddr), AcceptError> {
+        let pool = self.pool.clone();
+        let result = self.accept_uncounted().await;
+        if result.is_err() {
+            count_accept_timeout(&pool);
+        }
+        result
+    }
+
+    /// The same, without counting a timeout: for a connection awaited before any transfer
+    /// asks for it (data/early_tls.rs), whose transfer counts it through [`Slot`].
+    pub async fn accept_uncounted(mut self) -> Result<(TcpStream, SocketAddr), AcceptError> {
         match tokio::time::timeout_at(self.deadline, &mut self.receiver).await {
             Ok(Ok(connection)) => Ok(connection),
             // The sender is gone only when the sweeper expired the reservation.
-            Ok(Err(_)) | Err(_) => {
-                self.pool
-                    .metrics
-                    .data_connections_rejected_total
-                    .with_label_values(&[labels::TIMEOUT])
-                    .inc();
-                Err(AcceptError::Timeout(self.accept_timeout))
-            }
+            Ok(Err(_)) | Err(_) => Err(AcceptError::Timeout(self.accept_timeout)),
         }
+    }
+
+    /// A handle that frees this reservation's (port, client IP) slot when dropped, at
+    /// once, even while the reservation itself is held by a task being stopped.
+    pub fn slot(&self) -> Slot {
+        Slot {
+            pool: self.pool.clone(),
+            port: self.port,
+            id: self.id,
+        }
+    }
+}
+
+fn count_accept_timeout(pool: &Inner) {
+    pool.metrics
+        .data_connections_rejected_total
+        .with_label_values(&[labels::TIMEOUT])
+        .inc();
+}
+
+/// See [`Reservation::slot`]. Freeing a slot twice is harmless (it is found by its id).
+pub struct Slot {
+    pool: Arc<Inner>,
+    port: u16,
+    id: u64,
+}
+
+impl Slot {
+    /// Counts a data connection that did not come in time.
+    pub fn count_accept_timeout(&self) {
+        count_accept_timeout(&self.pool);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pool.release(self.port, self.id);
     }
 }
 

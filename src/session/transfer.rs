@@ -55,6 +55,10 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        if let ClientConn::EarlyTls(early) = &client_stream {
+            let (tls, tickets) = self.client_data_tls(direction == TransferDirection::Upload);
+            early.decide(tls.is_some(), tickets);
+        }
         let Some(leg) = self.backend.as_mut() else {
             self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
                 .await?;
@@ -201,17 +205,24 @@ impl Session {
         Ok((client_leg?, backend_leg?))
     }
 
-    /// The client's leg: plain, TLS begun now, or the early handshake let finish. Uploads
-    /// get no new tickets unless every data connection must resume: curl uses each TLS 1.3
-    /// ticket once, so its next data connection needs a fresh one (README, "TLS").
+    /// Whether the client's data leg is TLS (after PROT P, when `[tls]` is on), and
+    /// whether it may bring TLS 1.3 tickets: uploads get none unless every data connection
+    /// must resume (curl uses each ticket once, so its next data connection needs one).
+    fn client_data_tls(&self, upload: bool) -> (Option<std::sync::Arc<tls::ClientTls>>, bool) {
+        let tls = self.shared.client_tls.clone().filter(|_| self.prot_private);
+        let tickets = !upload || self.shared.config.tls.require_data_session_reuse;
+        (tls, tickets)
+    }
+
+    /// The client's leg: plain, TLS begun now, or the early handshake let finish (as
+    /// `on_client_data` decided it, see [`Self::client_data_tls`]).
     fn secure_client_leg(
         &self,
         client: ClientConn,
         upload: bool,
     ) -> impl std::future::Future<Output = Result<DataStream, DataRefusal>> + Send + 'static {
-        let tls = self.shared.client_tls.clone().filter(|_| self.prot_private);
+        let (tls, tickets) = self.client_data_tls(upload);
         let require_reuse = self.shared.config.tls.require_data_session_reuse;
-        let tickets = !upload || require_reuse;
         async move {
             let secured = match (client, tls) {
                 (ClientConn::Tcp(tcp), None) => return Ok(DataStream::Plain(tcp)),
@@ -220,7 +231,7 @@ impl Session {
                     tls::accept(&tls.data_acceptor(upload), gated).await
                 }
                 (ClientConn::EarlyTls(early), tls) => {
-                    let finished = early.finish(tls.is_some(), tickets);
+                    let finished = early.finish();
                     match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, finished).await {
                         Ok(Ok(EarlyConn::Plain(tcp))) if tls.is_none() => {
                             return Ok(DataStream::Plain(tcp))
