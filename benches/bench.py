@@ -79,13 +79,17 @@ def tls_args(path):
     return ["--ssl-reqd", "-k"] if path.tls else []
 
 
+def download_big(path, env):
+    return curl([*tls_args(path), url(path.port, "big.bin")], env.big_bytes)
+
+
 def retr(path, env):
-    return curl([*tls_args(path), url(path.port, "big.bin")], env.big_bytes).mbps
+    return download_big(path, env).mbps
 
 
 def ftps_retr(path, env, results):
     """An FTPS download; curl's time before the transfer goes to a figure of its own."""
-    transfer = curl([*tls_args(path), url(path.port, "big.bin")], env.big_bytes)
+    transfer = download_big(path, env)
     results.add("FTPS pre-transfer", path.name, transfer.before_ms)
     return transfer.mbps
 

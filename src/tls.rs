@@ -112,7 +112,6 @@ pub struct ClientTls {
     key: PathBuf,
     max_version: Option<TlsVersion>,
     resumption: ServerResumption,
-    require_data_session_reuse: bool,
     current: RwLock<ServerConfigs>,
 }
 
@@ -132,7 +131,6 @@ impl ClientTls {
             key: key.clone(),
             max_version: tls.max_version,
             resumption,
-            require_data_session_reuse: tls.require_data_session_reuse,
             current: RwLock::new(current),
         }))
     }
@@ -143,15 +141,14 @@ impl ClientTls {
         TlsAcceptor::from(current.control.clone())
     }
 
-    /// For data connections after `PROT P`. Uploads get no new tickets, unless every data
-    /// connection must resume: curl uses each TLS 1.3 ticket once, so its next data
-    /// connection needs a fresh one (README, "TLS").
-    pub fn data_acceptor(&self, upload: bool) -> TlsAcceptor {
+    /// For data connections after `PROT P`, with TLS 1.3 tickets or without (the session
+    /// decides which: `Session::client_data_tls`).
+    pub fn data_acceptor(&self, tickets: bool) -> TlsAcceptor {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        if upload && !self.require_data_session_reuse {
-            TlsAcceptor::from(current.upload.clone())
-        } else {
+        if tickets {
             TlsAcceptor::from(current.control.clone())
+        } else {
+            TlsAcceptor::from(current.upload.clone())
         }
     }
 

@@ -2,6 +2,8 @@
 //! connection arrives, then the backend's data connection, REST and the relayed command,
 //! TLS on both data legs, and the pump handed to `running.rs`.
 
+use std::sync::Arc;
+
 use tracing::{debug, warn};
 
 use super::events::{SessionEvent, Side};
@@ -55,9 +57,10 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        // Decided once, before the 150 lets an uploading client send (data/early_tls.rs).
+        let (client_tls, tickets) = self.client_data_tls(direction == TransferDirection::Upload);
         if let ClientConn::EarlyTls(early) = &client_stream {
-            let (tls, tickets) = self.client_data_tls(direction == TransferDirection::Upload);
-            early.decide(tls.is_some(), tickets);
+            early.decide(client_tls.is_some(), tickets);
         }
         let Some(leg) = self.backend.as_mut() else {
             self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
@@ -117,20 +120,19 @@ impl Session {
         self.record(SessionEvent::DataConnectionsOpened);
         // TLS on the data legs is finished after the 150: most clients begin their handshake
         // only then (one that began earlier was answered already, data/early_tls.rs).
-        let upload = direction == TransferDirection::Upload;
-        let (client_leg, backend_leg) = match self
-            .secure_data_legs(client_stream, backend_stream, upload)
-            .await
-        {
-            Ok(legs) => legs,
-            Err(refusal) => {
-                warn!(reason = refusal.text.as_str(), "data connection TLS failed");
-                self.reply(refusal.code, &refusal.text).await?;
-                self.resync_backend(held_final.is_none()).await?;
-                self.record(SessionEvent::TransferNotStarted { direction });
-                return Ok(Flow::Continue);
-            }
-        };
+        let client_side =
+            secure_client_leg(client_stream, client_tls, tickets, self.require_reuse());
+        let (client_leg, backend_leg) =
+            match self.secure_data_legs(client_side, backend_stream).await {
+                Ok(legs) => legs,
+                Err(refusal) => {
+                    warn!(reason = refusal.text.as_str(), "data connection TLS failed");
+                    self.reply(refusal.code, &refusal.text).await?;
+                    self.resync_backend(held_final.is_none()).await?;
+                    self.record(SessionEvent::TransferNotStarted { direction });
+                    return Ok(Flow::Continue);
+                }
+            };
         let (from, to) = match direction {
             TransferDirection::Upload => (Leg::Client(client_leg), Leg::Backend(backend_leg)),
             _ => (Leg::Backend(backend_leg), Leg::Client(client_leg)),
@@ -178,15 +180,14 @@ impl Session {
 
     /// Wraps the data legs in TLS where the session uses it: towards the client after PROT
     /// P (ftpfront is the TLS server, resuming the control session), towards a TLS backend
-    /// always (ftpfront is the TLS client). Both handshakes run at once.
+    /// always (ftpfront is the TLS client). Both handshakes run at once; `client_side` is
+    /// the client's leg being secured ([`secure_client_leg`]).
     async fn secure_data_legs(
         &mut self,
-        client: ClientConn,
+        client_side: impl std::future::Future<Output = Result<DataStream, DataRefusal>>,
         backend: tokio::net::TcpStream,
-        upload: bool,
     ) -> Result<(DataStream, DataStream), DataRefusal> {
         let connector = self.backend.as_ref().and_then(|leg| leg.tls.clone());
-        let client_side = self.secure_client_leg(client, upload);
         let backend_side = async {
             let Some(connector) = connector else {
                 return Ok(DataStream::Plain(backend));
@@ -208,65 +209,14 @@ impl Session {
     /// Whether the client's data leg is TLS (after PROT P, when `[tls]` is on), and
     /// whether it may bring TLS 1.3 tickets: uploads get none unless every data connection
     /// must resume (curl uses each ticket once, so its next data connection needs one).
-    fn client_data_tls(&self, upload: bool) -> (Option<std::sync::Arc<tls::ClientTls>>, bool) {
+    fn client_data_tls(&self, upload: bool) -> (Option<Arc<tls::ClientTls>>, bool) {
         let tls = self.shared.client_tls.clone().filter(|_| self.prot_private);
-        let tickets = !upload || self.shared.config.tls.require_data_session_reuse;
+        let tickets = !upload || self.require_reuse();
         (tls, tickets)
     }
 
-    /// The client's leg: plain, TLS begun now, or the early handshake let finish (as
-    /// `on_client_data` decided it, see [`Self::client_data_tls`]).
-    fn secure_client_leg(
-        &self,
-        client: ClientConn,
-        upload: bool,
-    ) -> impl std::future::Future<Output = Result<DataStream, DataRefusal>> + Send + 'static {
-        let (tls, tickets) = self.client_data_tls(upload);
-        let require_reuse = self.shared.config.tls.require_data_session_reuse;
-        async move {
-            let secured = match (client, tls) {
-                (ClientConn::Tcp(tcp), None) => return Ok(DataStream::Plain(tcp)),
-                (ClientConn::Tcp(tcp), Some(tls)) => {
-                    let gated = GatedStream::new(tcp, TicketGate::opened(tickets));
-                    tls::accept(&tls.data_acceptor(upload), gated).await
-                }
-                (ClientConn::EarlyTls(early), tls) => {
-                    let finished = early.finish();
-                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, finished).await {
-                        Ok(Ok(EarlyConn::Plain(tcp))) if tls.is_none() => {
-                            return Ok(DataStream::Plain(tcp))
-                        }
-                        Ok(Ok(EarlyConn::Tls(secured))) if tls.is_some() => Ok(*secured),
-                        Ok(Ok(_)) => {
-                            return Err(DataRefusal {
-                                code: 425,
-                                text: "Can't open data connection: its TLS does not match \
-                                       the protection level (PROT)."
-                                    .into(),
-                            })
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "TLS handshake timed out",
-                        )),
-                    }
-                }
-            };
-            let secured = secured.map_err(|e| DataRefusal {
-                code: 425,
-                text: format!("Can't open data connection: TLS handshake failed ({e})."),
-            })?;
-            let resumed = secured.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-            if require_reuse && !resumed {
-                return Err(DataRefusal {
-                    code: 522,
-                    text: "Data connection must resume the control connection's TLS session."
-                        .into(),
-                });
-            }
-            Ok(DataStream::ClientTls(Box::new(secured)))
-        }
+    fn require_reuse(&self) -> bool {
+        self.shared.config.tls.require_data_session_reuse
     }
 
     fn count_data_handshakes(
@@ -290,4 +240,54 @@ impl Session {
 struct DataRefusal {
     code: u16,
     text: String,
+}
+
+/// The client's leg: plain, TLS begun now, or the early handshake let finish, as
+/// [`Session::client_data_tls`] decided it (`tls`, `tickets`).
+async fn secure_client_leg(
+    client: ClientConn,
+    tls: Option<Arc<tls::ClientTls>>,
+    tickets: bool,
+    require_reuse: bool,
+) -> Result<DataStream, DataRefusal> {
+    let secured = match (client, tls) {
+        (ClientConn::Tcp(tcp), None) => return Ok(DataStream::Plain(tcp)),
+        (ClientConn::Tcp(tcp), Some(tls)) => {
+            let gated = GatedStream::new(tcp, TicketGate::opened(tickets));
+            tls::accept(&tls.data_acceptor(tickets), gated).await
+        }
+        (ClientConn::EarlyTls(early), tls) => {
+            match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, early.finish()).await {
+                Ok(Ok(EarlyConn::Plain(tcp))) if tls.is_none() => {
+                    return Ok(DataStream::Plain(tcp))
+                }
+                Ok(Ok(EarlyConn::Tls(secured))) if tls.is_some() => Ok(*secured),
+                Ok(Ok(_)) => {
+                    return Err(DataRefusal {
+                        code: 425,
+                        text: "Can't open data connection: its TLS does not match the \
+                               protection level (PROT)."
+                            .into(),
+                    })
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
+            }
+        }
+    };
+    let secured = secured.map_err(|e| DataRefusal {
+        code: 425,
+        text: format!("Can't open data connection: TLS handshake failed ({e})."),
+    })?;
+    let resumed = secured.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+    if require_reuse && !resumed {
+        return Err(DataRefusal {
+            code: 522,
+            text: "Data connection must resume the control connection's TLS session.".into(),
+        });
+    }
+    Ok(DataStream::ClientTls(Box::new(secured)))
 }
