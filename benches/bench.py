@@ -416,8 +416,15 @@ def print_table(rows, names, env):
     higher_better = {"RETR", "STOR", "FTPS RETR", "parallel"}
     text = describe(env)
     head = "| figure | " + " | ".join(f"{n} (min / median / max)" for n in names)
-    head += " | ftpfront / direct | mod_proxy / direct |"
-    lines = [head, "|" + "---|" * (len(names) + 3)]
+    compared = [n for n in names if n != "direct"]
+    head += "".join(f" | {n} / direct" for n in compared)
+    if "bare" in names:
+        head += " | ftpfront / bare"
+    head += " |"
+    ratio_pairs = [(n, "direct") for n in compared]
+    if "bare" in names:
+        ratio_pairs.append(("ftpfront", "bare"))
+    lines = [head, "|" + "---|" * (len(names) + 1 + len(ratio_pairs))]
     for figure, cells in rows:
         unit = UNITS.get(figure, "KiB")
         label = text.get(figure, figure + " (PSS)")
@@ -426,9 +433,9 @@ def print_table(rows, names, env):
             c = cells.get(n)
             cols.append(f"{c[1]:,.2f} ({c[0]:,.2f} / {c[2]:,.2f}) {unit}" if c else "-")
         ratios = []
-        for n in ("ftpfront", "mod_proxy"):
-            if "direct" in cells and n in cells and cells["direct"][1] > 0:
-                r = cells[n][1] / cells["direct"][1]
+        for n, base in ratio_pairs:
+            if base in cells and n in cells and cells[base][1] > 0:
+                r = cells[n][1] / cells[base][1]
                 ratios.append(f"{r:.2f} x" + (" time" if figure not in higher_better else ""))
             else:
                 ratios.append("-")
@@ -503,7 +510,9 @@ def main():
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--json", help="write the raw values here")
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--no-mod-proxy", action="store_true", help="direct and ftpfront only")
+    parser.add_argument("--no-mod-proxy", action="store_true", help="leave mod_proxy out")
+    parser.add_argument("--bare-relay", help="the bare relay's binary (benches/bare_relay.rs): "
+                        "adds the floor column, one more hop that only copies")
     parser.add_argument("--only", help="comma-separated figures to measure, of "
                         + ",".join(FIGURE_GROUPS) + " (default: all)")
     args = parser.parse_args()
@@ -519,7 +528,7 @@ def main():
     most_idle = (servers.FD_LIMIT - 500) // 2
     cfg["idle"] = [min(level, most_idle) for level in cfg["idle"]]
     resource.setrlimit(resource.RLIMIT_NOFILE, (servers.FD_LIMIT, servers.FD_LIMIT))
-    tools = servers.find_tools(args.prefix, args.ftpfront)
+    tools = servers.find_tools(args.prefix, args.ftpfront, args.bare_relay)
     work = work_dir(cfg)
     os.chmod(work, 0o755)
     started = []
@@ -560,6 +569,13 @@ def run(cfg, tools, work, started, args):
         names.append("mod_proxy")
     elif not args.no_mod_proxy:
         print("bench: ProFTPD mod_proxy not installed: its column stays empty", flush=True)
+    if tools["bare_relay"]:
+        for tls, label, cert_of in ((False, "bare", None), (True, "bare-tls", cert)):
+            backend, relay = servers.start_bare_path(tools, work, env.root, label, cert_of)
+            start(backend)
+            start(relay)
+            (tls_paths if tls else paths).append(Path("bare", relay, tls=tls))
+        names.append("bare")
 
     print("== warm-up (not counted)", flush=True)
     for path in paths + tls_paths:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark command (not a test): `sudo bash benches/run.sh` builds the release binary,
 # then benches/bench.py runs direct vsftpd, ftpfront and ProFTPD mod_proxy (when installed
-# by scripts/install-test-deps.sh) in front of the same vsftpd, alternating round by round,
-# and prints one table: medians with min/max, ratios to direct, and the machine.
+# by scripts/install-test-deps.sh) in front of the same vsftpd, and the bare relay (the
+# floor of one more hop), alternating round by round, and prints one table: medians with
+# min/max, ratios to direct, and the machine.
 #
 #   sudo bash benches/run.sh              # full: 5 rounds, 1 GiB files, 10,000 idle sessions
 #   sudo bash benches/run.sh --quick      # 1 round, small files (what .ci/run runs)
@@ -32,5 +33,16 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
 FTPFRONT="$TARGET_DIR/release/ftpfront"
 [[ -x "$FTPFRONT" ]] || die "no binary at $FTPFRONT"
 
-exec python3 benches/bench.py --ftpfront "$FTPFRONT" \
+# The floor column: a relay that copies bytes and nothing else (benches/bare_relay.rs).
+echo "== cargo build --release --locked --no-default-features --bench bare_relay"
+BARE_RELAY="$(cargo build --release --locked --no-default-features --bench bare_relay \
+    --message-format json-render-diagnostics | python3 -c '
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "bare_relay":
+        print(msg["executable"])')"
+[[ -x "$BARE_RELAY" ]] || die "no bare relay binary (got '$BARE_RELAY')"
+
+exec python3 benches/bench.py --ftpfront "$FTPFRONT" --bare-relay "$BARE_RELAY" \
     --prefix "${FTP_TESTS_PREFIX:-/opt/ftpfront-test}" "$@"

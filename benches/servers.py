@@ -1,5 +1,6 @@
-"""The three paths of the benchmark: vsftpd (direct, plain and FTPS), ftpfront and ProFTPD
-mod_proxy in front of the same vsftpd, and a minimal idle backend for the memory figure."""
+"""The paths of the benchmark: vsftpd (direct, plain and FTPS), ftpfront and ProFTPD
+mod_proxy in front of the same vsftpd, the bare relay in front of a vsftpd of its own (the
+floor of one more hop), and a minimal idle backend for the memory figure."""
 
 import asyncio
 import os
@@ -53,9 +54,9 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
 
-def greets(port, timeout=2.0):
+def greets(port, host="127.0.0.1", timeout=2.0):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as s:
             line = s.makefile("rb").readline()
             s.sendall(b"QUIT\r\n")
             return line.startswith(b"220")
@@ -71,12 +72,13 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: str
+    host: str = "127.0.0.1"
 
     def wait_ready(self):
         for _ in range(150):
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: {self.name} exited at start:\n{tail(self.log)}")
-            if greets(self.port):
+            if greets(self.port, self.host):
                 return self
             time.sleep(0.1)
         raise SystemExit(f"bench: {self.name} did not greet on port {self.port}:\n{tail(self.log)}")
@@ -102,7 +104,7 @@ def tail(path, lines=20):
         return "(no log)"
 
 
-def spawn(name, argv, work, port, env=None):
+def spawn(name, argv, work, port, env=None, host="127.0.0.1"):
     log = os.path.join(work, f"{name}.log")
     out = open(log, "wb")
     proc = subprocess.Popen(
@@ -115,7 +117,7 @@ def spawn(name, argv, work, port, env=None):
         env=env,
     )
     out.close()
-    server = Server(name, port, proc, log)
+    server = Server(name, port, proc, log, host)
     return server.wait_ready()
 
 
@@ -136,12 +138,15 @@ def make_cert(work):
     return cert, key
 
 
-def start_vsftpd(tools, work, root, name, cert=None):
+def start_vsftpd(tools, work, root, name, cert=None, behind_bare_relay=None):
+    """`behind_bare_relay`: a passive range (low, high) for a vsftpd behind the bare relay:
+    it listens on 127.0.0.2 and announces 127.0.0.1, where the relay takes every port."""
     port = free_port()
     empty = os.path.join(work, "empty")
     os.makedirs(empty, exist_ok=True)
+    address = "127.0.0.2" if behind_bare_relay else "127.0.0.1"
     lines = [
-        "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={port}",
+        "listen=YES", "listen_ipv6=NO", f"listen_address={address}", f"listen_port={port}",
         "background=NO", "seccomp_sandbox=NO", "run_as_launching_user=YES",
         f"secure_chroot_dir={empty}", "tcp_wrappers=NO", "connect_from_port_20=NO",
         "anonymous_enable=YES", "local_enable=NO", "write_enable=YES",
@@ -150,6 +155,9 @@ def start_vsftpd(tools, work, root, name, cert=None):
         f"anon_root={root}", "xferlog_enable=NO",
         "max_clients=0", "max_per_ip=0", f"vsftpd_log_file={work}/{name}-xfer.log",
     ]
+    if behind_bare_relay:
+        low, high = behind_bare_relay
+        lines += ["pasv_address=127.0.0.1", f"pasv_min_port={low}", f"pasv_max_port={high}"]
     if cert:
         lines += [
             "ssl_enable=YES", "allow_anon_ssl=YES", "force_anon_logins_ssl=NO",
@@ -158,7 +166,18 @@ def start_vsftpd(tools, work, root, name, cert=None):
         ]
     conf = os.path.join(work, f"{name}.conf")
     write(conf, "\n".join(lines) + "\n")
-    return spawn(name, [tools["vsftpd"], conf], work, port)
+    return spawn(name, [tools["vsftpd"], conf], work, port, host=address)
+
+
+def start_bare_path(tools, work, root, name, cert=None, ports=400):
+    """The floor: a vsftpd on 127.0.0.2 and the bare relay (benches/bare_relay.rs) on
+    127.0.0.1 in front of its control port and its whole passive range."""
+    low, high = free_range(ports)
+    backend = start_vsftpd(tools, work, root, f"{name}-vsftpd", cert, (low, high))
+    port = free_port()
+    argv = [tools["bare_relay"], "127.0.0.1", "127.0.0.2", str(port), str(backend.port),
+            str(low), str(high)]
+    return backend, spawn(name, argv, work, port)
 
 
 def start_ftpfront(tools, work, backend_port, name, cert=None, sessions=20000, ports=400):
@@ -282,12 +301,13 @@ def start_idle_backend(work):
     return spawn("idle-backend", argv, work, port)
 
 
-def find_tools(prefix, ftpfront):
+def find_tools(prefix, ftpfront, bare_relay=None):
     tools = {
         "vsftpd": shutil.which("vsftpd") or "/usr/sbin/vsftpd",
         "curl": shutil.which("curl"),
         "openssl": shutil.which("openssl"),
         "ftpfront": ftpfront,
+        "bare_relay": bare_relay,
         "proftpd": os.path.join(prefix, "proftpd-core/usr/sbin/proftpd"),
         "mod_proxy.so": os.path.join(prefix, "proftpd-mod-proxy/usr/lib/proftpd/mod_proxy.so"),
         "mod_tls.so": os.path.join(prefix, "proftpd-mod-crypto/usr/lib/proftpd/mod_tls.so"),
@@ -295,6 +315,8 @@ def find_tools(prefix, ftpfront):
     for name in ("vsftpd", "curl", "openssl", "ftpfront"):
         if not tools[name] or not os.path.exists(tools[name]):
             raise SystemExit(f"bench: {name} not found: run scripts/install-test-deps.sh first")
+    if bare_relay and not os.path.exists(bare_relay):
+        raise SystemExit(f"bench: no bare relay at {bare_relay}")
     tools["mod_proxy"] = all(
         os.path.exists(tools[k]) for k in ("proftpd", "mod_proxy.so", "mod_tls.so"))
     return tools
