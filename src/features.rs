@@ -129,20 +129,14 @@ impl FeatureCache {
         lock(&self.entries).insert(backend.to_string(), entry);
     }
 
-    /// Features seen after a login: they replace the cached ones, the replies before login
-    /// stay as learnt.
+    /// Features seen after a login: they replace those of a learnt entry, which keeps its
+    /// age and its replies before login. Without one nothing is stored: an entry with no
+    /// replies before login would answer SYST and NOOP with defaults until it expired,
+    /// where a probe asks the backend.
     pub fn store_features(&self, backend: &str, features: Vec<String>) {
-        let mut entries = lock(&self.entries);
-        let before_login = match entries.get(backend) {
-            Some((_, Known::Learnt(learnt))) => learnt.before_login.clone(),
-            _ => BeforeLogin::default(),
-        };
-        let learnt = Learnt {
-            features,
-            before_login,
-        };
-        let entry = (Instant::now(), Known::Learnt(learnt));
-        entries.insert(backend.to_string(), entry);
+        if let Some((_, Known::Learnt(learnt))) = lock(&self.entries).get_mut(backend) {
+            learnt.features = features;
+        }
     }
 
     pub fn store_failure(&self, backend: &str) {
@@ -282,10 +276,36 @@ mod tests {
     #[test]
     fn cache_entries_expire() {
         let cache = FeatureCache::default();
-        cache.store_features("a", vec!["SIZE".into()]);
+        let learnt = Learnt {
+            features: vec!["SIZE".into()],
+            before_login: BeforeLogin::default(),
+        };
+        cache.store("a", learnt);
         assert!(matches!(cache.lookup("a"), Lookup::Fresh(l) if l.features == ["SIZE"]));
         assert!(matches!(cache.lookup("b"), Lookup::Probe(_)));
         age(&cache, "a", CACHE_TTL);
+        assert!(matches!(cache.lookup("a"), Lookup::Probe(_)));
+    }
+
+    /// A FEAT after login before any probe must not make an entry without the replies
+    /// before login: the next pre-login SYST or NOOP would get defaults, not the backend's.
+    #[test]
+    fn features_after_login_alone_leave_the_probe_to_come() {
+        let cache = FeatureCache::default();
+        cache.store_features("a", vec!["SIZE".into()]);
+        assert!(matches!(cache.lookup("a"), Lookup::Probe(_)));
+    }
+
+    /// Features after login refresh the features only: the entry keeps its age, so what
+    /// was learnt before login is asked again when it expires.
+    #[test]
+    fn features_after_login_do_not_extend_the_entry() {
+        let cache = FeatureCache::default();
+        cache.store("a", Learnt::default());
+        age(&cache, "a", CACHE_TTL - Duration::from_secs(1));
+        cache.store_features("a", vec!["SIZE".into()]);
+        assert!(matches!(cache.lookup("a"), Lookup::Fresh(l) if l.features == ["SIZE"]));
+        age(&cache, "a", Duration::from_secs(1));
         assert!(matches!(cache.lookup("a"), Lookup::Probe(_)));
     }
 

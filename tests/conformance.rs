@@ -759,6 +759,36 @@ async fn less_common_commands_get_the_backends_replies() {
     diffs.assert_none();
 }
 
+/// SYST, NOOP and `FEAT X` before login, after another session of the same client logged
+/// in and asked FEAT (the feature cache then holds that session's features: what it
+/// learnt of the backend before login must not be lost with them).
+async fn before_login_after_a_feat(
+    server: &FtpServer,
+    addr: SocketAddr,
+    source: IpAddr,
+) -> Vec<String> {
+    let mut logged_in = server.login(addr, source).await;
+    let feat = logged_in.cmd("FEAT").await;
+    assert!(
+        feat.code == 211 || feat.code == 500,
+        "FEAT after login: {feat:?}"
+    );
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
+    let mut seen = Vec::new();
+    for command in ["SYST", "NOOP", "FEAT X"] {
+        seen.push(exchange_code(&mut client, command).await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_before_login_stay_the_backends_after_a_feat_after_login() {
+    compare_on_each_backend(async |pair, addr, source| {
+        before_login_after_a_feat(&pair.server, addr, source).await
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. Mirroring 1,000 files with lftp
 
