@@ -789,6 +789,36 @@ async fn replies_before_login_stay_the_backends_after_a_feat_after_login() {
     .await;
 }
 
+/// EPSV with a network protocol number, after login: codes only (ftpfront answers EPSV
+/// itself). RFC 2428 answers a protocol the server does not support with 522.
+async fn epsv_protocols(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Vec<String> {
+    let mut client = server.login(addr, source).await;
+    let mut seen = Vec::new();
+    for command in ["EPSV 2", "EPSV 3", "EPSV 99", "EPSV 1"] {
+        seen.push(exchange_code(&mut client, command).await);
+    }
+    seen
+}
+
+/// Compared with vsftpd and proftpd, which follow RFC 2428 here; pure-ftpd takes any
+/// argument (`EPSV 3` gets 229), which the README lists under the differences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epsv_with_an_unsupported_protocol_gets_522() {
+    let mut diffs = Differences::default();
+    let strict = [ServerKind::Vsftpd, ServerKind::Proftpd];
+    for kind in backends().into_iter().filter(|kind| strict.contains(kind)) {
+        let Some(pair) = start_pair(kind).await else {
+            return;
+        };
+        let (direct, proxied) = pair
+            .both(async |addr, source| epsv_protocols(&pair.server, addr, source).await)
+            .await;
+        diffs.compare(kind.name(), &direct, &proxied);
+        pair.proxy.shutdown().await;
+    }
+    diffs.assert_none();
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. Mirroring 1,000 files with lftp
 

@@ -11,7 +11,7 @@ use super::gates;
 use super::{Flow, Session, SessionError};
 use crate::backend;
 use crate::data::{ClientData, EarlyTls, GatedTickets, TicketGate};
-use crate::ftp::addr::{self, EpsvArg};
+use crate::ftp::addr::{self, AddrError, EpsvArg};
 use crate::ftp::args;
 use crate::ftp::codes;
 use crate::ftp::{Command, Reply, Verb};
@@ -40,15 +40,11 @@ impl Session {
                     self.epsv_all = true;
                     return Reply::new(codes::COMMAND_OK, "EPSV ALL ok: only EPSV from now on.");
                 }
+                // RFC 2428: a protocol other than the connection's, known or not, is 522.
                 Ok(EpsvArg::Protocol(p)) if p != self.client_protocol() => {
-                    return Reply::new(
-                        codes::PROTOCOL_NOT_SUPPORTED,
-                        format!(
-                            "Network protocol not supported, use ({})",
-                            self.client_protocol()
-                        ),
-                    );
+                    return self.epsv_protocol_refused();
                 }
+                Err(AddrError::UnsupportedProtocol(_)) => return self.epsv_protocol_refused(),
                 Ok(_) => {}
                 Err(e) => {
                     return Reply::new(codes::SYNTAX_ERROR_ARGS, format!("Bad EPSV argument: {e}."))
@@ -72,6 +68,17 @@ impl Session {
             );
         }
         self.reserve_passive(if extended { None } else { Some(public_v4) })
+    }
+
+    /// 522 naming the one protocol a passive connection of this client can use.
+    fn epsv_protocol_refused(&self) -> Reply {
+        Reply::new(
+            codes::PROTOCOL_NOT_SUPPORTED,
+            format!(
+                "Network protocol not supported, use ({})",
+                self.client_protocol()
+            ),
+        )
     }
 
     /// Reserves a port (replacing this session's previous reservation) and formats the
