@@ -39,8 +39,8 @@ const FAILURE_TTL: Duration = Duration::from_secs(30);
 pub struct Learnt {
     /// Its relayable features.
     pub features: Vec<String>,
-    /// Its replies to commands before login.
-    pub before_login: BeforeLogin,
+    /// Its replies to commands before login (boxed: the cache's enums stay small).
+    pub before_login: Box<BeforeLogin>,
 }
 
 /// A backend's replies before login to the commands servers disagree on; `None` where it
@@ -53,6 +53,8 @@ pub struct BeforeLogin {
     pub noop: Option<Reply>,
     /// FEAT with an argument: 211 as without one, or 501 (proftpd).
     pub feat_with_argument: Option<Reply>,
+    /// REIN: 530 until logged in (vsftpd, pure-ftpd), 502 (proftpd).
+    pub rein: Option<Reply>,
 }
 
 /// What was last learnt of a backend.
@@ -179,8 +181,8 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
     Reply::multiline(codes::SYSTEM_STATUS, lines)
 }
 
-/// Asks a backend for its features and its replies before login (`BeforeLogin`) on a
-/// short-lived connection. The whole probe fits in the backend's `connect_timeout`: the
+/// Asks a backend for its features and its replies before login (`BeforeLogin`, REIN
+/// last: a server that takes it only starts over) on a short-lived connection. The whole probe fits in the backend's `connect_timeout`: the
 /// client is waiting for it.
 pub async fn probe(
     config: &BackendConfig,
@@ -201,11 +203,12 @@ pub async fn probe(
             syst: ask("SYST", None).await,
             noop: ask("NOOP", None).await,
             feat_with_argument: ask("FEAT", Some("X")).await,
+            rein: ask("REIN", None).await,
         };
         control.quit(Duration::from_secs(2)).await;
         Some(Learnt {
             features,
-            before_login,
+            before_login: Box::new(before_login),
         })
     };
     tokio::time::timeout(config.connect_timeout, asking)
@@ -278,7 +281,7 @@ mod tests {
         let cache = FeatureCache::default();
         let learnt = Learnt {
             features: vec!["SIZE".into()],
-            before_login: BeforeLogin::default(),
+            before_login: Box::default(),
         };
         cache.store("a", learnt);
         assert!(matches!(cache.lookup("a"), Lookup::Fresh(l) if l.features == ["SIZE"]));
@@ -340,7 +343,7 @@ mod tests {
             "a",
             Learnt {
                 features: vec![],
-                before_login,
+                before_login: Box::new(before_login),
             },
         );
         cache.store_features("a", vec!["SIZE".into()]);

@@ -4,7 +4,7 @@
 //! reply texts of the replies the backend produced (ftpfront relays them), listings, bytes.
 //! The only allowed differences are ftpfront's own replies: the greeting (220), the
 //! address in 227/229, and what the transparency rule of DESIGN.md lets it answer itself
-//! (compared by code only here: PASV, FEAT, QUIT, STAT/SYST before login).
+//! (compared by code only here: PASV, EPSV, FEAT, QUIT, STAT/SYST/NOOP/REIN before login).
 //!
 //! Clients: the raw client of `tests/common/harness.rs` for exact replies, and lftp, curl,
 //! Python's ftplib and wget for what real programs see. A missing program or server is a
@@ -154,6 +154,15 @@ async fn exchange_code(client: &mut FtpClient, command: &str) -> String {
     client.send(command).await;
     let reply = client.reply_within(Duration::from_secs(10)).await;
     format!("{command} => {}", render_code(reply))
+}
+
+/// `command => code` for each of `commands`, in turn.
+async fn exchange_codes(client: &mut FtpClient, commands: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for command in commands {
+        seen.push(exchange_code(client, command).await);
+    }
+    seen
 }
 
 /// Every reply that arrives until none has for `quiet`.
@@ -702,11 +711,7 @@ async fn user_and_pass_after_a_login_get_the_backends_replies() {
 /// STAT and SYST before login (codes: ftpfront answers them itself there).
 async fn before_login(addr: SocketAddr, source: IpAddr) -> Vec<String> {
     let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
-    let mut seen = Vec::new();
-    for command in ["STAT", "SYST"] {
-        seen.push(exchange_code(&mut client, command).await);
-    }
-    seen
+    exchange_codes(&mut client, &["STAT", "SYST"]).await
 }
 
 /// After login every one of these is relayed: whole replies. The directory made and removed
@@ -774,11 +779,7 @@ async fn before_login_after_a_feat(
         "FEAT after login: {feat:?}"
     );
     let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
-    let mut seen = Vec::new();
-    for command in ["SYST", "NOOP", "FEAT X"] {
-        seen.push(exchange_code(&mut client, command).await);
-    }
-    seen
+    exchange_codes(&mut client, &["SYST", "NOOP", "FEAT X"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -793,11 +794,7 @@ async fn replies_before_login_stay_the_backends_after_a_feat_after_login() {
 /// itself). RFC 2428 answers a protocol the server does not support with 522.
 async fn epsv_protocols(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Vec<String> {
     let mut client = server.login(addr, source).await;
-    let mut seen = Vec::new();
-    for command in ["EPSV 2", "EPSV 3", "EPSV 99", "EPSV 1"] {
-        seen.push(exchange_code(&mut client, command).await);
-    }
-    seen
+    exchange_codes(&mut client, &["EPSV 2", "EPSV 3", "EPSV 99", "EPSV 1"]).await
 }
 
 /// Compared with vsftpd and proftpd, which follow RFC 2428 here; pure-ftpd takes any
@@ -817,6 +814,26 @@ async fn epsv_with_an_unsupported_protocol_gets_522() {
         pair.proxy.shutdown().await;
     }
     diffs.assert_none();
+}
+
+/// REIN before and after login, and what the session is after it: codes only (STAT's
+/// text names the client's address, which differs between the two paths).
+async fn rein_session(server: &FtpServer, addr: SocketAddr, source: IpAddr) -> Vec<String> {
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
+    let mut seen = vec![exchange_code(&mut client, "REIN").await];
+    let mut client = server.login(addr, source).await;
+    seen.extend(exchange_codes(&mut client, &["REIN", "PWD", "STAT", "REIN"]).await);
+    seen
+}
+
+/// No server here implements REIN (RFC 959 leaves it optional): through ftpfront it is
+/// refused as it is directly, and the client stays logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rein_gets_the_backends_reply() {
+    compare_on_each_backend(async |pair, addr, source| {
+        rein_session(&pair.server, addr, source).await
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -118,6 +118,38 @@ async fn a_backends_own_refusal_is_relayed() {
     proxy.shutdown().await;
 }
 
+/// A backend that implements REIN (RFC 959: 220, then it waits for a new USER on the
+/// same connection): its 220 is relayed, the client is logged out, and its next login
+/// goes to that same backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_takes_rein_starts_over_on_the_same_connection() {
+    let fake = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
+    let mut config = proxy_config(fake.addr, 2);
+    config.health.probe_interval = Duration::from_secs(3600);
+    let proxy = start_proxy(config).await;
+    let mut client = FtpClient::login(loopback(14), proxy.control_addr).await;
+    let connections = fake.observed().control_connections;
+    let reply = client.cmd("REIN").await;
+    assert_eq!(reply.text, "220 Ready for a new user.\r\n", "{reply:?}");
+    assert_eq!(
+        client.cmd("PWD").await.code,
+        530,
+        "REIN logged the client out"
+    );
+    assert_eq!(client.cmd("USER again").await.code, 331);
+    assert_eq!(client.cmd("PASS again").await.code, 230);
+    assert_eq!(client.cmd("PWD").await.code, 257);
+    let seen = fake.observed();
+    assert_eq!(
+        seen.control_connections, connections,
+        "the new login opened a backend connection: {:?}",
+        seen.commands
+    );
+    let after_rein: Vec<_> = seen.commands.iter().skip_while(|c| *c != "REIN").collect();
+    assert_eq!(after_rein, ["REIN", "USER again", "PASS again", "PWD"]);
+    proxy.shutdown().await;
+}
+
 /// ftpfront's own failures (here: nothing listens at the backend's address) say what
 /// failed, naming no backend, host or address: the log has those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,22 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// REIN before a backend is chosen, as the default backend answers it before login
+    /// (vsftpd and pure-ftpd 530, proftpd 502), learnt by the feature probe; where it
+    /// takes REIN or that is unknown, ftpfront starts over itself (220).
+    pub(super) async fn rein_before_backend(&mut self) -> Result<Flow, SessionError> {
+        let shared = self.shared.clone();
+        match default_backend_learnt(&shared).await.before_login.rein {
+            Some(refusal) if (500..600).contains(&refusal.code) => self.send(&refusal).await?,
+            _ => {
+                self.start_over();
+                self.reply(codes::SERVICE_READY, "Service ready for new user.")
+                    .await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
     /// Before login there is no backend to ask: ftpfront answers OPTS UTF8 itself and tells
     /// the backend after login (`replay_utf8`). After login OPTS goes to the backend.
     pub(super) async fn opts_before_login(

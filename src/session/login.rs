@@ -371,13 +371,25 @@ impl Session {
         self.epsv_all = false;
     }
 
-    pub(super) async fn reinitialize(&mut self) -> Result<Flow, SessionError> {
-        self.close_backend().await;
+    /// REIN once a backend is chosen: the backend answers (vsftpd and proftpd 502,
+    /// pure-ftpd 500: a client stays logged in, as it would directly). A backend that
+    /// takes it (2xx) waits for a new USER on the same connection, and the session starts
+    /// over with it: the next USER reuses that connection when it routes there.
+    pub(super) async fn reinitialize(&mut self, command: &Command) -> Result<Flow, SessionError> {
+        if self.backend.is_none() {
+            return self.rein_before_backend().await;
+        }
+        let (flow, code) = self.relay_to_the_end(command).await?;
+        if code.is_some_and(|code| (200..300).contains(&code)) {
+            self.start_over();
+        }
+        Ok(flow)
+    }
+
+    /// What REIN resets: the login, data setup, REST, EPSV ALL and the HOST named.
+    pub(super) fn start_over(&mut self) {
         self.reset_login_state();
         self.host = None;
-        self.reply(codes::SERVICE_READY, "Service ready for new user.")
-            .await?;
-        Ok(Flow::Continue)
     }
 
     /// Says goodbye to the backend (best effort: it may be the one that failed).

@@ -299,7 +299,7 @@ impl Session {
             Verb::User => self.user(command).await,
             Verb::Acct if self.logged_in() => self.relay(&command).await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
-            Verb::Rein => self.reinitialize().await,
+            Verb::Rein => self.reinitialize(&command).await,
             Verb::Feat => self.feat(command).await,
             // After login the server's own HELP (what it supports); before, ftpfront's.
             Verb::Help if self.logged_in() => self.relay(&command).await,

@@ -12,10 +12,19 @@ use crate::ftp::{Command, Reply, Verb};
 impl Session {
     /// Sends a command to the backend and relays every reply up to the final one.
     pub(super) async fn relay(&mut self, command: &Command) -> Result<Flow, SessionError> {
+        self.relay_to_the_end(command).await.map(|(flow, _)| flow)
+    }
+
+    /// [`Session::relay`], also returning the code of the final reply (`None` without a
+    /// backend).
+    pub(super) async fn relay_to_the_end(
+        &mut self,
+        command: &Command,
+    ) -> Result<(Flow, Option<u16>), SessionError> {
         let Some(leg) = self.backend.as_mut() else {
             self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
                 .await?;
-            return Ok(Flow::Continue);
+            return Ok((Flow::Continue, None));
         };
         if command.verb == Verb::Abor {
             self.data = None;
@@ -26,13 +35,13 @@ impl Session {
         leg.control.send(command, phase).await?;
         loop {
             let Some(reply) = self.relay_one_reply(phase).await? else {
-                return Ok(Flow::Continue);
+                return Ok((Flow::Continue, None));
             };
             if reply.code == codes::SERVICE_NOT_AVAILABLE {
-                return Ok(Flow::Close(Outcome::Error));
+                return Ok((Flow::Close(Outcome::Error), Some(reply.code)));
             }
             if !reply.is_preliminary() {
-                return Ok(Flow::Continue);
+                return Ok((Flow::Continue, Some(reply.code)));
             }
         }
     }
