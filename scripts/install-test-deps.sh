@@ -2,7 +2,7 @@
 # Installs the outside programs that ftpfront's integration tests and benchmarks use
 # (Debian 12, as root). Idempotent: a second run installs and extracts nothing.
 #
-# - apt-get install: curl lftp iproute2 iptables python3 vsftpd haproxy docker-compose
+# - apt-get install: curl lftp iproute2 iptables python3 vsftpd haproxy rclone docker-compose
 #   systemd (for its checkers only: no daemon is started), plus the shared libraries
 #   that the extracted servers below need.
 # - Debian's FTP servers conflict as packages (each provides ftp-server), so pure-ftpd and
@@ -17,7 +17,7 @@ set -euo pipefail
 PREFIX="${FTP_TESTS_PREFIX:-/opt/ftpfront-test}"
 
 APT_PACKAGES=(
-    curl lftp iproute2 iptables python3 python3-venv openssl vsftpd haproxy
+    curl lftp iproute2 iptables python3 python3-venv openssl vsftpd haproxy rclone
     # checkers of the deployment examples (config/deploy): docker-compose config,
     # systemd-analyze verify
     docker-compose systemd

@@ -364,6 +364,69 @@ async fn lftp_ftps_lists_gets_puts() {
     f.shutdown().await;
 }
 
+/// rclone (Go's crypto/tls; it offers the control connection's session on every data
+/// connection), explicit (`explicit_tls`) and implicit (`tls`), trusting only the test CA:
+/// upload, listing, download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rclone_ftps_puts_lists_gets() {
+    let Some(rclone) = require_program("rclone") else {
+        return;
+    };
+    let f = Fixture::start(TlsMode::Optional, |_| {}).await;
+    let obscured = run(&rclone, &["obscure".into(), PASSWORD.into()], RCLONE_WAIT).await;
+    assert_run(&obscured, "rclone obscure");
+    for (kind, port, option) in [
+        ("explicit", f.control_port(), "explicit_tls"),
+        ("implicit", f.implicit_addr().port(), "tls"),
+    ] {
+        let what = format!("rclone {kind} FTPS");
+        let remote = format!(
+            ":ftp,host=127.0.0.1,port={port},user={USER},pass={},{option}=true:",
+            obscured.stdout().trim()
+        );
+        let name = format!("rclone-{kind}.bin");
+        let (local, digest) = local_file(f.dir.path(), &format!("src-{name}"), UPLOAD_LEN, 8);
+        let out = f.scratch(&format!("big-{name}"));
+        let steps = [
+            vec![
+                "copyto".into(),
+                utf8(&local).into(),
+                format!("{remote}upload/{name}"),
+            ],
+            vec!["lsf".into(), remote.clone()],
+            vec![
+                "copyto".into(),
+                format!("{remote}big.bin"),
+                utf8(&out).into(),
+            ],
+        ];
+        let mut listing = String::new();
+        for step in steps {
+            // rclone's FTP backend ignores `--ca-cert`; Go reads the roots from SSL_CERT_FILE.
+            let mut args = vec![
+                format!("SSL_CERT_FILE={}", utf8(&f.pki.ca)),
+                utf8(&rclone).into(),
+            ];
+            args.extend(["--config", "/dev/null", "--retries", "1"].map(String::from));
+            args.extend(["--low-level-retries", "1"].map(String::from));
+            args.extend(step);
+            let step_run = run(Path::new("env"), &args, RCLONE_WAIT).await;
+            assert_run(&step_run, &what);
+            listing.push_str(&step_run.stdout());
+        }
+        assert!(
+            listing.contains("big.bin"),
+            "{what}: listing lacks big.bin: {listing}"
+        );
+        f.assert_uploaded(&name, &digest, &what);
+        assert_eq!(sha256(&read_file(&out)), f.big, "{what}: copyto big.bin");
+    }
+    f.shutdown().await;
+}
+
+/// How long one rclone step may take.
+const RCLONE_WAIT: Duration = Duration::from_secs(60);
+
 /// Python's `ftplib.FTP_TLS` with `prot_p()` (explicit) and an implicit subclass, on TLS 1.2
 /// and 1.3: list, download, upload, download the upload again, list. ftplib does not resume
 /// TLS sessions on data connections; with `--reuse` the script offers the control session on
