@@ -511,7 +511,7 @@ def main():
     parser.add_argument("--json", help="write the raw values here")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-mod-proxy", action="store_true", help="leave mod_proxy out")
-    parser.add_argument("--bare-relay", help="the bare relay's binary (benches/bare_relay.rs): "
+    parser.add_argument("--bare-relay", help="the bare relay's binary (benches/bare-relay): "
                         "adds the floor column, one more hop that only copies")
     parser.add_argument("--only", help="comma-separated figures to measure, of "
                         + ",".join(FIGURE_GROUPS) + " (default: all)")

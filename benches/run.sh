@@ -33,16 +33,13 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
 FTPFRONT="$TARGET_DIR/release/ftpfront"
 [[ -x "$FTPFRONT" ]] || die "no binary at $FTPFRONT"
 
-# The floor column: a relay that copies bytes and nothing else (benches/bare_relay.rs).
-echo "== cargo build --release --locked --no-default-features --bench bare_relay"
-BARE_RELAY="$(cargo build --release --locked --no-default-features --bench bare_relay \
-    --message-format json-render-diagnostics | python3 -c '
-import json, sys
-for line in sys.stdin:
-    msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "bare_relay":
-        print(msg["executable"])')"
-[[ -x "$BARE_RELAY" ]] || die "no bare relay binary (got '$BARE_RELAY')"
+# The floor column: a relay that copies bytes and nothing else (benches/bare-relay, a
+# crate of its own: it needs tokio only), built into the same target directory.
+echo "== cargo build --release --locked --manifest-path benches/bare-relay/Cargo.toml"
+cargo build --release --locked --manifest-path benches/bare-relay/Cargo.toml \
+    --target-dir "$TARGET_DIR"
+BARE_RELAY="$TARGET_DIR/release/bare-relay"
+[[ -x "$BARE_RELAY" ]] || die "no bare relay binary at $BARE_RELAY"
 
 exec python3 benches/bench.py --ftpfront "$FTPFRONT" --bare-relay "$BARE_RELAY" \
     --prefix "${FTP_TESTS_PREFIX:-/opt/ftpfront-test}" "$@"

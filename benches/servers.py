@@ -170,7 +170,7 @@ def start_vsftpd(tools, work, root, name, cert=None, behind_bare_relay=None):
 
 
 def start_bare_path(tools, work, root, name, cert=None, ports=400):
-    """The floor: a vsftpd on 127.0.0.2 and the bare relay (benches/bare_relay.rs) on
+    """The floor: a vsftpd on 127.0.0.2 and the bare relay (benches/bare-relay) on
     127.0.0.1 in front of its control port and its whole passive range."""
     low, high = free_range(ports)
     backend = start_vsftpd(tools, work, root, f"{name}-vsftpd", cert, (low, high))

@@ -56,6 +56,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# The benchmark's floor relay is a crate of its own (benches/bare-relay): the same checks.
+step "benches/bare-relay: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --manifest-path benches/bare-relay/Cargo.toml -- --check
+cargo clippy --locked --manifest-path benches/bare-relay/Cargo.toml --target-dir target -- -D warnings
+
 # Passing tests' output is captured by the test harness, which would hide why a test was
 # skipped: ask for it (--show-output) and keep only the SKIPPED lines of passing tests.
 test_args=("$@")

@@ -8,9 +8,8 @@
 //! connection through the relay too. Like ftpfront's copy, each direction reads into a buffer
 //! of up to 1 MiB (for data ports; 16 KiB for the control port) and writes what it read.
 //!
-//! `bare_relay LISTEN_IP UPSTREAM_IP CONTROL_PORT UPSTREAM_CONTROL_PORT DATA_LOW DATA_HIGH`
-//! (built by benches/run.sh with `cargo build --release --bench bare_relay`; `cargo bench`
-//! runs it with no addresses and it only prints this usage).
+//! `bare-relay LISTEN_IP UPSTREAM_IP CONTROL_PORT UPSTREAM_CONTROL_PORT DATA_LOW DATA_HIGH`
+//! (built by benches/run.sh: `cargo build --release --manifest-path benches/bare-relay/Cargo.toml`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -50,30 +49,24 @@ fn parse(args: &[String]) -> Result<Plan, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` and `cargo test --all-targets` run every bench target with only
-    // harness flags (`--bench`, `--show-output`, or none): nothing to relay then.
-    if args.iter().all(|a| a.starts_with("--")) {
-        println!("bare_relay: a benchmark helper that benches/run.sh starts; nothing to run alone");
-        return ExitCode::SUCCESS;
-    }
     let plan = match parse(&args) {
         Ok(plan) => plan,
         Err(problem) => {
-            eprintln!("bare_relay: {problem}\nusage: bare_relay LISTEN_IP UPSTREAM_IP CONTROL_PORT UPSTREAM_CONTROL_PORT DATA_LOW DATA_HIGH");
+            eprintln!("bare-relay: {problem}\nusage: bare-relay LISTEN_IP UPSTREAM_IP CONTROL_PORT UPSTREAM_CONTROL_PORT DATA_LOW DATA_HIGH");
             return ExitCode::from(2);
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("bare_relay: tokio runtime: {e}");
+            eprintln!("bare-relay: tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(serve(plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bare_relay: {e}");
+            eprintln!("bare-relay: {e}");
             ExitCode::FAILURE
         }
     }
@@ -101,7 +94,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, buffer: usize)
         let (client, _) = listener.accept().await?;
         tokio::spawn(async move {
             if let Err(e) = relay(client, upstream, buffer).await {
-                eprintln!("bare_relay: {upstream}: {e}");
+                eprintln!("bare-relay: {upstream}: {e}");
             }
         });
     }
