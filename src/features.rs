@@ -34,6 +34,9 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 /// backend that is down, instead of opening one backend connection each (an amplifier).
 const FAILURE_TTL: Duration = Duration::from_secs(30);
 
+/// How long the probe waits for the answer to REIN, the last question it asks.
+const REIN_WAIT: Duration = Duration::from_secs(2);
+
 /// What a client may learn of a backend before login.
 #[derive(Debug, Clone, Default)]
 pub struct Learnt {
@@ -199,11 +202,16 @@ pub async fn probe(
             let command = Command::new(verb, arg);
             control.command(&command, phase).await.ok()
         };
+        let syst = ask("SYST", None).await;
+        let noop = ask("NOOP", None).await;
+        let feat_with_argument = ask("FEAT", Some("X")).await;
+        // A server that never answers REIN costs only that answer, not the others.
+        let rein = tokio::time::timeout(REIN_WAIT, ask("REIN", None)).await;
         let before_login = BeforeLogin {
-            syst: ask("SYST", None).await,
-            noop: ask("NOOP", None).await,
-            feat_with_argument: ask("FEAT", Some("X")).await,
-            rein: ask("REIN", None).await,
+            syst,
+            noop,
+            feat_with_argument,
+            rein: rein.ok().flatten(),
         };
         control.quit(Duration::from_secs(2)).await;
         Some(Learnt {

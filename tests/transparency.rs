@@ -118,11 +118,11 @@ async fn a_backends_own_refusal_is_relayed() {
     proxy.shutdown().await;
 }
 
-/// A backend that implements REIN (RFC 959: 220, then it waits for a new USER on the
-/// same connection): its 220 is relayed, the client is logged out, and its next login
-/// goes to that same backend connection.
+/// A backend that implements REIN (RFC 959: 220, then it waits for a new USER): its 220
+/// is relayed, the client is logged out, and its next login is routed afresh, on a new
+/// backend connection with nothing of the old one's state (the old one hears QUIT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_takes_rein_starts_over_on_the_same_connection() {
+async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_over() {
     let fake = FakeBackend::start(Behaviour::Normal { retr_bytes: 0 }).await;
     let mut config = proxy_config(fake.addr, 2);
     config.health.probe_interval = Duration::from_secs(3600);
@@ -136,17 +136,26 @@ async fn a_backend_that_takes_rein_starts_over_on_the_same_connection() {
         530,
         "REIN logged the client out"
     );
+    assert_eq!(
+        client.cmd("HOST ftp.example.com").await.code,
+        220,
+        "HOST is allowed again"
+    );
     assert_eq!(client.cmd("USER again").await.code, 331);
     assert_eq!(client.cmd("PASS again").await.code, 230);
     assert_eq!(client.cmd("PWD").await.code, 257);
     let seen = fake.observed();
     assert_eq!(
-        seen.control_connections, connections,
-        "the new login opened a backend connection: {:?}",
+        seen.control_connections,
+        connections + 1,
+        "the new login has a backend connection of its own: {:?}",
         seen.commands
     );
     let after_rein: Vec<_> = seen.commands.iter().skip_while(|c| *c != "REIN").collect();
-    assert_eq!(after_rein, ["REIN", "USER again", "PASS again", "PWD"]);
+    assert_eq!(
+        after_rein,
+        ["REIN", "QUIT", "USER again", "PASS again", "PWD"]
+    );
     proxy.shutdown().await;
 }
 

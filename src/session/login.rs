@@ -372,15 +372,18 @@ impl Session {
     }
 
     /// REIN once a backend is chosen: the backend answers (vsftpd and proftpd 502,
-    /// pure-ftpd 500: a client stays logged in, as it would directly). A backend that
-    /// takes it (2xx) waits for a new USER on the same connection, and the session starts
-    /// over with it: the next USER reuses that connection when it routes there.
+    /// pure-ftpd 500: a client stays logged in, as it would directly). After a backend
+    /// took it (2xx) the session starts over without that connection: the next USER routes
+    /// afresh (HOST, sticky pools) and gets a backend connection with no state left over
+    /// (a data connection opened ahead, PROT and TLS, which REIN resets differently on
+    /// different servers).
     pub(super) async fn reinitialize(&mut self, command: &Command) -> Result<Flow, SessionError> {
         if self.backend.is_none() {
             return self.rein_before_backend().await;
         }
         let (flow, code) = self.relay_to_the_end(command).await?;
         if code.is_some_and(|code| (200..300).contains(&code)) {
+            self.close_backend().await;
             self.start_over();
         }
         Ok(flow)
