@@ -185,8 +185,8 @@ pub fn reply(backend_features: Vec<String>, tls: bool) -> Reply {
 }
 
 /// Asks a backend for its features and its replies before login (`BeforeLogin`, REIN
-/// last: a server that takes it only starts over) on a short-lived connection. The whole probe fits in the backend's `connect_timeout`: the
-/// client is waiting for it.
+/// last: a server that takes it only starts over) on a short-lived connection. The whole
+/// probe fits in the backend's `connect_timeout`: the client is waiting for it.
 pub async fn probe(
     config: &BackendConfig,
     tls: Option<&BackendTlsConfig>,

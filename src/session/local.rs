@@ -71,7 +71,7 @@ impl Session {
     pub(super) async fn rein_before_backend(&mut self) -> Result<Flow, SessionError> {
         let shared = self.shared.clone();
         match default_backend_learnt(&shared).await.before_login.rein {
-            Some(refusal) if (500..600).contains(&refusal.code) => self.send(&refusal).await?,
+            Some(refusal) if refusal.is_permanent_error() => self.send(&refusal).await?,
             _ => {
                 self.start_over();
                 self.reply(codes::SERVICE_READY, "Service ready for new user.")

@@ -381,8 +381,8 @@ impl Session {
         if self.backend.is_none() {
             return self.rein_before_backend().await;
         }
-        let (flow, code) = self.relay_to_the_end(command).await?;
-        if code.is_some_and(|code| (200..300).contains(&code)) {
+        let (flow, reply) = self.relay_to_the_end(command).await?;
+        if reply.as_ref().is_some_and(Reply::is_completion) {
             self.close_backend().await;
             self.start_over();
         }

@@ -15,12 +15,11 @@ impl Session {
         self.relay_to_the_end(command).await.map(|(flow, _)| flow)
     }
 
-    /// [`Session::relay`], also returning the code of the final reply (`None` without a
-    /// backend).
+    /// [`Session::relay`], also returning the final reply (`None` without a backend).
     pub(super) async fn relay_to_the_end(
         &mut self,
         command: &Command,
-    ) -> Result<(Flow, Option<u16>), SessionError> {
+    ) -> Result<(Flow, Option<Reply>), SessionError> {
         let Some(leg) = self.backend.as_mut() else {
             self.reply(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
                 .await?;
@@ -38,10 +37,10 @@ impl Session {
                 return Ok((Flow::Continue, None));
             };
             if reply.code == codes::SERVICE_NOT_AVAILABLE {
-                return Ok((Flow::Close(Outcome::Error), Some(reply.code)));
+                return Ok((Flow::Close(Outcome::Error), Some(reply)));
             }
             if !reply.is_preliminary() {
-                return Ok((Flow::Continue, Some(reply.code)));
+                return Ok((Flow::Continue, Some(reply)));
             }
         }
     }

@@ -13,7 +13,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 /// How the server behaves, one per server; what a variant does not name is normal: any
 /// USER/PASS logs in (331/230), REIN logs out (220), PASV/EPSV get a listener of their
-/// own, TYPE, PWD, QUIT and ABOR (225 with no transfer) are answered, STOR answers 226 on FIN and 426 on reset.
+/// own, TYPE, PWD, QUIT and ABOR (225 with no transfer) are answered, STOR answers 226 on
+/// FIN and 426 on reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
     /// RETR serves `retr_bytes` bytes (any path).
