@@ -128,7 +128,6 @@ async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_ov
     config.health.probe_interval = Duration::from_secs(3600);
     let proxy = start_proxy(config).await;
     let mut client = FtpClient::login(loopback(14), proxy.control_addr).await;
-    let connections = fake.observed().control_connections;
     let reply = client.cmd("REIN").await;
     assert_eq!(reply.text, "220 Ready for a new user.\r\n", "{reply:?}");
     assert_eq!(
@@ -145,17 +144,25 @@ async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_ov
     assert_eq!(client.cmd("PASS again").await.code, 230);
     assert_eq!(client.cmd("PWD").await.code, 257);
     let seen = fake.observed();
+    let rein_session = seen
+        .per_connection
+        .iter()
+        .find(|commands| commands.first().is_some_and(|c| c.starts_with("USER ")))
+        .expect("the first login has a backend connection");
     assert_eq!(
-        seen.control_connections,
-        connections + 1,
-        "the new login has a backend connection of its own: {:?}",
-        seen.commands
+        rein_session
+            .iter()
+            .skip_while(|c| *c != "REIN")
+            .collect::<Vec<_>>(),
+        ["REIN", "QUIT"],
+        "the connection that took REIN is ended: {rein_session:?}"
     );
-    let after_rein: Vec<_> = seen.commands.iter().skip_while(|c| *c != "REIN").collect();
-    assert_eq!(
-        after_rein,
-        ["REIN", "QUIT", "USER again", "PASS again", "PWD"]
-    );
+    let new_session = seen
+        .per_connection
+        .iter()
+        .find(|commands| commands.first().is_some_and(|c| c == "USER again"))
+        .expect("the new login has a backend connection of its own");
+    assert_eq!(new_session, &["USER again", "PASS again", "PWD"]);
     proxy.shutdown().await;
 }
 

@@ -83,6 +83,9 @@ pub struct Observed {
     pub control_connections: usize,
     /// Every command line, in the order received.
     pub commands: Vec<String>,
+    /// The command lines of each control connection, in the order they were accepted: a
+    /// health probe that lands in the middle of a session does not mix into its commands.
+    pub per_connection: Vec<Vec<String>>,
     pub data: Vec<DataConn>,
     /// ABOR arrived at some point.
     pub abor: bool,
@@ -109,8 +112,12 @@ impl FakeBackend {
         let shared = log.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                with_log(&shared, |o| o.control_connections += 1);
-                let control = Control::new(stream, behaviour, shared.clone());
+                let index = with_log(&shared, |o| {
+                    o.control_connections += 1;
+                    o.per_connection.push(Vec::new());
+                    o.per_connection.len() - 1
+                });
+                let control = Control::new(stream, behaviour, shared.clone(), index);
                 tokio::spawn(control.serve());
             }
         });
@@ -147,6 +154,8 @@ struct Control {
     buffer: Vec<u8>,
     behaviour: Behaviour,
     log: Log,
+    /// This connection's place in [`Observed::per_connection`].
+    index: usize,
     logged_in: bool,
     passive: Option<TcpListener>,
     /// PASV/EPSV answered so far.
@@ -156,12 +165,13 @@ struct Control {
 }
 
 impl Control {
-    fn new(stream: TcpStream, behaviour: Behaviour, log: Log) -> Control {
+    fn new(stream: TcpStream, behaviour: Behaviour, log: Log, index: usize) -> Control {
         Control {
             stream,
             buffer: Vec::new(),
             behaviour,
             log,
+            index,
             logged_in: false,
             passive: None,
             passives: 0,
@@ -215,6 +225,7 @@ impl Control {
                 with_log(&self.log, |o| {
                     o.abor |= line.eq_ignore_ascii_case("ABOR");
                     o.commands.push(line.clone());
+                    o.per_connection[self.index].push(line.clone());
                 });
                 return Some(line);
             }
