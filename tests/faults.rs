@@ -222,7 +222,13 @@ async fn quit_is_answered_without_waiting_for_the_backend() {
         waited < Duration::from_millis(1000),
         "221 came after {waited:?}: ftpfront waited for the backend's (1.5 s)"
     );
-    let heard_quit = |seen: &Observed| seen.commands.iter().any(|c| c == "QUIT");
+    // The session's own connection: the health probe's QUIT must not stand in for it.
+    let heard_quit = |seen: &Observed| {
+        seen.per_connection
+            .iter()
+            .filter(|commands| commands.first().is_some_and(|c| c.starts_with("USER ")))
+            .any(|commands| commands.iter().any(|c| c == "QUIT"))
+    };
     let seen = fake.wait_until(SETTLE, heard_quit).await;
     assert!(
         heard_quit(&seen),
