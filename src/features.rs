@@ -1,8 +1,8 @@
 //! FEAT as ftpfront answers it: the features ftpfront implements itself, plus those a
 //! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
 //! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too. The
-//! same probe learns how the backend answers SYST, NOOP and a FEAT with an argument before
-//! login, which servers answer differently.
+//! same probe learns how the backend answers SYST, NOOP, HELP, ACCT, REIN and a FEAT with an
+//! argument before login, which servers answer differently.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -58,6 +58,10 @@ pub struct BeforeLogin {
     pub feat_with_argument: Option<Reply>,
     /// REIN: 530 until logged in (vsftpd, pure-ftpd), 502 (proftpd).
     pub rein: Option<Reply>,
+    /// HELP: 530 (vsftpd), or the server's own list (pure-ftpd: its SITE commands).
+    pub help: Option<Reply>,
+    /// ACCT before USER: 530 (vsftpd), 202 (pure-ftpd), 502 (proftpd).
+    pub acct: Option<Reply>,
 }
 
 /// What was last learnt of a backend.
@@ -205,6 +209,8 @@ pub async fn probe(
         let syst = ask("SYST", None).await;
         let noop = ask("NOOP", None).await;
         let feat_with_argument = ask("FEAT", Some("X")).await;
+        let help = ask("HELP", None).await;
+        let acct = ask("ACCT", Some("nobody")).await;
         // A server that never answers REIN costs only that answer, not the others.
         let rein = tokio::time::timeout(REIN_WAIT, ask("REIN", None)).await;
         let before_login = BeforeLogin {
@@ -212,6 +218,8 @@ pub async fn probe(
             noop,
             feat_with_argument,
             rein: rein.ok().flatten(),
+            help,
+            acct,
         };
         control.quit(Duration::from_secs(2)).await;
         Some(Learnt {

@@ -774,6 +774,25 @@ async fn less_common_commands_get_the_backends_replies() {
     diffs.assert_none();
 }
 
+/// HELP and ACCT before login, as the default backend answers them (vsftpd: 530 to both,
+/// pure-ftpd: its SITE list and 202, proftpd: its command list and 503): whole replies
+/// for HELP and ACCT, the code for HELP of a command.
+async fn help_and_acct_before_login(addr: SocketAddr, source: IpAddr) -> Vec<String> {
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
+    let mut seen = vec![exchange(&mut client, "HELP").await];
+    seen.push(exchange_code(&mut client, "HELP RETR").await);
+    seen.push(exchange(&mut client, "ACCT nobody").await);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_acct_before_login_are_the_backends() {
+    compare_on_each_backend(async |_pair, addr, source| {
+        help_and_acct_before_login(addr, source).await
+    })
+    .await;
+}
+
 /// SYST, NOOP and `FEAT X` before login, after another session of the same client logged
 /// in and asked FEAT (the feature cache then holds that session's features: what it
 /// learnt of the backend before login must not be lost with them).

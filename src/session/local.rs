@@ -1,67 +1,70 @@
-//! What ftpfront answers itself before login, when no backend is chosen yet (HELP, SYST,
-//! NOOP, OPTS, FEAT, QUIT): as the default backend would, from what `features.rs` learnt.
+//! What ftpfront answers itself before login, when no backend is chosen yet (HELP, ACCT,
+//! SYST, NOOP, OPTS, FEAT, REIN, QUIT): as the default backend would, from what `features.rs` learnt.
 
 use super::{Flow, Outcome, Session, SessionError, Shared};
-use crate::features::{self, Learnt, Lookup};
+use crate::features::{self, BeforeLogin, Learnt, Lookup};
 use crate::ftp::codes;
 use crate::ftp::{args, Command, OptsArg, Reply, Verb};
 
 impl Session {
-    /// HELP before login: the commands a client may use now (RFC 959 214), `HELP <verb>`
-    /// for one of them, 502 for a command ftpfront does not know.
+    /// HELP before login as the default backend answers it (vsftpd: 530, pure-ftpd and
+    /// proftpd: their own lists), learnt by the feature probe; `HELP <verb>` gets that
+    /// refusal too, else ftpfront's word on the verb. When nothing was learnt: ftpfront's
+    /// own list of what a client may send now (RFC 959 214).
     pub(super) async fn help_before_login(
         &mut self,
         command: &Command,
     ) -> Result<Flow, SessionError> {
-        const BEFORE_LOGIN: &str =
-            " USER PASS ACCT AUTH PBSZ PROT HOST FEAT OPTS SYST NOOP HELP QUIT REIN";
         let topic = command.arg_str().trim();
-        let reply = if topic.is_empty() {
-            let lines = vec![
-                "The following commands are recognized before login.".to_string(),
-                BEFORE_LOGIN.to_string(),
-                "Help OK.".to_string(),
-            ];
-            Reply::multiline(codes::HELP_MESSAGE, lines)
-        } else if Verb::from_name(topic) == Verb::Other {
-            Reply::new(
-                codes::NOT_IMPLEMENTED,
-                format!("Unknown command {}.", topic.to_ascii_uppercase()),
-            )
-        } else {
-            Reply::new(
-                codes::HELP_MESSAGE,
-                format!(
-                    "{} is recognized; log in for details.",
-                    topic.to_ascii_uppercase()
-                ),
-            )
-        };
-        self.send(&reply).await?;
-        Ok(Flow::Continue)
+        let refused_or_listed = |help: &Reply| topic.is_empty() || help.is_permanent_error();
+        self.answer_as_learnt(
+            |learnt| learnt.help.filter(refused_or_listed),
+            || own_help_before_login(topic),
+        )
+        .await
+    }
+
+    /// ACCT before USER, as the default backend answers it (vsftpd 530, pure-ftpd 202,
+    /// proftpd 502), learnt by the feature probe; 503 when that is unknown.
+    pub(super) async fn acct_before_user(&mut self) -> Result<Flow, SessionError> {
+        self.answer_as_learnt(
+            |learnt| learnt.acct,
+            || Reply::new(codes::BAD_SEQUENCE, "Login with USER first."),
+        )
+        .await
     }
 
     /// SYST before login as the default backend answers it (vsftpd: 530, others: 215),
     /// learnt by the feature probe; 530 when that is unknown.
     pub(super) async fn syst_before_login(&mut self) -> Result<Flow, SessionError> {
-        let shared = self.shared.clone();
-        match default_backend_learnt(&shared).await.before_login.syst {
-            Some(reply) => self.send(&reply).await?,
-            None => {
-                self.answer(codes::NOT_LOGGED_IN, "Please login with USER and PASS.")
-                    .await?
-            }
-        }
-        Ok(Flow::Continue)
+        self.answer_as_learnt(
+            |learnt| learnt.syst,
+            || Reply::new(codes::NOT_LOGGED_IN, "Please login with USER and PASS."),
+        )
+        .await
     }
 
     /// NOOP before login as the default backend answers it (vsftpd: 530, others: 200).
     pub(super) async fn noop_before_login(&mut self) -> Result<Flow, SessionError> {
+        self.answer_as_learnt(
+            |learnt| learnt.noop.filter(|r| r.code == codes::NOT_LOGGED_IN),
+            || Reply::new(codes::COMMAND_OK, "NOOP ok."),
+        )
+        .await
+    }
+
+    /// Answers with what `pick` takes of the default backend's replies before login, else
+    /// with `fallback`. Deferred: these answers touch nothing, so a burst of them is one
+    /// write.
+    async fn answer_as_learnt(
+        &mut self,
+        pick: impl FnOnce(BeforeLogin) -> Option<Reply>,
+        fallback: impl FnOnce() -> Reply,
+    ) -> Result<Flow, SessionError> {
         let shared = self.shared.clone();
-        match default_backend_learnt(&shared).await.before_login.noop {
-            Some(reply) if reply.code == codes::NOT_LOGGED_IN => self.send(&reply).await?,
-            _ => self.answer(codes::COMMAND_OK, "NOOP ok.").await?,
-        }
+        let learnt = *default_backend_learnt(&shared).await.before_login;
+        let reply = pick(learnt).unwrap_or_else(fallback);
+        self.answer_reply(&reply).await?;
         Ok(Flow::Continue)
     }
 
@@ -157,6 +160,30 @@ fn stray_argument_refused(command: &Command, learnt: &Learnt) -> Option<Reply> {
     }
     let reply = learnt.before_login.feat_with_argument.as_ref()?;
     (500..=504).contains(&reply.code).then(|| reply.clone())
+}
+
+/// ftpfront's HELP before login: the commands a client may use now, `HELP <verb>` for one
+/// of them, 502 for a command ftpfront does not know.
+fn own_help_before_login(topic: &str) -> Reply {
+    const BEFORE_LOGIN: &str =
+        " USER PASS ACCT AUTH PBSZ PROT HOST FEAT OPTS SYST NOOP HELP QUIT REIN";
+    if topic.is_empty() {
+        let lines = vec![
+            "The following commands are recognized before login.".to_string(),
+            BEFORE_LOGIN.to_string(),
+            "Help OK.".to_string(),
+        ];
+        return Reply::multiline(codes::HELP_MESSAGE, lines);
+    }
+    let verb = topic.to_ascii_uppercase();
+    if Verb::from_name(topic) == Verb::Other {
+        Reply::new(codes::NOT_IMPLEMENTED, format!("Unknown command {verb}."))
+    } else {
+        Reply::new(
+            codes::HELP_MESSAGE,
+            format!("{verb} is recognized; log in for details."),
+        )
+    }
 }
 
 /// A default pool stands in with its first backend: a pool's members serve one site.

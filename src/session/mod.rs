@@ -298,10 +298,12 @@ impl Session {
             Verb::User | Verb::Pass if self.logged_in() => self.relogin(command).await,
             Verb::User => self.user(command).await,
             Verb::Acct if self.logged_in() => self.relay(&command).await,
+            Verb::Acct if self.backend.is_none() => self.acct_before_user().await,
             Verb::Pass | Verb::Acct => self.pass_or_acct(command).await,
             Verb::Rein => self.reinitialize(&command).await,
             Verb::Feat => self.feat(command).await,
-            // After login the server's own HELP (what it supports); before, ftpfront's.
+            // After login the server's own HELP (what it supports); before, the default
+            // backend's, as learnt.
             Verb::Help if self.logged_in() => self.relay(&command).await,
             Verb::Help => self.help_before_login(&command).await,
             // After login the backend hears NOOP: it keeps its idle timer in step.
@@ -397,10 +399,6 @@ impl Session {
 
     /// A reply that ftpfront gives without touching anything else, so it may wait until
     /// the client's already buffered commands are answered too (one write for a burst).
-    async fn answer(&mut self, code: u16, text: &str) -> Result<(), SessionError> {
-        self.answer_reply(&Reply::new(code, text)).await
-    }
-
     async fn answer_reply(&mut self, reply: &Reply) -> Result<(), SessionError> {
         let peer = self.client.peer();
         self.client
