@@ -1,8 +1,8 @@
 //! FEAT as ftpfront answers it: the features ftpfront implements itself, plus those a
 //! backend announced that ftpfront relays faithfully, cached per backend so that a FEAT
 //! before login (lftp sends one, and picks MLSD or LIST from it) tells the truth too. The
-//! same probe learns how the backend answers SYST, NOOP, HELP, ACCT, REIN and a FEAT with an
-//! argument before login, which servers answer differently.
+//! same probe learns how the backend answers SYST, NOOP, HELP, ACCT, OPTS UTF8, REIN and a
+//! FEAT with an argument before login, which servers answer differently.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -34,8 +34,8 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 /// backend that is down, instead of opening one backend connection each (an amplifier).
 const FAILURE_TTL: Duration = Duration::from_secs(30);
 
-/// How long the probe waits for the answer to REIN, the last question it asks.
-const REIN_WAIT: Duration = Duration::from_secs(2);
+/// How long the probe waits for each answer after FEAT's.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// What a client may learn of a backend before login.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +62,17 @@ pub struct BeforeLogin {
     pub help: Option<Reply>,
     /// ACCT before USER: 530 (vsftpd), 202 (pure-ftpd), 502 (proftpd).
     pub acct: Option<Reply>,
+    /// OPTS UTF8 ON, OPTS UTF8 OFF and a bare OPTS UTF8: vsftpd takes ON only, proftpd
+    /// ON and OFF, pure-ftpd none (504).
+    pub utf8: Utf8Replies,
+}
+
+/// A backend's replies to the forms of OPTS UTF8.
+#[derive(Debug, Clone, Default)]
+pub struct Utf8Replies {
+    pub on: Option<Reply>,
+    pub off: Option<Reply>,
+    pub bare: Option<Reply>,
 }
 
 /// What was last learnt of a backend.
@@ -202,24 +213,46 @@ pub async fn probe(
         let feat: Result<Reply, BackendLegError> =
             control.command(&Command::new("FEAT", None), phase).await;
         let features = relayable(&feat.ok()?);
+        // A server that never answers one question costs that answer and the ones after
+        // it, not those before: once a wait has run out a late reply would be taken for
+        // the next answer, so the probe stops asking.
+        let mut in_step = true;
         let mut ask = async |verb: &str, arg: Option<&str>| {
+            if !in_step {
+                return None;
+            }
             let command = Command::new(verb, arg);
-            control.command(&command, phase).await.ok()
+            let answer = tokio::time::timeout(ANSWER_WAIT, control.command(&command, phase));
+            match answer.await {
+                Ok(reply) => reply.ok(),
+                Err(_) => {
+                    in_step = false;
+                    None
+                }
+            }
         };
+        // Most used first: servers end a connection after a few refusals before login
+        // (libunftp after three), and the answers after that stay unknown.
         let syst = ask("SYST", None).await;
         let noop = ask("NOOP", None).await;
+        let utf8_on = ask("OPTS", Some("UTF8 ON")).await;
         let feat_with_argument = ask("FEAT", Some("X")).await;
-        let help = ask("HELP", None).await;
+        let rein = ask("REIN", None).await;
+        let utf8 = Utf8Replies {
+            on: utf8_on,
+            off: ask("OPTS", Some("UTF8 OFF")).await,
+            bare: ask("OPTS", Some("UTF8")).await,
+        };
         let acct = ask("ACCT", Some("nobody")).await;
-        // A server that never answers REIN costs only that answer, not the others.
-        let rein = tokio::time::timeout(REIN_WAIT, ask("REIN", None)).await;
+        let help = ask("HELP", None).await;
         let before_login = BeforeLogin {
             syst,
             noop,
             feat_with_argument,
-            rein: rein.ok().flatten(),
+            rein,
             help,
             acct,
+            utf8,
         };
         control.quit(Duration::from_secs(2)).await;
         Some(Learnt {

@@ -793,6 +793,24 @@ async fn help_and_acct_before_login_are_the_backends() {
     .await;
 }
 
+/// OPTS UTF8 before login, as the default backend answers it: vsftpd takes `ON` only
+/// ("Always in UTF8 mode."), pure-ftpd refuses every form (504), proftpd takes `ON` and
+/// `OFF`. ftpfront said 200 to every form: a client then took pure-ftpd for a UTF-8 server.
+async fn utf8_before_login(addr: SocketAddr, source: IpAddr) -> Vec<String> {
+    let (mut client, _greeting) = FtpClient::connect_unchecked(source, addr).await;
+    let mut seen = Vec::new();
+    for command in ["OPTS UTF8 ON", "OPTS UTF8 OFF", "OPTS UTF8", "OPTS utf8 on"] {
+        seen.push(exchange(&mut client, command).await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opts_utf8_before_login_is_the_backends() {
+    compare_on_each_backend(async |_pair, addr, source| utf8_before_login(addr, source).await)
+        .await;
+}
+
 /// SYST, NOOP and `FEAT X` before login, after another session of the same client logged
 /// in and asked FEAT (the feature cache then holds that session's features: what it
 /// learnt of the backend before login must not be lost with them).

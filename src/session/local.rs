@@ -84,29 +84,38 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// Before login there is no backend to ask: ftpfront answers OPTS UTF8 itself and tells
-    /// the backend after login (`replay_utf8`). After login OPTS goes to the backend.
+    /// Before login there is no backend to ask: OPTS UTF8 is answered as the default
+    /// backend answers that form before login (learnt by the feature probe), and one it
+    /// took is replayed to the backend after login (`replay_utf8`); when that is unknown,
+    /// ftpfront takes every form itself. After login OPTS goes to the backend.
     pub(super) async fn opts_before_login(
         &mut self,
         command: Command,
     ) -> Result<Flow, SessionError> {
-        match args::parse_opts(command.arg_str()) {
-            Ok(OptsArg::Utf8(true)) => {
-                self.utf8_requested = true;
-                self.reply(codes::COMMAND_OK, "UTF8 mode on.").await?;
-            }
-            Ok(OptsArg::Utf8(false)) => {
-                self.utf8_requested = false;
-                self.reply(codes::COMMAND_OK, "UTF8 mode off.").await?;
-            }
-            Err(_) => {
-                self.reply(
-                    codes::SYNTAX_ERROR_ARGS,
-                    "Option not understood before login.",
-                )
-                .await?
-            }
+        let Ok(OptsArg::Utf8(on)) = args::parse_opts(command.arg_str()) else {
+            self.reply(
+                codes::SYNTAX_ERROR_ARGS,
+                "Option not understood before login.",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        };
+        let bare = command.arg_str().split_whitespace().count() == 1;
+        let shared = self.shared.clone();
+        let utf8 = default_backend_learnt(&shared).await.before_login.utf8;
+        let learnt = match (bare, on) {
+            (true, _) => utf8.bare,
+            (false, true) => utf8.on,
+            (false, false) => utf8.off,
+        };
+        let reply = learnt.unwrap_or_else(|| match on {
+            true => Reply::new(codes::COMMAND_OK, "UTF8 mode on."),
+            false => Reply::new(codes::COMMAND_OK, "UTF8 mode off."),
+        });
+        if reply.is_completion() {
+            self.utf8_requested = on;
         }
+        self.send(&reply).await?;
         Ok(Flow::Continue)
     }
 
