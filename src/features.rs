@@ -254,7 +254,10 @@ pub async fn probe(
             acct,
             utf8,
         };
-        control.quit(Duration::from_secs(2)).await;
+        // A server that let a question go unanswered is not waited for again.
+        if in_step {
+            control.quit(Duration::from_secs(2)).await;
+        }
         Some(Learnt {
             features,
             before_login: Box::new(before_login),

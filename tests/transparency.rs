@@ -166,6 +166,25 @@ async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_ov
     proxy.shutdown().await;
 }
 
+/// A backend slow to answer one question of the feature probe (`FEAT X`, 4 s, longer
+/// than the backend's 3 s `connect_timeout` that bounds the whole probe): what it answered
+/// before stays learnt (SYST; the whole probe was lost, 530), and its late answer is not
+/// taken for the next question's (REIN: unknown, so ftpfront's own 220, not "502 Late
+/// answer.").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_the_backend_answers_late_costs_only_the_answers_after_it() {
+    let fake = FakeBackend::start(Behaviour::LateFeatArgument).await;
+    let mut config = proxy_config(fake.addr, 2);
+    config.backends[0].health = false;
+    let proxy = start_proxy(config).await;
+    let (mut client, _greeting) =
+        FtpClient::connect_unchecked(loopback(15), proxy.control_addr).await;
+    assert_eq!(client.cmd("SYST").await.text, "215 UNIX Type: L8\r\n");
+    let rein = client.cmd("REIN").await;
+    assert_eq!(rein.code, 220, "{rein:?}");
+    proxy.shutdown().await;
+}
+
 /// ftpfront's own failures (here: nothing listens at the backend's address) say what
 /// failed, naming no backend, host or address: the log has those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

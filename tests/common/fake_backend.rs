@@ -50,6 +50,8 @@ pub enum Behaviour {
     /// RETR serves `retr_bytes`, but the data connection of the first PASV/EPSV is closed
     /// as soon as it is accepted, and its listener dropped (a passive wait timed out).
     DropFirstPassive { retr_bytes: u64 },
+    /// `FEAT` with an argument is answered `502 Late answer.` only after 4 s.
+    LateFeatArgument,
 }
 
 /// How a data connection ended, seen from the server's reads.
@@ -300,6 +302,10 @@ impl Control {
             ("TYPE", _) => "200 Type set.",
             ("SYST", _) => "215 UNIX Type: L8",
             ("NOOP", _) => "200 NOOP ok.",
+            ("FEAT", Behaviour::LateFeatArgument) if line.trim().len() > 4 => {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                "502 Late answer."
+            }
             ("FEAT", _) => "211 No features.",
             ("OPTS", _) => "200 Option set.",
             ("ABOR", _) => "225 No transfer to abort.",
