@@ -22,6 +22,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+
 use common::external::{ftp_client_script, require_program};
 use common::ftp_client::*;
 use common::harness::*;
@@ -883,14 +885,10 @@ async fn rein_gets_the_backends_reply() {
 /// alone when the command was refused).
 async fn raw_upload(client: &mut FtpClient, command: &str, bytes: &[u8]) -> Vec<String> {
     use tokio::io::AsyncWriteExt;
-    let data_addr = passive(client).await;
-    let mut data = connect_from(client.source, data_addr)
-        .await
-        .expect("data connect");
-    let start = exchange(client, command).await;
-    if !is_start(&start) {
+    let (start, data) = start_transfer(client, command).await;
+    let Some(mut data) = data else {
         return vec![start];
-    }
+    };
     data.write_all(bytes).await.expect("write data");
     data.shutdown().await.expect("close data");
     drop(data);
@@ -901,24 +899,16 @@ async fn raw_upload(client: &mut FtpClient, command: &str, bytes: &[u8]) -> Vec<
 /// A name listing over a fresh PASV, sorted, STOU's made-up name replaced: the start
 /// reply, the names, the final reply.
 async fn listing(client: &mut FtpClient, command: &str, stou_name: Option<&str>) -> Vec<String> {
-    use tokio::io::AsyncReadExt;
-    let data_addr = passive(client).await;
-    let mut data = connect_from(client.source, data_addr)
-        .await
-        .expect("data connect");
-    let start = exchange(client, command).await;
-    if !is_start(&start) {
+    let (start, data) = start_transfer(client, command).await;
+    let Some(data) = data else {
         return vec![start];
-    }
-    let mut text = String::new();
-    data.read_to_string(&mut text).await.expect("read listing");
-    drop(data);
-    let mut names: Vec<String> = text
+    };
+    let (bytes, end) = finish_download(client, data).await;
+    let mut names: Vec<String> = String::from_utf8_lossy(&bytes)
         .lines()
         .map(|name| run_independent(name, stou_name))
         .collect();
     names.sort();
-    let end = render(client.reply_within(Duration::from_secs(10)).await);
     vec![start, names.join(","), end]
 }
 
@@ -1148,24 +1138,38 @@ fn is_start(exchanged: &str) -> bool {
     exchanged.contains("=> 150") || exchanged.contains("=> 125")
 }
 
-/// A RETR or LIST over a fresh PASV: the start reply, the bytes, the final reply; the
-/// start reply alone when the command was refused (vsftpd then keeps the data connection
-/// open, ftpfront closes it: nothing to read either way).
-async fn raw_download(client: &mut FtpClient, command: &str) -> Vec<String> {
-    use tokio::io::AsyncReadExt;
+/// PASV, the data connection, then `command`: the start reply, and the data connection
+/// when the transfer started. When the command was refused, `None`: vsftpd then keeps the
+/// data connection open, ftpfront closes it, and nothing comes on it either way.
+async fn start_transfer(client: &mut FtpClient, command: &str) -> (String, Option<TcpStream>) {
     let data_addr = passive(client).await;
-    let mut data = connect_from(client.source, data_addr)
+    let data = connect_from(client.source, data_addr)
         .await
         .expect("data connect");
     let start = exchange(client, command).await;
-    if !is_start(&start) {
-        return vec![start];
-    }
+    let started = is_start(&start).then_some(data);
+    (start, started)
+}
+
+/// A download's bytes to the end, then its final reply.
+async fn finish_download(client: &mut FtpClient, mut data: TcpStream) -> (Vec<u8>, String) {
+    use tokio::io::AsyncReadExt;
     let mut bytes = Vec::new();
     data.read_to_end(&mut bytes).await.expect("read data");
     // Closed at once, as clients do: proftpd waits for it (TimeoutLinger) before its 226.
     drop(data);
     let end = render(client.reply_within(Duration::from_secs(10)).await);
+    (bytes, end)
+}
+
+/// A RETR or LIST over a fresh PASV: the start reply, the bytes, the final reply; the
+/// start reply alone when the command was refused.
+async fn raw_download(client: &mut FtpClient, command: &str) -> Vec<String> {
+    let (start, data) = start_transfer(client, command).await;
+    let Some(data) = data else {
+        return vec![start];
+    };
+    let (bytes, end) = finish_download(client, data).await;
     vec![
         start,
         format!("{} bytes {}", bytes.len(), sha256(&bytes)),

@@ -224,9 +224,7 @@ async fn quit_is_answered_without_waiting_for_the_backend() {
     );
     // The session's own connection: the health probe's QUIT must not stand in for it.
     let heard_quit = |seen: &Observed| {
-        seen.per_connection
-            .iter()
-            .filter(|commands| commands.first().is_some_and(|c| c.starts_with("USER ")))
+        seen.logins()
             .any(|commands| commands.iter().any(|c| c == "QUIT"))
     };
     let seen = fake.wait_until(SETTLE, heard_quit).await;

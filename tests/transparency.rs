@@ -144,10 +144,9 @@ async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_ov
     assert_eq!(client.cmd("PASS again").await.code, 230);
     assert_eq!(client.cmd("PWD").await.code, 257);
     let seen = fake.observed();
-    let rein_session = seen
-        .per_connection
-        .iter()
-        .find(|commands| commands.first().is_some_and(|c| c.starts_with("USER ")))
+    let mut logins = seen.logins();
+    let rein_session = logins
+        .next()
         .expect("the first login has a backend connection");
     assert_eq!(
         rein_session
@@ -157,10 +156,8 @@ async fn a_backend_that_takes_rein_has_its_reply_relayed_and_the_login_starts_ov
         ["REIN", "QUIT"],
         "the connection that took REIN is ended: {rein_session:?}"
     );
-    let new_session = seen
-        .per_connection
-        .iter()
-        .find(|commands| commands.first().is_some_and(|c| c == "USER again"))
+    let new_session = logins
+        .next()
         .expect("the new login has a backend connection of its own");
     assert_eq!(new_session, &["USER again", "PASS again", "PWD"]);
     proxy.shutdown().await;

@@ -1,5 +1,6 @@
 //! What ftpfront answers itself before login, when no backend is chosen yet (HELP, ACCT,
-//! SYST, NOOP, OPTS, FEAT, REIN, QUIT): as the default backend would, from what `features.rs` learnt.
+//! SYST, NOOP, OPTS, FEAT, REIN, QUIT): as the default backend would, from what
+//! `features.rs` learnt.
 
 use super::{Flow, Outcome, Session, SessionError, Shared};
 use crate::features::{self, BeforeLogin, Learnt, Lookup};

@@ -93,6 +93,16 @@ pub struct Observed {
     pub abor: bool,
 }
 
+impl Observed {
+    /// The command lines of the connections a client's login came on (the first command
+    /// was USER), in the order they were accepted: health and feature probes left out.
+    pub fn logins(&self) -> impl Iterator<Item = &Vec<String>> {
+        self.per_connection
+            .iter()
+            .filter(|commands| commands.first().is_some_and(|c| c.starts_with("USER ")))
+    }
+}
+
 type Log = Arc<Mutex<Observed>>;
 
 fn with_log<T>(log: &Log, f: impl FnOnce(&mut Observed) -> T) -> T {
